@@ -1,0 +1,86 @@
+"""The worker's own settings (RabbitMQ settings are icij-worker's, see its WorkerConfig).
+
+Every field can be set from the environment with the ``ML_WORKER_`` prefix
+(``ML_WORKER_ES_ADDRESS=http://es:9200``) or from a JSON file given to the workers
+as icij-worker's ``app_bootstrap_config_path``; the environment wins over the file.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+from pydantic import Field, PositiveInt, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class TaskServiceKind(str, Enum):
+    ICIJ = "icij"
+    DATASHARE = "datashare"
+
+
+class MLWorkerConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ML_WORKER_", extra="forbid", frozen=True
+    )
+
+    log_level: str = Field(default="INFO", description="Log level of ml_worker loggers")
+
+    es_address: str = Field(
+        default="http://localhost:9200",
+        description="Elasticsearch (7.x API) address holding Datashare's project indices",
+    )
+    es_username: str | None = Field(default=None, description="Elasticsearch user")
+    es_password: SecretStr | None = Field(
+        default=None, description="Elasticsearch password"
+    )
+    es_timeout_s: float = Field(default=30.0, description="Elasticsearch request timeout")
+    es_page_size: PositiveInt = Field(
+        default=1000, description="Document ids read per Elasticsearch scroll page"
+    )
+
+    task_service: TaskServiceKind = Field(
+        default=TaskServiceKind.ICIJ,
+        description="Task API used to create child tasks: `icij` (icij-worker's HTTP "
+        "service) or `datashare`",
+    )
+    task_service_url: str = Field(
+        default="http://localhost:8080", description="Task API base URL"
+    )
+    task_service_user: str | None = Field(
+        default=None, description="Basic-auth user for the task API"
+    )
+    task_service_password: SecretStr | None = Field(
+        default=None, description="Basic-auth password for the task API"
+    )
+
+    vector_db_uri: str = Field(
+        default="data/vectors",
+        description="LanceDB database: a local directory or any LanceDB URI",
+    )
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="Default sentence-transformers model (hub id or local path) for "
+        "new project tables",
+    )
+    device: str = Field(
+        default="auto",
+        description="Torch device for the model: `auto` (CUDA when present), `cpu`, "
+        "`cuda`, `cuda:1`...",
+    )
+    vectorize_batch_size: PositiveInt = Field(
+        default=64, description="Documents per vectorize_docs task"
+    )
+    embed_batch_size: PositiveInt = Field(
+        default=64, description="Passages per model call"
+    )
+
+    @classmethod
+    def from_file(cls, path: Path) -> MLWorkerConfig:
+        """Settings from a JSON file, overridden by the environment."""
+        from_file = json.loads(path.read_text())
+        from_env = cls().model_dump(exclude_unset=True)
+        return cls(**{**from_file, **from_env})

@@ -1,0 +1,144 @@
+"""Connections opened once per worker process and handed to the tasks.
+
+The app's lifespan runs the setup functions in order when a worker process starts
+and the teardowns in reverse when it stops. Tasks read the connections through the
+``lifespan_*`` accessors, which fail clearly outside a set-up worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import httpx
+import lancedb
+from elasticsearch import AsyncElasticsearch
+from icij_common.logging_utils import setup_loggers
+from icij_worker import WorkerConfig
+
+from ml_worker import embedding, store
+from ml_worker.config import MLWorkerConfig, TaskServiceKind
+from ml_worker.documents import es_client
+from ml_worker.task_client import ICIJTaskClient, TaskClient
+
+logger = logging.getLogger(__name__)
+
+_CONFIG: MLWorkerConfig | None = None
+_ES_CLIENT: AsyncElasticsearch | None = None
+_TASK_CLIENT: TaskClient | None = None
+_VECTOR_DB: lancedb.DBConnection | None = None
+
+
+class DependencyNotSetUp(RuntimeError):
+    def __init__(self, name: str):
+        super().__init__(
+            f"{name} is not set up: it exists only inside a worker started with the"
+            f" ml_worker app, or pass it to the task as a keyword argument"
+        )
+
+
+def load_config(worker_config: WorkerConfig | None = None, **_) -> None:
+    global _CONFIG
+    path: Path | None = worker_config and worker_config.app_bootstrap_config_path
+    _CONFIG = MLWorkerConfig.from_file(path) if path else MLWorkerConfig()
+
+
+def setup_loggers_(**_) -> None:
+    config = lifespan_config()
+    setup_loggers(["__main__", "ml_worker"], level=logging.getLevelName(config.log_level))
+    logger.info("worker config: %s", config.model_dump_json())  # secrets stay masked
+
+
+def setup_embedding(**_) -> None:
+    embedding.use_device(lifespan_config().device)
+
+
+async def setup_es_client(**_) -> None:
+    global _ES_CLIENT
+    _ES_CLIENT = es_client_from(lifespan_config())
+
+
+async def teardown_es_client(*_) -> None:
+    global _ES_CLIENT
+    if _ES_CLIENT is not None:
+        await _ES_CLIENT.close()
+    _ES_CLIENT = None
+
+
+async def setup_task_client(**_) -> None:
+    global _TASK_CLIENT
+    _TASK_CLIENT = task_client_from(lifespan_config())
+    await _TASK_CLIENT.__aenter__()
+
+
+async def teardown_task_client(exc_type=None, exc_value=None, tb=None) -> None:
+    global _TASK_CLIENT
+    if _TASK_CLIENT is not None:
+        await _TASK_CLIENT.__aexit__(exc_type, exc_value, tb)
+    _TASK_CLIENT = None
+
+
+def setup_vector_db(**_) -> None:
+    global _VECTOR_DB
+    _VECTOR_DB = store.connect(lifespan_config().vector_db_uri)
+
+
+def teardown_vector_db(*_) -> None:
+    global _VECTOR_DB
+    _VECTOR_DB = None
+
+
+def lifespan_config() -> MLWorkerConfig:
+    if _CONFIG is None:
+        raise DependencyNotSetUp("config")
+    return _CONFIG
+
+
+def lifespan_es_client() -> AsyncElasticsearch:
+    if _ES_CLIENT is None:
+        raise DependencyNotSetUp("Elasticsearch client")
+    return _ES_CLIENT
+
+
+def lifespan_task_client() -> TaskClient:
+    if _TASK_CLIENT is None:
+        raise DependencyNotSetUp("task client")
+    return _TASK_CLIENT
+
+
+def lifespan_vector_db() -> lancedb.DBConnection:
+    if _VECTOR_DB is None:
+        raise DependencyNotSetUp("vector database")
+    return _VECTOR_DB
+
+
+def es_client_from(config: MLWorkerConfig) -> AsyncElasticsearch:
+    password = config.es_password.get_secret_value() if config.es_password else None
+    return es_client(
+        config.es_address,
+        username=config.es_username,
+        password=password,
+        timeout_s=config.es_timeout_s,
+    )
+
+
+def task_client_from(config: MLWorkerConfig) -> TaskClient:
+    auth = None
+    if config.task_service_user:
+        password = config.task_service_password
+        auth = httpx.BasicAuth(
+            config.task_service_user, password.get_secret_value() if password else ""
+        )
+    if config.task_service is TaskServiceKind.ICIJ:
+        return ICIJTaskClient(config.task_service_url, auth=auth)
+    raise NotImplementedError(f"task service {config.task_service.value}")
+
+
+DEPENDENCIES = [
+    ("configuration loading", load_config, None),
+    ("loggers setup", setup_loggers_, None),
+    ("embedding device", setup_embedding, None),
+    ("Elasticsearch client", setup_es_client, teardown_es_client),
+    ("task client", setup_task_client, teardown_task_client),
+    ("vector database", setup_vector_db, teardown_vector_db),
+]

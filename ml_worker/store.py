@@ -1,0 +1,146 @@
+"""Project tables in the LanceDB vector store: one table per Datashare project.
+
+A row is one passage of one document. The table's schema carries the embedding
+function, so LanceDB computes the ``vector`` of every added row from its ``content``
+and the vector of every query from its text.
+"""
+
+from __future__ import annotations
+
+import re
+
+import lancedb
+import pyarrow as pa
+from lancedb.embeddings import EmbeddingFunctionConfig
+from lancedb.index import FTS
+from lancedb.table import Table
+
+from ml_worker.embedding import Embedder, embedder
+
+CONTENT = "content"
+VECTOR = "vector"
+DOC_ID = "doc_id"
+PASSAGE = "passage"
+
+# Lance table names are directory names: no path separators, no dot-dot.
+_PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,254}$")
+
+
+class InvalidProject(ValueError):
+    pass
+
+
+class ProjectNotVectorized(LookupError):
+    pass
+
+
+class ModelMismatch(ValueError):
+    pass
+
+
+def table_name(project: str) -> str:
+    if not isinstance(project, str) or not _PROJECT_RE.match(project):
+        msg = (
+            f"invalid project {project!r}: a project id is 1 to 255 letters, digits,"
+            f" '_' or '-', starting with a letter or digit"
+        )
+        raise InvalidProject(msg)
+    return project
+
+
+def passage_schema(ndims: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field(DOC_ID, pa.string(), nullable=False),
+            pa.field("root_id", pa.string()),
+            pa.field(PASSAGE, pa.int32(), nullable=False),
+            pa.field("start", pa.int64(), nullable=False),
+            pa.field("end", pa.int64(), nullable=False),
+            pa.field(CONTENT, pa.string(), nullable=False),
+            pa.field(VECTOR, pa.list_(pa.float32(), ndims)),
+            pa.field("path", pa.string()),
+            pa.field("title", pa.string()),
+            pa.field("content_type", pa.string()),
+            pa.field("language", pa.string()),
+            pa.field("tags", pa.list_(pa.string())),
+        ]
+    )
+
+
+def connect(uri: str) -> lancedb.DBConnection:
+    return lancedb.connect(uri)
+
+
+def open_or_create_table(
+    db: lancedb.DBConnection, project: str, *, model: str, embed_batch_size: int
+) -> Table:
+    """The project's table, created for ``model`` if it does not exist yet."""
+    name = table_name(project)
+    if name in db.table_names(limit=None):
+        table = db.open_table(name)
+        existing = table_model(table)
+        if existing != model:
+            msg = (
+                f'project "{project}" is vectorized with model "{existing}", not'
+                f' "{model}": rebuild it to change its model'
+            )
+            raise ModelMismatch(msg)
+        return table
+    function = embedder(model, embed_batch_size)
+    table = db.create_table(
+        name,
+        schema=passage_schema(function.ndims()),
+        embedding_functions=[
+            EmbeddingFunctionConfig(
+                source_column=CONTENT, vector_column=VECTOR, function=function
+            )
+        ],
+        exist_ok=True,  # another worker may have created it meanwhile
+    )
+    # Unindexed rows stay searchable, so the index can be built on the empty table.
+    table.create_index(CONTENT, config=FTS(), replace=False)
+    return table
+
+
+def open_table(db: lancedb.DBConnection, project: str) -> Table:
+    name = table_name(project)
+    try:
+        return db.open_table(name)
+    except (FileNotFoundError, ValueError) as e:
+        msg = f'project "{project}" has no vectors yet: run create_vectorization_tasks'
+        raise ProjectNotVectorized(msg) from e
+
+
+def table_embedder(table: Table) -> Embedder:
+    config = table.embedding_functions[VECTOR]
+    if not isinstance(config.function, Embedder):
+        raise TypeError(f"table {table.name} was not created by ml_worker")
+    return config.function
+
+
+def table_model(table: Table) -> str:
+    return table_embedder(table).name
+
+
+
+def replace_documents(table: Table, doc_ids: list[str], rows: list[dict]) -> None:
+    """Make ``rows`` the only passages of these documents, in one commit.
+
+    Upserting on (doc_id, passage) makes a replayed batch a no-op, and deleting the
+    documents' other passages drops those left over by a shorter new content.
+    """
+    these_docs = f"{DOC_ID} IN ({', '.join(_sql_string(i) for i in doc_ids)})"
+    if not rows:
+        table.delete(these_docs)
+        return
+    (
+        table.merge_insert([DOC_ID, PASSAGE])
+        .when_matched_update_all()
+        .when_not_matched_insert_all()
+        .when_not_matched_by_source_delete(these_docs)
+        .execute(rows)
+    )
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,183 @@
+"""The worker's tasks, as plain async functions.
+
+Each task takes its dependencies as keyword arguments; left out, they are the
+worker process's own (see ``ml_worker.dependencies``). Blocking work (the model,
+LanceDB) runs in a thread so the worker's event loop keeps its broker heartbeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import lancedb
+from elasticsearch import AsyncElasticsearch
+
+from ml_worker import dependencies as deps
+from ml_worker import documents, store
+from ml_worker.chunking import split_passages
+from ml_worker.config import MLWorkerConfig
+from ml_worker.documents import Document
+from ml_worker.search import (
+    Scoring,
+    SearchMode,
+    group_by_document,
+    passages_limit,
+    search_passages,
+)
+from ml_worker.task_client import TaskClient
+
+logger = logging.getLogger(__name__)
+
+GROUP = "PYTHON"
+VECTORIZE_DOCS = "vectorize_docs"
+OVERLAP_TOKENS = 32
+
+Progress = Callable[[float], Awaitable[None]]
+
+
+async def ping() -> str:
+    return "pong"
+
+
+async def create_vectorization_tasks(
+    project: str,
+    *,
+    model: str | None = None,
+    batch_size: int | None = None,
+    config: MLWorkerConfig | None = None,
+    es_client: AsyncElasticsearch | None = None,
+    task_client: TaskClient | None = None,
+    vector_db: lancedb.DBConnection | None = None,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Create one ``vectorize_docs`` task per batch of the project's documents."""
+    config = config or deps.lifespan_config()
+    es_client = es_client or deps.lifespan_es_client()
+    task_client = task_client or deps.lifespan_task_client()
+    vector_db = vector_db or deps.lifespan_vector_db()
+    model = model or config.model
+    batch_size = batch_size or config.vectorize_batch_size
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    store.table_name(project)
+    await asyncio.to_thread(
+        store.open_or_create_table,
+        vector_db,
+        project,
+        model=model,
+        embed_batch_size=config.embed_batch_size,
+    )
+    total = await documents.count_documents(es_client, project)
+    task_ids, batch, n_docs = [], [], 0
+    ids = documents.iter_document_ids(es_client, project, page_size=config.es_page_size)
+    async for doc_id in ids:
+        batch.append(doc_id)
+        if len(batch) == batch_size:
+            task_ids.append(await _create_batch_task(task_client, project, batch))
+            n_docs += len(batch)
+            batch = []
+            if progress is not None:
+                await progress(min(n_docs / total, 1.0))
+    if batch:
+        task_ids.append(await _create_batch_task(task_client, project, batch))
+    logger.info("project %s: %s batch tasks created", project, len(task_ids))
+    return task_ids
+
+
+async def _create_batch_task(client: TaskClient, project: str, batch: list[str]) -> str:
+    args = {"docs": batch, "project": project}
+    return await client.create_task(VECTORIZE_DOCS, args, group=GROUP)
+
+
+async def vectorize_docs(
+    docs: list[str],
+    project: str,
+    *,
+    es_client: AsyncElasticsearch | None = None,
+    vector_db: lancedb.DBConnection | None = None,
+) -> int:
+    """Write the passages of these documents to the project's table.
+
+    Returns the number of documents written. Writing a batch again (a redelivered
+    task) replaces its rows: each document ends up with exactly its passages.
+    """
+    es_client = es_client or deps.lifespan_es_client()
+    vector_db = vector_db or deps.lifespan_vector_db()
+    table = store.open_table(vector_db, project)
+    fetched = await documents.fetch_documents(es_client, project, docs)
+    missing = len(docs) - len(fetched)
+    if missing:
+        logger.warning("project %s: %s documents no longer indexed", project, missing)
+    written = await asyncio.to_thread(_write_passages, table, fetched)
+    logger.info("project %s: %s documents vectorized", project, written)
+    return written
+
+
+def _write_passages(table, docs: list[Document]) -> int:
+    embedder = store.table_embedder(table)
+    tokenizer = embedder.embedding_model.tokenizer
+    rows = []
+    for doc in docs:
+        passages = split_passages(
+            doc.content,
+            tokenizer,
+            max_tokens=embedder.max_tokens,
+            overlap_tokens=OVERLAP_TOKENS,
+        )
+        rows.extend(_passage_row(doc, p) for p in passages)
+    if not docs:
+        return 0
+    store.replace_documents(table, [d.id for d in docs], rows)
+    return len(docs)
+
+
+def _passage_row(doc: Document, passage) -> dict:
+    return {
+        "doc_id": doc.id,
+        "root_id": doc.root_id,
+        "passage": passage.index,
+        "start": passage.start,
+        "end": passage.end,
+        "content": passage.text,
+        "path": doc.path,
+        "title": doc.title,
+        "content_type": doc.content_type,
+        "language": doc.language,
+        "tags": doc.tags,
+    }
+
+
+async def find_most_similar(
+    project: str,
+    queries: list[str],
+    *,
+    n_similar: int = 10,
+    mode: SearchMode = SearchMode.HYBRID,
+    scoring: Scoring = Scoring.BEST_PASSAGE,
+    vector_db: lancedb.DBConnection | None = None,
+) -> list[list[dict]]:
+    """For each query, the ``n_similar`` most relevant documents, best first."""
+    vector_db = vector_db or deps.lifespan_vector_db()
+    if not queries:
+        raise ValueError("queries is empty: give at least one query")
+    if n_similar <= 0:
+        raise ValueError(f"n_similar must be positive, got {n_similar}")
+    mode, scoring = SearchMode(mode), Scoring(scoring)
+    table = store.open_table(vector_db, project)
+    return await asyncio.to_thread(
+        _search, table, queries, n_similar=n_similar, mode=mode, scoring=scoring
+    )
+
+
+def _search(table, queries, *, n_similar, mode, scoring) -> list[list[dict]]:
+    vectors = [None] * len(queries)
+    if mode is not SearchMode.TEXT:
+        vectors = store.table_embedder(table).compute_query_embeddings(queries)
+    limit = passages_limit(n_similar)
+    results = []
+    for query, vector in zip(queries, vectors):
+        passages = search_passages(table, query, vector, mode=mode, limit=limit)
+        results.append(group_by_document(passages, n_similar=n_similar, scoring=scoring))
+    return results
