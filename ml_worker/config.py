@@ -56,6 +56,17 @@ class MLWorkerConfig(BaseSettings):
     task_service_password: SecretStr | None = Field(
         default=None, description="Basic-auth password for the task API"
     )
+    task_service_api_key: SecretStr | None = Field(
+        default=None,
+        description="Datashare API key, sent as `Authorization: bearer <key>`",
+    )
+    task_service_cookie: SecretStr | None = Field(
+        default=None, description="Datashare session cookie value"
+    )
+    task_service_cookie_name: str = Field(
+        default="_ds_session_id",
+        description="Name of Datashare's session cookie",
+    )
 
     vector_db_uri: str = Field(
         default="data/vectors",

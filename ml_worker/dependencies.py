@@ -15,11 +15,12 @@ import lancedb
 from elasticsearch import AsyncElasticsearch
 from icij_common.logging_utils import setup_loggers
 from icij_worker import WorkerConfig
+from pydantic import SecretStr
 
 from ml_worker import embedding, store
 from ml_worker.config import MLWorkerConfig, TaskServiceKind
 from ml_worker.documents import es_client
-from ml_worker.task_client import ICIJTaskClient, TaskClient
+from ml_worker.task_client import DatashareTaskClient, ICIJTaskClient, TaskClient
 
 logger = logging.getLogger(__name__)
 
@@ -125,13 +126,22 @@ def es_client_from(config: MLWorkerConfig) -> AsyncElasticsearch:
 def task_client_from(config: MLWorkerConfig) -> TaskClient:
     auth = None
     if config.task_service_user:
-        password = config.task_service_password
         auth = httpx.BasicAuth(
-            config.task_service_user, password.get_secret_value() if password else ""
+            config.task_service_user, _secret(config.task_service_password) or ""
         )
     if config.task_service is TaskServiceKind.ICIJ:
         return ICIJTaskClient(config.task_service_url, auth=auth)
-    raise NotImplementedError(f"task service {config.task_service.value}")
+    return DatashareTaskClient(
+        config.task_service_url,
+        auth=auth,
+        api_key=_secret(config.task_service_api_key),
+        session_cookie=_secret(config.task_service_cookie),
+        cookie_name=config.task_service_cookie_name,
+    )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 DEPENDENCIES = [

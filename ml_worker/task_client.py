@@ -7,12 +7,14 @@ interface, and both turn HTTP failures into errors that say what happened and wh
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from abc import ABC, abstractmethod
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
-from icij_worker import Task, TaskState
+from icij_worker import Task, TaskError, TaskState
 from icij_worker.objects import ErrorEvent
 
 
@@ -39,10 +41,21 @@ def new_task_id(name: str) -> str:
 class TaskClient(ABC):
     """A task API, used as an async context manager."""
 
-    def __init__(self, base_url: str, *, auth=None, headers: dict | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth=None,
+        headers: dict | None = None,
+        cookies: dict | None = None,
+    ):
         self._base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=self._base_url, auth=auth, headers=headers, timeout=30.0
+            base_url=self._base_url,
+            auth=auth,
+            headers=headers,
+            cookies=cookies,
+            timeout=30.0,
         )
 
     async def __aenter__(self) -> TaskClient:
@@ -81,19 +94,25 @@ class TaskClient(ABC):
         except httpx.TransportError as e:
             msg = f"task service unreachable at {url}: {e.__class__.__name__} {e}"
             raise TaskServiceUnavailable(msg) from e
+        status = f"{res.status_code} {res.reason_phrase}".strip()
         if res.status_code in (401, 403):
             what = "rejected the credentials" if res.status_code == 401 else "denied access"
-            msg = f"task service {what} ({res.status_code}) for {method} {url}"
+            msg = f"task service {what} ({status}) for {method} {url}{_body(res)}"
             raise TaskServiceAuthError(msg)
         if res.status_code == 404:
-            raise UnknownTask(f"not found (404): {method} {url}")
+            raise UnknownTask(f"not found ({status}): {method} {url}")
         if res.status_code >= 500:
-            msg = f"task service failed ({res.status_code}) on {method} {url}: {res.text[:500]}"
+            msg = f"task service failed ({status}) on {method} {url}{_body(res)}"
             raise TaskServiceUnavailable(msg)
         if res.status_code >= 400:
-            msg = f"task service refused {method} {url} ({res.status_code}): {res.text[:500]}"
+            msg = f"task service refused {method} {url} ({status}){_body(res)}"
             raise TaskServiceError(msg)
         return res
+
+
+def _body(res: httpx.Response) -> str:
+    text = res.text.strip()[:500]
+    return f": {text}" if text else ""
 
 
 class ICIJTaskClient(TaskClient):
@@ -134,3 +153,149 @@ class ICIJTaskClient(TaskClient):
 
     async def cancel_task(self, task_id: str) -> None:
         await self._request("POST", f"/api/tasks/{task_id}/cancel")
+
+
+class DatashareTaskClient(TaskClient):
+    """Datashare's task API, prefix ``/api/task``.
+
+    Datashare authenticates with an API key (``Authorization: bearer <key>``), a
+    session cookie (``_ds_session_id`` unless renamed), or basic auth, depending on
+    its ``--authFilter``. It adds the submitting ``user`` to every task's arguments.
+    """
+
+    CSRF_COOKIE = "_ds_csrf_token"
+    CSRF_HEADER = "X-DS-CSRF-TOKEN"
+    PAGE_SIZE = 500
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth=None,
+        api_key: str | None = None,
+        session_cookie: str | None = None,
+        cookie_name: str = "_ds_session_id",
+    ):
+        if api_key and auth is not None:
+            msg = "give Datashare either an API key or basic-auth credentials, not both"
+            raise ValueError(msg)
+        # Datashare refuses a PUT made with a session cookie unless a CSRF cookie and
+        # header match: any value of our own does.
+        csrf = secrets.token_hex(16)
+        headers = {self.CSRF_HEADER: csrf}
+        cookies = {self.CSRF_COOKIE: csrf}
+        if api_key:
+            headers["Authorization"] = f"bearer {api_key}"
+        if session_cookie:
+            cookies[cookie_name] = session_cookie
+        super().__init__(base_url, auth=auth, headers=headers, cookies=cookies)
+
+    async def create_task(
+        self, name: str, args: dict[str, Any], *, group: str, task_id: str | None = None
+    ) -> str:
+        task_id = task_id or new_task_id(name)
+        body = {"@type": "Task", "id": task_id, "name": name, "args": args}
+        res = await self._request(
+            "PUT", f"/api/task/{task_id}", params={"group": group}, json=body
+        )
+        # 201 answers {"taskId": ...}; 200 (the task already existed) has no body.
+        if res.status_code == 201 and res.content:
+            return res.json().get("taskId", task_id)
+        return task_id
+
+    async def get_task(self, task_id: str) -> Task:
+        return task_from_datashare(await self._get_task_json(task_id))
+
+    async def get_task_result(self, task_id: str) -> Any | None:
+        res = await self._request("GET", f"/api/task/{task_id}/result")
+        if res.status_code == 204 or not res.content:
+            return None
+        # Datashare answers a string result as plain text, anything else as JSON.
+        if "json" not in res.headers.get("content-type", ""):
+            return res.text
+        result = res.json()
+        if isinstance(result, dict) and result.get("@type") == "TaskResult":
+            return result.get("value")
+        return result
+
+    async def get_task_errors(self, task_id: str) -> list[ErrorEvent]:
+        data = await self._get_task_json(task_id)
+        if not data.get("error"):
+            return []
+        task = task_from_datashare(data)
+        event = ErrorEvent(
+            task_id=task.id,
+            error=_error_from_datashare(data["error"]),
+            retries_left=task.retries_left or 0,
+            created_at=task.completed_at or task.created_at,
+        )
+        return [event]
+
+    async def get_tasks(self, name: str | None = None) -> list[Task]:
+        tasks: list[Task] = []
+        params: dict[str, Any] = {"size": self.PAGE_SIZE}
+        if name is not None:
+            params["name"] = name
+        while True:
+            params["from"] = len(tasks)
+            page = (await self._request("GET", "/api/task", params=params)).json()
+            if isinstance(page, list):  # a plain, unpaginated list
+                tasks.extend(task_from_datashare(t) for t in page)
+                break
+            items = page.get("items") or []
+            tasks.extend(task_from_datashare(t) for t in items)
+            total = (page.get("pagination") or {}).get("total")
+            if not items or (total is not None and len(tasks) >= total):
+                break
+        # Datashare's name filter matches substrings.
+        return [t for t in tasks if name is None or t.name == name]
+
+    async def cancel_task(self, task_id: str) -> None:
+        await self._request("PUT", f"/api/task/stop/{task_id}")
+
+    async def _get_task_json(self, task_id: str) -> dict:
+        return (await self._request("GET", f"/api/task/{task_id}")).json()
+
+
+def task_from_datashare(data: dict) -> Task:
+    """icij-worker's view of a task as Datashare serializes it."""
+    # Jackson writes the Java type of the argument map as an "@type" entry.
+    args = {k: v for k, v in (data.get("args") or {}).items() if k != "@type"}
+    return Task(
+        id=data["id"],
+        name=data["name"],
+        args=args,
+        state=TaskState(data["state"]),
+        progress=data.get("progress"),
+        created_at=_datetime(data["createdAt"]),
+        completed_at=_datetime(data.get("completedAt")),
+        retries_left=data.get("retriesLeft"),
+        max_retries=data.get("maxRetries"),
+    )
+
+
+def _datetime(value: int | float | str | None) -> datetime | None:
+    """Datashare's dates: epoch milliseconds, or ISO 8601 text."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    return datetime.fromisoformat(value)
+
+
+def _error_from_datashare(error: dict) -> TaskError:
+    # Java leaves out what it does not know, such as a native method's file.
+    stacktrace = [
+        {
+            "name": item.get("name") or "",
+            "file": item.get("file") or "",
+            "lineno": item.get("lineno", -1),
+        }
+        for item in error.get("stacktrace") or []
+    ]
+    return TaskError(
+        name=error.get("name") or "Error",
+        message=error.get("message") or "",
+        cause=error.get("cause"),
+        stacktrace=stacktrace,
+    )
