@@ -3,6 +3,7 @@
 Each task takes its dependencies as keyword arguments; left out, they are the
 worker process's own (see ``ml_worker.dependencies``). Blocking work (the model,
 LanceDB) runs in a thread so the worker's event loop keeps its broker heartbeats.
+Every task accepts and ignores ``user``, the argument Datashare adds to every task.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ OVERLAP_TOKENS = 32
 Progress = Callable[[float], Awaitable[None]]
 
 
-async def ping() -> str:
+async def ping(*, user: dict | str | None = None) -> str:
+    """``user``: added by Datashare, ignored."""
     return "pong"
 
 
@@ -46,13 +48,17 @@ async def create_vectorization_tasks(
     *,
     model: str | None = None,
     batch_size: int | None = None,
+    user: dict | str | None = None,
     config: MLWorkerConfig | None = None,
     es_client: AsyncElasticsearch | None = None,
     task_client: TaskClient | None = None,
     vector_db: lancedb.DBConnection | None = None,
     progress: Progress | None = None,
 ) -> list[str]:
-    """Create one ``vectorize_docs`` task per batch of the project's documents."""
+    """Create one ``vectorize_docs`` task per batch of the project's documents.
+
+    ``user``: added by Datashare, ignored.
+    """
     config = config or deps.lifespan_config()
     es_client = es_client or deps.lifespan_es_client()
     task_client = task_client or deps.lifespan_task_client()
@@ -95,6 +101,7 @@ async def vectorize_docs(
     docs: list[str],
     project: str,
     *,
+    user: dict | str | None = None,
     es_client: AsyncElasticsearch | None = None,
     vector_db: lancedb.DBConnection | None = None,
 ) -> int:
@@ -102,6 +109,7 @@ async def vectorize_docs(
 
     Returns the number of documents written. Writing a batch again (a redelivered
     task) replaces its rows: each document ends up with exactly its passages.
+    ``user``: added by Datashare, ignored.
     """
     es_client = es_client or deps.lifespan_es_client()
     vector_db = vector_db or deps.lifespan_vector_db()
@@ -156,9 +164,13 @@ async def find_most_similar(
     n_similar: int = 10,
     mode: SearchMode = SearchMode.HYBRID,
     scoring: Scoring = Scoring.BEST_PASSAGE,
+    user: dict | str | None = None,
     vector_db: lancedb.DBConnection | None = None,
 ) -> list[list[dict]]:
-    """For each query, the ``n_similar`` most relevant documents, best first."""
+    """For each query, the ``n_similar`` most relevant documents, best first.
+
+    ``user``: added by Datashare, ignored.
+    """
     vector_db = vector_db or deps.lifespan_vector_db()
     if not queries:
         raise ValueError("queries is empty: give at least one query")
