@@ -35,7 +35,7 @@ MAPPING = {
 
 
 async def create_project_index(es: AsyncElasticsearch, project: str) -> None:
-    await es.indices.create(index=project, body={"mappings": MAPPING})
+    await es.indices.create(index=project, mappings=MAPPING)
 
 
 def document_source(

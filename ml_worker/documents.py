@@ -113,5 +113,5 @@ def _to_document(hit: dict) -> Document:
 
 async def count_documents(es: AsyncElasticsearch, project: str) -> int:
     await _check_index_exists(es, project)
-    res = await es.count(index=project, query=_DOCUMENTS_ONLY)
+    res = await es.count(index=project, body={"query": _DOCUMENTS_ONLY})
     return res["count"]
