@@ -1,0 +1,138 @@
+"""The compose stack and the image: valid, and wired as the workers need."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ml_worker.config import MLWorkerConfig
+
+ROOT = Path(__file__).parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+GPU_COMPOSE = ROOT / "docker-compose.gpu.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+WORKER_COMMAND = ["icij-worker", "workers", "start", "ml_worker.app.app"]
+
+
+def _compose_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    version = subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, check=False
+    )
+    return version.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.mark.skipif(
+    not _compose_available(),
+    reason="docker compose is absent (no docker client, or no compose plugin)",
+)
+@pytest.mark.parametrize("files", [[COMPOSE], [COMPOSE, GPU_COMPOSE]])
+def test_docker_compose_config_is_valid(files):
+    args = [a for f in files for a in ("-f", str(f))]
+    run = subprocess.run(
+        ["docker", "compose", *args, "config", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+
+
+def test_every_service_has_a_health_check(compose):
+    for name, service in compose["services"].items():
+        assert service.get("healthcheck", {}).get("test"), name
+
+
+def test_images_are_pinned(compose):
+    for name, service in compose["services"].items():
+        image = service["image"]
+        tag = image.rpartition(":")[2] if ":" in image else ""
+        assert tag and tag != "latest", f"{name}: {image}"
+    assert compose["services"]["elasticsearch"]["image"].startswith(
+        "elasticsearch:7.17"
+    )
+
+
+def test_datashare_routes_python_tasks_to_rabbitmq(compose):
+    command = compose["services"]["datashare"]["command"]
+    options = dict(zip(command[::2], command[1::2], strict=True))
+
+    assert options["--mode"] == "SERVER"
+    assert options["--batchQueueType"] == "AMQP"
+    assert options["--taskRoutingStrategy"] == "GROUP"
+    assert options["--messageBusAddress"] == "amqp://guest:guest@rabbitmq:5672"
+    assert options["--elasticsearchAddress"] == "http://elasticsearch:9200"
+    assert options["--redisAddress"] == "redis://redis:6379"
+    assert options["--dataSourceUrl"].startswith("jdbc:postgresql://postgres/")
+
+
+def test_workers_consume_the_python_group(compose):
+    worker = compose["services"]["ml-worker"]
+
+    assert worker["command"] == [*WORKER_COMMAND, "-n", "1", "-g", "PYTHON"]
+    assert worker["deploy"]["replicas"] == 2
+    assert "vectors:/data/vectors" in worker["volumes"]
+    assert "vectors" in compose["volumes"]
+
+
+def test_workers_wait_for_healthy_dependencies(compose):
+    depends_on = compose["services"]["ml-worker"]["depends_on"]
+
+    assert {"elasticsearch", "rabbitmq", "datashare"} <= set(depends_on)
+    for dependency in depends_on.values():
+        assert dependency["condition"] == "service_healthy"
+
+
+def test_worker_environment_names_real_settings(compose):
+    env = compose["services"]["ml-worker"]["environment"]
+    gpu_env = yaml.safe_load(GPU_COMPOSE.read_text())["services"]["ml-worker"][
+        "environment"
+    ]
+    fields = MLWorkerConfig.model_fields
+
+    for key in [*env, *gpu_env]:
+        if key.startswith("ML_WORKER_"):
+            assert key.removeprefix("ML_WORKER_").lower() in fields, key
+    assert env["ML_WORKER_TASK_SERVICE"] == "datashare"
+    assert env["ML_WORKER_TASK_SERVICE_URL"] == "http://datashare:8080"
+    assert env["ICIJ_WORKER_TYPE"] == "amqp"
+    assert env["ICIJ_WORKER_RABBITMQ_HOST"] == "rabbitmq"
+
+
+def test_dockerfile_builds_a_slim_non_root_offline_image():
+    dockerfile = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM \S+ AS (\w+)", dockerfile, re.MULTILINE)
+    runtime = dockerfile.split("AS runtime")[1]
+
+    assert stages == ["builder", "runtime"]
+    assert "uv sync --frozen --no-dev" in dockerfile
+    assert "ARG TORCH_VARIANT=cpu" in dockerfile
+    assert re.search(r"^USER worker$", runtime, re.MULTILINE)
+    assert "HF_HUB_OFFLINE=1" in runtime
+    assert '"ml_worker.app.app", "-n", "1", "-g", "PYTHON"' in runtime
+
+
+def test_docker_context_keeps_what_the_build_copies():
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    copied = re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), re.M)
+
+    for sources in copied:
+        for source in sources.split():
+            assert source not in ignored
+            assert (ROOT / source).exists(), source
