@@ -60,7 +60,7 @@ def load_model(model: str, device: str) -> SentenceTransformer:
     """One model instance per process and device, whatever the number of tables."""
     try:
         return SentenceTransformer(resolve_model(model), device=device)
-    except OSError as e:
+    except (OSError, RuntimeError, ValueError) as e:  # what the hub client raises
         packaged = ", ".join(sorted(_packaged_models())) or "none"
         msg = (
             f'unknown embedding model "{model}": it is neither a local model folder '

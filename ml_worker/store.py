@@ -76,16 +76,23 @@ def open_or_create_table(
 ) -> Table:
     """The project's table, created for ``model`` if it does not exist yet."""
     name = table_name(project)
-    if name in db.table_names(limit=None):
+    try:
         table = db.open_table(name)
-        existing = table_model(table)
-        if existing != model:
-            msg = (
-                f'project "{project}" is vectorized with model "{existing}", not'
-                f' "{model}": rebuild it to change its model'
-            )
-            raise ModelMismatch(msg)
-        return table
+    except ValueError:  # not found
+        return _create_table(db, name, model=model, embed_batch_size=embed_batch_size)
+    existing = table_model(table)
+    if existing != model:
+        msg = (
+            f'project "{project}" is vectorized with model "{existing}", not'
+            f' "{model}": rebuild it to change its model'
+        )
+        raise ModelMismatch(msg)
+    return table
+
+
+def _create_table(
+    db: lancedb.DBConnection, name: str, *, model: str, embed_batch_size: int
+) -> Table:
     function = embedder(model, embed_batch_size)
     table = db.create_table(
         name,

@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import uuid
 
-import pytest
-from elasticsearch import AsyncElasticsearch
+# Before any Hugging Face import: tests never reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ml_worker import store
-from ml_worker.config import MLWorkerConfig
-from ml_worker.documents import es_client
-from ml_worker.local_stack import Postgres, RabbitMQ, es_emulator
+import pytest  # noqa: E402
+from elasticsearch import AsyncElasticsearch  # noqa: E402
+
+from ml_worker import store  # noqa: E402
+from ml_worker.config import MLWorkerConfig  # noqa: E402
+from ml_worker.documents import es_client  # noqa: E402
+from ml_worker.local_stack import Postgres, RabbitMQ, es_emulator  # noqa: E402
 
 ES_URL_ENV = "ML_WORKER_TEST_ES_URL"
 

@@ -1,0 +1,37 @@
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from ml_worker.config import MLWorkerConfig, TaskServiceKind
+
+
+def test_defaults_are_documented_and_local():
+    config = MLWorkerConfig()
+    assert config.es_address == "http://localhost:9200"
+    assert config.task_service is TaskServiceKind.ICIJ
+    for name, field in MLWorkerConfig.model_fields.items():
+        assert field.description, f"{name} has no description"
+
+
+def test_file_then_environment(tmp_path, monkeypatch):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"es_address": "http://file:9200", "model": "file-model"}))
+    monkeypatch.setenv("ML_WORKER_MODEL", "env-model")
+    config = MLWorkerConfig.from_file(path)
+    assert config.es_address == "http://file:9200"
+    assert config.model == "env-model"
+
+
+def test_unknown_setting_is_refused(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"es_adress": "typo"}))
+    with pytest.raises(ValidationError, match="es_adress"):
+        MLWorkerConfig.from_file(path)
+
+
+def test_secrets_are_masked(monkeypatch):
+    monkeypatch.setenv("ML_WORKER_ES_PASSWORD", "hunter2")
+    config = MLWorkerConfig()
+    assert "hunter2" not in config.model_dump_json()
+    assert "hunter2" not in repr(config)
