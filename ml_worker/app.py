@@ -8,6 +8,8 @@ from icij_worker.app import TaskGroup
 
 from ml_worker import tasks
 from ml_worker.dependencies import DEPENDENCIES
+from ml_worker.documents import ElasticsearchUnavailable
+from ml_worker.task_client import TaskServiceUnavailable
 
 # Handed to the tasks by the worker process, never taken from a task's arguments.
 INJECTED = frozenset({"config", "es_client", "task_client", "vector_db", "progress"})
@@ -46,8 +48,13 @@ app = AsyncApp(name="ml_worker", dependencies=DEPENDENCIES)
 python = TaskGroup(name=tasks.GROUP)
 
 app.task(name="ping", group=python)(registered(tasks.ping))
-app.task(name="create_vectorization_tasks", group=python)(
-    registered(tasks.create_vectorization_tasks)
+# Outages outlast the clients' own retries: the worker then retries the whole task.
+OUTAGES = (ElasticsearchUnavailable, TaskServiceUnavailable)
+
+app.task(
+    name="create_vectorization_tasks", group=python, recover_from=OUTAGES, max_retries=3
+)(registered(tasks.create_vectorization_tasks))
+app.task(name=tasks.VECTORIZE_DOCS, group=python, recover_from=OUTAGES, max_retries=3)(
+    registered(tasks.vectorize_docs)
 )
-app.task(name=tasks.VECTORIZE_DOCS, group=python)(registered(tasks.vectorize_docs))
 app.task(name="find_most_similar", group=python)(registered(tasks.find_most_similar))

@@ -38,6 +38,11 @@ class MLWorkerConfig(BaseSettings):
         default=None, description="Elasticsearch password"
     )
     es_timeout_s: float = Field(default=30.0, description="Elasticsearch request timeout")
+    es_retry_s: float = Field(
+        default=60.0,
+        description="How long Elasticsearch calls are retried, with backoff, before"
+        " the task fails (and is retried by the worker)",
+    )
     es_page_size: PositiveInt = Field(
         default=1000, description="Document ids read per Elasticsearch scroll page"
     )
@@ -84,6 +89,11 @@ class MLWorkerConfig(BaseSettings):
     )
     vectorize_batch_size: PositiveInt = Field(
         default=64, description="Documents per vectorize_docs task"
+    )
+    max_content_chars: PositiveInt = Field(
+        default=2_000_000,
+        description="Characters of a document's content that are vectorized; the"
+        " rest of a longer document is left out, with a warning",
     )
     embed_batch_size: PositiveInt = Field(
         default=64, description="Passages per model call"

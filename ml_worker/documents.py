@@ -8,11 +8,19 @@ needs no routing), not with ``mget``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from elasticsearch import AsyncElasticsearch, NotFoundError
+from elasticsearch import AsyncElasticsearch, ConnectionError, NotFoundError
+from elasticsearch import TransportError
 from elasticsearch.helpers import async_scan
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
 
 _DOCUMENTS_ONLY = {"bool": {"filter": [{"term": {"type": "Document"}}]}}
 _SOURCE_FIELDS = [
@@ -26,8 +34,16 @@ _SOURCE_FIELDS = [
 ]
 
 
+DEFAULT_RETRY_S = 60.0
+_TRANSIENT_STATUSES = {429, 502, 503, 504}
+
+
 class UnknownProject(LookupError):
     pass
+
+
+class ElasticsearchUnavailable(RuntimeError):
+    """Elasticsearch did not answer, even after retrying with backoff."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,8 @@ class Document:
     content_type: str | None = None
     language: str | None = None
     tags: list[str] = field(default_factory=list)
+    # Of the whole content as indexed, so that a re-run can tell what changed.
+    content_hash: str = ""
 
 
 def es_client(address: str, *, username=None, password=None, timeout_s=30.0):
@@ -67,10 +85,35 @@ async def iter_document_ids(
         yield hit["_id"]
 
 
+async def list_document_ids(
+    es: AsyncElasticsearch,
+    project: str,
+    *,
+    page_size: int,
+    retry_s: float = DEFAULT_RETRY_S,
+) -> list[str]:
+    """Every document id of the project; an outage restarts the scroll."""
+    async for attempt in _retrying(es, retry_s):
+        with attempt:
+            return [i async for i in iter_document_ids(es, project, page_size=page_size)]
+
+
 async def fetch_documents(
-    es: AsyncElasticsearch, project: str, ids: list[str]
+    es: AsyncElasticsearch,
+    project: str,
+    ids: list[str],
+    *,
+    retry_s: float = DEFAULT_RETRY_S,
 ) -> list[Document]:
     """The documents with these ids (unknown ids are left out), in ``ids`` order."""
+    async for attempt in _retrying(es, retry_s):
+        with attempt:
+            return await _fetch_documents(es, project, ids)
+
+
+async def _fetch_documents(
+    es: AsyncElasticsearch, project: str, ids: list[str]
+) -> list[Document]:
     await _check_index_exists(es, project)
     query = {"bool": {"filter": [{"ids": {"values": ids}}, {"term": {"type": "Document"}}]}}
     res = await es.search(
@@ -90,7 +133,31 @@ async def _check_index_exists(es: AsyncElasticsearch, project: str):
         raise UnknownProject(msg)
 
 
+def _retrying(es: AsyncElasticsearch, retry_s: float) -> AsyncRetrying:
+    async def give_up(state):
+        msg = (
+            f"Elasticsearch unavailable at {_address(es)} for {retry_s:.0f}s"
+            f" ({state.attempt_number} attempts, last: {state.outcome.exception()}):"
+            " check that it runs and that ML_WORKER_ES_ADDRESS points to it"
+        )
+        raise ElasticsearchUnavailable(msg) from state.outcome.exception()
+
+    return AsyncRetrying(
+        retry=retry_if_exception(_is_transient),
+        wait=wait_exponential(multiplier=0.5, max=10.0),
+        stop=stop_after_delay(retry_s),
+        retry_error_callback=give_up,
+    )
+
+
+def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, ConnectionError):  # refused, reset, timed out
+        return True
+    return isinstance(error, TransportError) and error.status_code in _TRANSIENT_STATUSES
+
+
 def _address(es: AsyncElasticsearch) -> str:
+    """The server's address, without credentials."""
     hosts = es.transport.hosts or [{}]
     host = hosts[0]
     return f"{host.get('scheme', 'http')}://{host.get('host')}:{host.get('port')}"
@@ -99,9 +166,11 @@ def _address(es: AsyncElasticsearch) -> str:
 def _to_document(hit: dict) -> Document:
     source = hit.get("_source", {})
     tags = source.get("tags") or []
+    content = source.get("content") or ""
     return Document(
         id=hit["_id"],
-        content=source.get("content") or "",
+        content=content,
+        content_hash=hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest(),
         root_id=source.get("rootDocument") or hit["_id"],
         path=source.get("path"),
         title=source.get("title"),
@@ -109,9 +178,3 @@ def _to_document(hit: dict) -> Document:
         language=source.get("language"),
         tags=[tags] if isinstance(tags, str) else list(tags),
     )
-
-
-async def count_documents(es: AsyncElasticsearch, project: str) -> int:
-    await _check_index_exists(es, project)
-    res = await es.count(index=project, body={"query": _DOCUMENTS_ONLY})
-    return res["count"]

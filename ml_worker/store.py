@@ -21,6 +21,9 @@ CONTENT = "content"
 VECTOR = "vector"
 DOC_ID = "doc_id"
 PASSAGE = "passage"
+CONTENT_HASH = "content_hash"
+# Bounds the length of the SQL filters built from document ids.
+_IDS_PER_FILTER = 1000
 
 # Lance table names are directory names: no path separators, no dot-dot.
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,254}$")
@@ -63,6 +66,8 @@ def passage_schema(ndims: int) -> pa.Schema:
             pa.field("content_type", pa.string()),
             pa.field("language", pa.string()),
             pa.field("tags", pa.list_(pa.string())),
+            # Tells a re-run which documents changed and must be embedded again.
+            pa.field(CONTENT_HASH, pa.string()),
         ]
     )
 
@@ -136,7 +141,7 @@ def replace_documents(table: Table, doc_ids: list[str], rows: list[dict]) -> Non
     Upserting on (doc_id, passage) makes a replayed batch a no-op, and deleting the
     documents' other passages drops those left over by a shorter new content.
     """
-    these_docs = f"{DOC_ID} IN ({', '.join(_sql_string(i) for i in doc_ids)})"
+    these_docs = _in_filter(doc_ids)
     if not rows:
         table.delete(these_docs)
         return
@@ -147,6 +152,41 @@ def replace_documents(table: Table, doc_ids: list[str], rows: list[dict]) -> Non
         .when_not_matched_by_source_delete(these_docs)
         .execute(rows)
     )
+
+
+def drop_table(db: lancedb.DBConnection, project: str) -> None:
+    try:
+        db.drop_table(table_name(project))
+    except ValueError:  # not found: nothing to rebuild
+        pass
+
+
+def stored_document_ids(table: Table) -> set[str]:
+    rows = table.search().select([DOC_ID]).limit(None).to_arrow()
+    return set(rows[DOC_ID].to_pylist())
+
+
+def stored_hashes(table: Table, doc_ids: list[str]) -> dict[str, str]:
+    """The content hash each of these documents was embedded from, if any."""
+    if not doc_ids:
+        return {}
+    rows = (
+        table.search()
+        .where(_in_filter(doc_ids))
+        .select([DOC_ID, CONTENT_HASH])
+        .limit(None)
+        .to_list()
+    )
+    return {r[DOC_ID]: r[CONTENT_HASH] for r in rows}
+
+
+def delete_documents(table: Table, doc_ids: list[str]) -> None:
+    for start in range(0, len(doc_ids), _IDS_PER_FILTER):
+        table.delete(_in_filter(doc_ids[start : start + _IDS_PER_FILTER]))
+
+
+def _in_filter(doc_ids: list[str]) -> str:
+    return f"{DOC_ID} IN ({', '.join(_sql_string(i) for i in doc_ids)})"
 
 
 def _sql_string(value: str) -> str:

@@ -9,6 +9,7 @@ Every task accepts and ignores ``user``, the argument Datashare adds to every ta
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -48,6 +49,7 @@ async def create_vectorization_tasks(
     *,
     model: str | None = None,
     batch_size: int | None = None,
+    rebuild: bool = False,
     user: dict | str | None = None,
     config: MLWorkerConfig | None = None,
     es_client: AsyncElasticsearch | None = None,
@@ -57,6 +59,8 @@ async def create_vectorization_tasks(
 ) -> list[str]:
     """Create one ``vectorize_docs`` task per batch of the project's documents.
 
+    Incremental unless ``rebuild``: rows of documents no longer in the index are
+    deleted, and the batch tasks skip documents whose content did not change.
     ``user``: added by Datashare, ignored.
     """
     config = config or deps.lifespan_config()
@@ -68,26 +72,30 @@ async def create_vectorization_tasks(
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     store.table_name(project)
-    await asyncio.to_thread(
+    # Read every id before creating any task: an outage then retries a read, and a
+    # retried task re-creates batches whose writes are idempotent anyway.
+    ids = await documents.list_document_ids(
+        es_client, project, page_size=config.es_page_size, retry_s=config.es_retry_s
+    )
+    if rebuild:
+        await asyncio.to_thread(store.drop_table, vector_db, project)
+    table = await asyncio.to_thread(
         store.open_or_create_table,
         vector_db,
         project,
         model=model,
         embed_batch_size=config.embed_batch_size,
     )
-    total = await documents.count_documents(es_client, project)
-    task_ids, batch, n_docs = [], [], 0
-    ids = documents.iter_document_ids(es_client, project, page_size=config.es_page_size)
-    async for doc_id in ids:
-        batch.append(doc_id)
-        if len(batch) == batch_size:
-            task_ids.append(await _create_batch_task(task_client, project, batch))
-            n_docs += len(batch)
-            batch = []
-            if progress is not None:
-                await progress(min(n_docs / total, 1.0))
-    if batch:
+    gone = await asyncio.to_thread(store.stored_document_ids, table) - set(ids)
+    if gone:
+        await asyncio.to_thread(store.delete_documents, table, sorted(gone))
+        logger.info("project %s: removed %s documents gone from the index", project, len(gone))
+    task_ids = []
+    for start in range(0, len(ids), batch_size):
+        batch = ids[start : start + batch_size]
         task_ids.append(await _create_batch_task(task_client, project, batch))
+        if progress is not None:
+            await progress((start + len(batch)) / len(ids))
     logger.info("project %s: %s batch tasks created", project, len(task_ids))
     return task_ids
 
@@ -102,25 +110,60 @@ async def vectorize_docs(
     project: str,
     *,
     user: dict | str | None = None,
+    config: MLWorkerConfig | None = None,
     es_client: AsyncElasticsearch | None = None,
     vector_db: lancedb.DBConnection | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Write the passages of these documents to the project's table.
 
-    Returns the number of documents written. Writing a batch again (a redelivered
-    task) replaces its rows: each document ends up with exactly its passages.
-    ``user``: added by Datashare, ignored.
+    Returns the number of documents (re)embedded: those whose content is new or
+    changed. Writing a batch again (a redelivered task) replaces its rows: each
+    document ends up with exactly its passages. ``user``: added by Datashare, ignored.
     """
+    config = config or deps.lifespan_config()
     es_client = es_client or deps.lifespan_es_client()
     vector_db = vector_db or deps.lifespan_vector_db()
     table = store.open_table(vector_db, project)
-    fetched = await documents.fetch_documents(es_client, project, docs)
+    fetched = await documents.fetch_documents(
+        es_client, project, docs, retry_s=config.es_retry_s
+    )
     missing = len(docs) - len(fetched)
     if missing:
         logger.warning("project %s: %s documents no longer indexed", project, missing)
-    written = await asyncio.to_thread(_write_passages, table, fetched)
-    logger.info("project %s: %s documents vectorized", project, written)
+    if progress is not None:
+        await progress(0.1)
+    changed = await asyncio.to_thread(_changed_documents, table, fetched)
+    written = await asyncio.to_thread(
+        _write_passages, table, _capped(changed, config.max_content_chars)
+    )
+    logger.info(
+        "project %s: %s documents vectorized, %s unchanged",
+        project,
+        written,
+        len(fetched) - len(changed),
+    )
     return written
+
+
+def _changed_documents(table, docs: list[Document]) -> list[Document]:
+    stored = store.stored_hashes(table, [d.id for d in docs])
+    return [d for d in docs if stored.get(d.id) != d.content_hash]
+
+
+def _capped(docs: list[Document], max_chars: int) -> list[Document]:
+    capped = []
+    for doc in docs:
+        if len(doc.content) > max_chars:
+            logger.warning(
+                "document %s: only the first %s of its %s characters are vectorized",
+                doc.id,
+                max_chars,
+                len(doc.content),
+            )
+            doc = dataclasses.replace(doc, content=doc.content[:max_chars])
+        capped.append(doc)
+    return capped
 
 
 def _write_passages(table, docs: list[Document]) -> int:
@@ -154,6 +197,7 @@ def _passage_row(doc: Document, passage) -> dict:
         "content_type": doc.content_type,
         "language": doc.language,
         "tags": doc.tags,
+        "content_hash": doc.content_hash,
     }
 
 

@@ -14,9 +14,8 @@ async def seeded(es, project):
 
 
 async def test_iter_document_ids_yields_documents_only(es, project, seeded):
-    ids = [i async for i in documents.iter_document_ids(es, project, page_size=7)]
+    ids = await documents.list_document_ids(es, project, page_size=7)
     assert sorted(ids) == sorted(seeded)
-    assert await documents.count_documents(es, project) == len(seeded)
 
 
 async def test_fetch_documents_reads_routed_embedded_documents(es, project, seeded):
@@ -34,6 +33,18 @@ async def test_fetch_documents_reads_routed_embedded_documents(es, project, seed
 
 async def test_unknown_project_names_the_index_and_server(es, es_url):
     with pytest.raises(documents.UnknownProject, match="no-such-project.*has no"):
-        await documents.count_documents(es, "no-such-project")
+        await documents.list_document_ids(es, "no-such-project", page_size=5)
     with pytest.raises(documents.UnknownProject, match="127.0.0.1"):
-        [i async for i in documents.iter_document_ids(es, "no-such-project", page_size=5)]
+        await documents.fetch_documents(es, "no-such-project", ["a"])
+
+
+async def test_an_unreachable_server_is_retried_then_named():
+    from ml_worker.local_stack import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    es = documents.es_client(url)
+    try:
+        with pytest.raises(documents.ElasticsearchUnavailable, match=url):
+            await documents.fetch_documents(es, "p", ["a"], retry_s=1.0)
+    finally:
+        await es.close()
