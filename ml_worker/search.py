@@ -14,6 +14,7 @@ from lancedb.rerankers import RRFReranker
 from lancedb.table import Table
 
 from ml_worker.store import CONTENT, DOC_ID
+from ml_worker.upkeep import tuned
 
 # Passages fetched per requested document: several passages of one document often
 # fill the top of the list, and grouping must still yield n_similar documents.
@@ -52,13 +53,13 @@ def search_passages(
 ) -> list[dict]:
     """The best passages for one query, best first, each with a ``score``."""
     if mode is SearchMode.VECTOR:
-        builder = table.search(query_vector, query_type="vector")
+        builder = tuned(table.search(query_vector, query_type="vector"))
         score = lambda row: 1.0 - row["_distance"] / 2  # cosine distance in [0, 2]
     elif mode is SearchMode.TEXT:
         builder = table.search(query, query_type="fts", fts_columns=CONTENT)
         score = lambda row: row["_score"]
     else:
-        builder = (
+        builder = tuned(
             table.search(query_type="hybrid", fts_columns=CONTENT)
             .vector(query_vector)
             .text(query)

@@ -17,7 +17,7 @@ import lancedb
 from elasticsearch import AsyncElasticsearch
 
 from ml_worker import dependencies as deps
-from ml_worker import documents, store
+from ml_worker import documents, store, upkeep
 from ml_worker.chunking import split_passages
 from ml_worker.config import MLWorkerConfig
 from ml_worker.documents import Document
@@ -143,6 +143,9 @@ async def vectorize_docs(
         written,
         len(fetched) - len(changed),
     )
+    if written:
+        # Past a size, the table needs a vector index, and new rows folded into it.
+        await asyncio.to_thread(upkeep.ensure_indices, table)
     return written
 
 

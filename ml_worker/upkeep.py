@@ -1,0 +1,125 @@
+"""Index upkeep of a project table, so that search stays fast as the project grows.
+
+A small table is searched exactly: scanning every vector is fast and exact. Past
+``VECTOR_INDEX_MIN_ROWS`` rows, a vector index replaces the scan: IVF partitions of
+8-bit scalar-quantized vectors, the best candidates re-ranked on the full vectors. Rows written after an index
+was built are still found, by a slower scan of them alone, so once they are numerous
+``optimize`` folds them into the vector and full-text indices.
+
+Workers call ``ensure_indices`` after each batch they write; several may do so at
+once, so a commit that loses a race with another worker's is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from lancedb.index import IvfSq
+from lancedb.table import Table
+
+from ml_worker.embedding import resolve_device
+from ml_worker.store import CONTENT, VECTOR
+
+logger = logging.getLogger(__name__)
+
+VECTOR_INDEX = f"{VECTOR}_idx"
+FTS_INDEX = f"{CONTENT}_idx"
+
+VECTOR_INDEX_MIN_ROWS = 50_000
+ROWS_PER_PARTITION = 2_000
+# Unindexed rows are scanned on every query: fold them in past this share of rows.
+MAX_UNINDEXED_SHARE = 0.05
+MIN_UNINDEXED_TO_OPTIMIZE = 5_000
+
+_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class VectorSearch:
+    """How many IVF partitions a query visits, and how many candidates per result
+    are re-ranked on their full vectors (tuned by bench.search_latency)."""
+
+    nprobes: int = 24
+    refine_factor: int = 10
+
+
+VECTOR_SEARCH = VectorSearch()
+
+
+def tuned(builder):
+    """A vector or hybrid LanceDB query, with the recall settings of the index."""
+    return builder.nprobes(VECTOR_SEARCH.nprobes).refine_factor(
+        VECTOR_SEARCH.refine_factor
+    )
+
+
+def ensure_indices(table: Table) -> str | None:
+    """Create or refresh the table's indices when its size calls for it.
+
+    Returns what was done (``"vector index"``, ``"optimize"``) or None.
+    """
+    for attempt in range(_RETRIES):
+        try:
+            return _ensure_indices(table)
+        except (OSError, RuntimeError, ValueError) as e:
+            if not _is_conflict(e) or attempt == _RETRIES - 1:
+                raise
+            # Another worker committed meanwhile: look again at the new version.
+            time.sleep(random.uniform(0.5, 1.5) * 2**attempt)
+            table.checkout_latest()
+    return None
+
+
+def _ensure_indices(table: Table) -> str | None:
+    n_rows = table.count_rows()
+    indices = {index.name for index in table.list_indices()}
+    if VECTOR_INDEX not in indices:
+        if n_rows < VECTOR_INDEX_MIN_ROWS:
+            return None
+        create_vector_index(table, n_rows)
+        return "vector index"
+    unindexed = max(_unindexed_rows(table, name) for name in (VECTOR_INDEX, FTS_INDEX))
+    if unindexed >= max(MIN_UNINDEXED_TO_OPTIMIZE, MAX_UNINDEXED_SHARE * n_rows):
+        started = time.monotonic()
+        table.optimize()
+        logger.info(
+            "table %s: %s unindexed rows folded into its indices in %.1fs",
+            table.name,
+            unindexed,
+            time.monotonic() - started,
+        )
+        return "optimize"
+    return None
+
+
+def create_vector_index(table: Table, n_rows: int) -> None:
+    started = time.monotonic()
+    device = resolve_device()
+    config = IvfSq(
+        distance_type="cosine",
+        # Partitions of about 2,000 rows: few enough to train k-means in about a
+        # minute per million rows on 2 cores, small enough to scan a few per query.
+        num_partitions=max(1, n_rows // ROWS_PER_PARTITION),
+        # k-means on the GPU when the model runs there.
+        accelerator="cuda" if device.startswith("cuda") else None,
+    )
+    table.create_index(VECTOR, config=config, name=VECTOR_INDEX, replace=False)
+    logger.info(
+        "table %s: vector index of %s rows built in %.1fs",
+        table.name,
+        n_rows,
+        time.monotonic() - started,
+    )
+
+
+def _unindexed_rows(table: Table, index: str) -> int:
+    stats = table.index_stats(index)
+    return stats.num_unindexed_rows if stats is not None else 0
+
+
+def _is_conflict(e: Exception) -> bool:
+    text = str(e).lower()
+    return "conflict" in text or "already exists" in text or "retryable" in text

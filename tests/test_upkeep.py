@@ -1,0 +1,107 @@
+"""Index upkeep: the vector index appears past its threshold, new rows stay found."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml_worker import store, upkeep
+from ml_worker.config import DEFAULT_MODEL
+from ml_worker.search import SearchMode, search_passages
+
+NDIMS = 384
+
+
+@pytest.fixture
+def small_thresholds(monkeypatch):
+    monkeypatch.setattr(upkeep, "VECTOR_INDEX_MIN_ROWS", 1_000)
+    monkeypatch.setattr(upkeep, "ROWS_PER_PARTITION", 200)
+    monkeypatch.setattr(upkeep, "MIN_UNINDEXED_TO_OPTIMIZE", 100)
+
+
+@pytest.fixture
+def table(vector_db):
+    return store.open_or_create_table(
+        vector_db, "p", model=DEFAULT_MODEL, embed_batch_size=8
+    )
+
+
+def _clustered(rng, n: int, centers: np.ndarray) -> np.ndarray:
+    noise = rng.standard_normal((n, NDIMS)) / np.sqrt(NDIMS)
+    v = centers[rng.integers(0, len(centers), n)] + noise
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _add(table, vectors: np.ndarray, first: int, words=None) -> None:
+    table.add(
+        [
+            {
+                "doc_id": f"doc-{first + i}",
+                "passage": 0,
+                "start": 0,
+                "end": 10,
+                "content": (words or {}).get(first + i, f"filler text number {i % 7}"),
+                "vector": v.tolist(),
+            }
+            for i, v in enumerate(vectors)
+        ]
+    )
+
+
+@pytest.fixture
+def centers():
+    rng = np.random.default_rng(0)
+    c = rng.standard_normal((20, NDIMS))
+    return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
+def test_no_vector_index_below_the_threshold(table, small_thresholds, centers):
+    _add(table, _clustered(np.random.default_rng(1), 500, centers), 0)
+
+    assert upkeep.ensure_indices(table) is None
+    assert upkeep.VECTOR_INDEX not in {i.name for i in table.list_indices()}
+
+
+def test_vector_index_created_past_the_threshold(table, small_thresholds, centers):
+    _add(table, _clustered(np.random.default_rng(1), 1_200, centers), 0)
+
+    assert upkeep.ensure_indices(table) == "vector index"
+    indices = {i.name: i.index_type for i in table.list_indices()}
+    assert indices[upkeep.VECTOR_INDEX] == "IvfSq"
+
+
+def test_optimize_folds_new_rows_in_and_keeps_them_searchable(
+    table, small_thresholds, centers
+):
+    rng = np.random.default_rng(1)
+    _add(table, _clustered(rng, 1_200, centers), 0)
+    upkeep.ensure_indices(table)
+    while upkeep.ensure_indices(table) is not None:  # the full-text index's first rows
+        pass
+    new = _clustered(rng, 300, centers)
+    _add(table, new, 1_200, words={1_300: "the zanzibar ledger was shredded"})
+
+    assert upkeep.ensure_indices(table) == "optimize"
+    for index in (upkeep.VECTOR_INDEX, upkeep.FTS_INDEX):
+        assert table.index_stats(index).num_unindexed_rows == 0
+    text = search_passages(
+        table, "zanzibar ledger", None, mode=SearchMode.TEXT, limit=5
+    )
+    assert text[0]["doc_id"] == "doc-1300"
+    vector = search_passages(table, "", new[150], mode=SearchMode.VECTOR, limit=5)
+    assert vector[0]["doc_id"] == "doc-1350"
+
+
+def test_indexed_search_recall_against_exact_search(table, small_thresholds, centers):
+    rng = np.random.default_rng(1)
+    _add(table, _clustered(rng, 2_000, centers), 0)
+    upkeep.ensure_indices(table)
+
+    recalls = []
+    for query in _clustered(rng, 20, centers):
+        ann = upkeep.tuned(table.search(query, query_type="vector")).limit(10)
+        exact = table.search(query, query_type="vector").bypass_vector_index().limit(10)
+        found = {r["doc_id"] for r in ann.to_list()}
+        expected = {r["doc_id"] for r in exact.to_list()}
+        recalls.append(len(found & expected) / 10)
+    assert np.mean(recalls) >= 0.95
