@@ -98,6 +98,11 @@ class MLWorkerConfig(BaseSettings):
     embed_batch_size: PositiveInt = Field(
         default=64, description="Passages per model call"
     )
+    torch_threads: PositiveInt | None = Field(
+        default=None,
+        description="CPU threads of each worker process's model; unset: torch's "
+        "default (one per core). With several workers on one machine, cores / workers",
+    )
 
     @classmethod
     def from_file(cls, path: Path) -> MLWorkerConfig:

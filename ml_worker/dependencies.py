@@ -51,7 +51,14 @@ def setup_loggers_(**_) -> None:
 
 
 def setup_embedding(**_) -> None:
-    embedding.use_device(lifespan_config().device)
+    config = lifespan_config()
+    embedding.use_device(config.device)
+    if config.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(config.torch_threads)
+    # Loaded now, once per process: the first task does not wait for it.
+    embedding.load_model(config.model, embedding.resolve_device())
 
 
 async def setup_es_client(**_) -> None:
