@@ -1,0 +1,3 @@
+from ml_worker.cli.main import main
+
+main()

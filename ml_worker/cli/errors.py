@@ -1,0 +1,81 @@
+"""How the CLI fails: one line on stderr and an exit code that says what went wrong."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1  # a task failed, or did not do what was asked
+    USAGE = 2  # bad arguments or configuration
+    UNREACHABLE = 3  # a service is down or refuses us
+    NOT_FOUND = 4  # unknown project or task
+    INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+
+
+class CLIError(Exception):
+    def __init__(self, message: str, code: ExitCode = ExitCode.FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+# Errors raised inside a worker reach us by name only.
+_REMOTE_NOT_FOUND = {"UnknownProject", "ProjectNotVectorized", "ModelNotFound"}
+_REMOTE_USAGE = {"InvalidProject", "ModelMismatch", "ValidationError"}
+
+
+def remote_error_code(error_name: str) -> ExitCode:
+    if error_name in _REMOTE_NOT_FOUND:
+        return ExitCode.NOT_FOUND
+    if error_name in _REMOTE_USAGE:
+        return ExitCode.USAGE
+    return ExitCode.FAILURE
+
+
+def exit_code_for(error: BaseException) -> ExitCode:
+    """The exit code of an error raised in this process."""
+    # Imported here: the CLI's help and usage errors must not wait for these.
+    from elasticsearch import ConnectionError as ESConnectionError
+    from pydantic import ValidationError
+
+    from ml_worker.documents import UnknownProject
+    from ml_worker.local_stack import ServiceUnreachable
+    from ml_worker.task_client import (
+        TaskServiceAuthError,
+        TaskServiceUnavailable,
+        UnknownTask,
+    )
+
+    if isinstance(error, CLIError):
+        return error.code
+    if isinstance(error, (UnknownTask, UnknownProject)):
+        return ExitCode.NOT_FOUND
+    if isinstance(
+        error,
+        (
+            TaskServiceUnavailable,
+            TaskServiceAuthError,
+            ServiceUnreachable,
+            ESConnectionError,
+        ),
+    ):
+        return ExitCode.UNREACHABLE
+    if isinstance(error, ValidationError):
+        return ExitCode.USAGE
+    return ExitCode.FAILURE
+
+
+def one_line(error: BaseException, *, hint: bool = False) -> str:
+    """What went wrong, in one line; with ``hint``, says when ``--debug`` tells more."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}"
+            for e in error.errors()
+        )
+        return f"invalid {error.title} settings: {problems}"
+    lines = str(error).strip().splitlines() or [error.__class__.__name__]
+    more = " (more with --debug)" if hint and len(lines) > 1 else ""
+    return lines[0] + more

@@ -1,0 +1,223 @@
+"""Submitting tasks through the task API and following them to their end.
+
+Shared by the commands and the demo, so a run looks the same wherever it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from icij_worker import Task, TaskError, TaskState
+from icij_worker.objects import READY_STATES
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+
+from ml_worker.cli.errors import CLIError, remote_error_code
+from ml_worker.cli.output import duration, err, out
+from ml_worker.task_client import TaskClient
+
+# ml_worker.tasks.GROUP: importing ml_worker.tasks would load the model libraries,
+# which the CLI does not need.
+GROUP = "PYTHON"
+CREATE_VECTORIZATION_TASKS = "create_vectorization_tasks"
+FIND_MOST_SIMILAR = "find_most_similar"
+
+POLL_S = 0.5
+# Children polled per round: a run's batches are consumed in creation order, so the
+# oldest unfinished ones tell where the run stands, whatever its size.
+POLL_WINDOW = 32
+QUEUED_HINT_AFTER_S = 10.0
+
+
+async def wait_for_task(
+    client: TaskClient, task_id: str, *, on_poll: Callable[[Task], None] | None = None
+) -> Task:
+    """The task once it is done, failed or cancelled."""
+    waited_since, hinted = time.monotonic(), False
+    while True:
+        task = await client.get_task(task_id)
+        if on_poll is not None:
+            on_poll(task)
+        if task.state in READY_STATES:
+            return task
+        queued_for = time.monotonic() - waited_since
+        if (
+            task.state is TaskState.QUEUED
+            and queued_for > QUEUED_HINT_AFTER_S
+            and not hinted
+        ):
+            err.print(
+                f"task {task_id} is still queued after {queued_for:.0f} s:"
+                " is a worker running? (`ml-worker workers start`)"
+            )
+            hinted = True
+        await asyncio.sleep(POLL_S)
+
+
+async def raise_if_failed(client: TaskClient, task: Task) -> None:
+    if task.state is TaskState.ERROR:
+        error = await last_error(client, task.id)
+        raise CLIError(
+            f"task {task.id} failed: {describe(error)}",
+            remote_error_code(error.name if error else ""),
+        )
+    if task.state is TaskState.CANCELLED:
+        raise CLIError(f"task {task.id} was cancelled")
+
+
+async def last_error(client: TaskClient, task_id: str) -> TaskError | None:
+    errors = await client.get_task_errors(task_id)
+    return errors[-1].error if errors else None
+
+
+def describe(error: TaskError | None) -> str:
+    return f"{error.name}: {error.message}" if error else "no error recorded"
+
+
+async def run_task(client: TaskClient, name: str, args: dict[str, Any]) -> Any:
+    """Submit a task, wait for it and return its result."""
+    task_id = await client.create_task(name, args, group=GROUP)
+    with err.status(f"{name} {task_id}: waiting for a worker…") as status:
+        task = await wait_for_task(
+            client,
+            task_id,
+            on_poll=lambda t: status.update(
+                f"{name} {task_id}: {t.state.value.lower()}…"
+            ),
+        )
+    await raise_if_failed(client, task)
+    return await client.get_task_result(task_id)
+
+
+async def submit_vectorization(client: TaskClient, project: str, **options: Any) -> str:
+    """Submit create_vectorization_tasks; unset options are left to the workers."""
+    args = {"project": project, **_given(options)}
+    return await client.create_task(CREATE_VECTORIZATION_TASKS, args, group=GROUP)
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+@dataclass
+class VectorizationRun:
+    project: str
+    task_id: str
+    batches: int = 0
+    done: int = 0
+    cancelled: int = 0
+    documents: int = 0
+    failures: dict[str, str] = field(default_factory=dict)  # batch task id -> error
+    started: float = field(default_factory=time.monotonic)
+    docs_done: int = 0  # documents of the finished batches, as submitted
+
+    @property
+    def finished(self) -> int:
+        return self.done + len(self.failures) + self.cancelled
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def stats(self) -> str:
+        left = self.batches - self.finished
+        rate = self.docs_done / self.elapsed_s if self.elapsed_s else 0.0
+        parts = [
+            f"{self.finished}/{self.batches} batches",
+            f"{len(self.failures)} failed",
+            f"{left} left",
+            f"{rate:.1f} docs/s",
+        ]
+        if self.finished and left:
+            parts.append(f"{duration(self.elapsed_s / self.finished * left)} left")
+        return " · ".join(parts)
+
+
+async def follow_vectorization(
+    client: TaskClient, task_id: str, project: str
+) -> VectorizationRun:
+    """Follow a create_vectorization_tasks run and all its batches to their end."""
+    run = VectorizationRun(project, task_id)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[stats]}"),
+    )
+    # Transient: the summary printed afterwards replaces the bar.
+    with Progress(*columns, console=err, transient=True) as progress:
+        bar = progress.add_task(f"Creating batches of {project}", total=1.0, stats="")
+        parent = await wait_for_task(
+            client,
+            task_id,
+            on_poll=lambda t: progress.update(bar, completed=t.progress or 0.0),
+        )
+        await raise_if_failed(client, parent)
+        batch_ids = list(await client.get_task_result(task_id) or [])
+        run.batches = len(batch_ids)
+        progress.update(
+            bar,
+            description=f"Vectorizing {project}",
+            total=run.batches or 1,
+            completed=0,
+        )
+        pending = batch_ids
+        while pending:
+            window = pending[:POLL_WINDOW]
+            batches = await asyncio.gather(*(client.get_task(i) for i in window))
+            finished = [b for b in batches if b.state in READY_STATES]
+            await asyncio.gather(*(_record(client, run, b) for b in finished))
+            finished_ids = {b.id for b in finished}
+            pending = [i for i in pending if i not in finished_ids]
+            progress.update(bar, completed=run.finished, stats=run.stats())
+            if not finished:
+                await asyncio.sleep(POLL_S)
+        progress.update(bar, completed=run.batches or 1, stats=run.stats())
+    return run
+
+
+async def _record(client: TaskClient, run: VectorizationRun, batch: Task) -> None:
+    # Await before touching ``run``: `x += await ...` would read x before awaiting,
+    # and the batches are recorded concurrently.
+    if batch.state is TaskState.DONE:
+        written = int(await client.get_task_result(batch.id) or 0)
+        run.done += 1
+        run.documents += written
+        run.docs_done += len((batch.args or {}).get("docs") or [])
+    elif batch.state is TaskState.ERROR:
+        error = await last_error(client, batch.id)
+        run.failures[batch.id] = describe(error)
+    else:
+        run.cancelled += 1
+
+
+def print_vectorization_summary(run: VectorizationRun) -> None:
+    if not run.batches:
+        out.print(f"Project {run.project} has no documents to vectorize.")
+        return
+    rate = run.docs_done / run.elapsed_s if run.elapsed_s else 0.0
+    out.print(
+        f"Project {run.project}: {run.docs_done} documents in {run.batches} batches,"
+        f" {run.documents} embedded (new or changed), {run.docs_done - run.documents}"
+        f" unchanged; {len(run.failures)} batches failed, {run.cancelled} cancelled;"
+        f" {duration(run.elapsed_s)}, {rate:.1f} documents/s.",
+        soft_wrap=True,
+    )
+    for batch_id, error in run.failures.items():
+        out.print(f"  failed batch {batch_id}: {error}", markup=False, highlight=False)
+    if run.failures or run.cancelled:
+        raise CLIError(
+            f"{len(run.failures) + run.cancelled} of {run.batches} batches of"
+            f" {run.project} did not complete"
+        )
+
+
+async def search_project(
+    client: TaskClient, project: str, queries: list[str], **options: Any
+) -> list[list[dict]]:
+    """find_most_similar's ranked documents for each query; unset options left out."""
+    args = {"project": project, "queries": list(queries), **_given(options)}
+    return await run_task(client, FIND_MOST_SIMILAR, args)

@@ -1,0 +1,424 @@
+"""The ``ml-worker`` command line: vectorize projects, search them, manage tasks and
+workers, and check the services.
+
+It talks to the workers through the configured task API (``ML_WORKER_TASK_SERVICE*``),
+exactly as Datashare does. Heavy modules are imported by the commands that need them,
+so that ``--help`` and usage errors answer at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import click
+import typer
+
+from ml_worker.cli.errors import CLIError, ExitCode, exit_code_for, one_line
+from ml_worker.cli.output import err, out, print_json
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="ml-worker",
+    help="Semantic search for Datashare projects: vectorize, search, follow tasks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+tasks_app = typer.Typer(help="List, inspect and cancel tasks.", no_args_is_help=True)
+workers_app = typer.Typer(help="Run worker processes.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(workers_app, name="workers")
+
+_debug = False
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the stack trace of errors.")
+    ] = False,
+) -> None:
+    global _debug  # pylint: disable=global-statement
+    _debug = debug
+
+
+def _config():
+    from ml_worker.config import MLWorkerConfig
+
+    return MLWorkerConfig()
+
+
+def _with_client(use: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``use(task_client)`` with the configured task API's client."""
+    from ml_worker.dependencies import task_client_from
+
+    async def run() -> T:
+        async with task_client_from(_config()) as client:
+            return await use(client)
+
+    return asyncio.run(run())
+
+
+@app.command()
+def vectorize(
+    project: Annotated[
+        str,
+        typer.Argument(show_default=False, help="Datashare project (its index name)."),
+    ],
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            show_default=False,
+            help="Documents per batch task [default: the workers'].",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            show_default=False,
+            help="sentence-transformers model of a new project table"
+            " [default: the workers'].",
+        ),
+    ] = None,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="Drop the project's vectors and embed every document again; otherwise"
+            " only new and changed documents are embedded.",
+        ),
+    ] = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Print the task id and return at once.")
+    ] = False,
+) -> None:
+    """Vectorize a project's documents, following the run until every batch is done."""
+    from ml_worker.cli.follow import (
+        follow_vectorization,
+        print_vectorization_summary,
+        submit_vectorization,
+    )
+
+    task_id = _with_client(
+        lambda client: submit_vectorization(
+            client, project, batch_size=batch_size, model=model, rebuild=rebuild or None
+        )
+    )
+    if no_wait:
+        out.print(task_id, markup=False, highlight=False)
+        return
+    err.print(f"Task {task_id} submitted.", markup=False, highlight=False)
+    try:
+        run = _with_client(
+            lambda client: follow_vectorization(client, task_id, project)
+        )
+    except KeyboardInterrupt:
+        raise CLIError(
+            f"stopped following {task_id}, which goes on: see `ml-worker tasks show"
+            f" {task_id}`, stop it with `ml-worker tasks cancel {task_id}`",
+            ExitCode.INTERRUPTED,
+        ) from None
+    print_vectorization_summary(run)
+
+
+class Mode(str, Enum):
+    # ml_worker.search.SearchMode's values; that module loads LanceDB.
+    HYBRID = "hybrid"
+    VECTOR = "vector"
+    TEXT = "text"
+
+
+@app.command()
+def search(
+    project: Annotated[
+        str,
+        typer.Argument(show_default=False, help="Datashare project (its index name)."),
+    ],
+    queries: Annotated[
+        list[str],
+        typer.Argument(
+            show_default=False,
+            help="One or more queries, each in quotes.",
+            metavar="QUERY...",
+        ),
+    ],
+    n: Annotated[
+        int, typer.Option("-n", "--n-similar", min=1, help="Documents per query.")
+    ] = 10,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            help="hybrid: meaning and words, fused; vector: meaning only;"
+            " text: words only (BM25)."
+        ),
+    ] = Mode.HYBRID,
+    languages: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lang",
+            show_default=False,
+            help="Only documents in this language (e.g. ENGLISH); repeatable.",
+        ),
+    ] = None,
+    content_types: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--content-type",
+            show_default=False,
+            help="Only documents of this type (e.g. application/pdf); repeatable.",
+        ),
+    ] = None,
+    path_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--path-prefix", show_default=False, help="Only documents under this path."
+        ),
+    ] = None,
+    tags: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tag",
+            show_default=False,
+            help="Only documents with this tag; repeatable.",
+        ),
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            "--min-score", show_default=False, help="Leave out documents scoring less."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the task's raw result as JSON.")
+    ] = False,
+) -> None:
+    """Find the documents of a project most relevant to each query."""
+    from ml_worker.cli.follow import search_project
+    from ml_worker.cli.output import hits_table
+
+    filters = {
+        "languages": languages,
+        "content_types": content_types,
+        "path_prefix": path_prefix,
+        "tags": tags,
+        "min_score": min_score,
+    }
+    results = _with_client(
+        lambda client: search_project(
+            client, project, queries, n_similar=n, mode=mode.value, **filters
+        )
+    )
+    if as_json:
+        print_json(results)
+        return
+    for query, hits in zip(queries, results, strict=True):
+        out.print(hits_table(query, hits))
+
+
+@tasks_app.command("list")
+def tasks_list(
+    name: Annotated[
+        str | None,
+        typer.Option("--name", show_default=False, help="Only tasks of this name."),
+    ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            show_default=False,
+            help="Only tasks in this state (QUEUED, RUNNING, DONE...).",
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("-n", "--limit", min=1, help="Most recent tasks shown.")
+    ] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print them as JSON.")
+    ] = False,
+) -> None:
+    """List the most recent tasks, newest first."""
+    from icij_worker import TaskState
+
+    from ml_worker.cli.output import tasks_table
+
+    states = [s.value for s in TaskState]
+    if state is not None and state.upper() not in states:
+        msg = f"unknown state {state!r}: one of {', '.join(states)}"
+        raise CLIError(msg, ExitCode.USAGE)
+    tasks = _with_client(lambda client: client.get_tasks(name=name))
+    # Filtered here too: icij-worker's task service ignores the name.
+    tasks = [
+        t
+        for t in tasks
+        if (name is None or t.name == name)
+        and (state is None or t.state.value == state.upper())
+    ]
+    tasks.sort(key=lambda t: t.created_at, reverse=True)
+    if as_json:
+        print_json([t.model_dump(mode="json", warnings=False) for t in tasks[:limit]])
+        return
+    out.print(tasks_table(tasks[:limit], total=len(tasks)))
+
+
+TaskId = Annotated[
+    str, typer.Argument(show_default=False, help="The task's id.", metavar="TASK_ID")
+]
+
+
+@tasks_app.command("show")
+def tasks_show(
+    task_id: TaskId,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the task and its errors as JSON.")
+    ] = False,
+) -> None:
+    """Show a task: state, progress, arguments and errors."""
+    from icij_worker import TaskState
+
+    from ml_worker.cli.output import task_details
+
+    async def show(client):
+        task = await _get_task(client, task_id)
+        failed = task.state is TaskState.ERROR
+        errors = await client.get_task_errors(task_id) if failed else []
+        return task, errors
+
+    task, errors = _with_client(show)
+    if as_json:
+        dumped = [m.model_dump(mode="json", warnings=False) for m in (task, *errors)]
+        print_json({**dumped[0], "errors": dumped[1:]})
+        return
+    out.print(task_details(task, errors))
+
+
+@tasks_app.command("result")
+def tasks_result(task_id: TaskId) -> None:
+    """Print a done task's result as JSON."""
+    from icij_worker import TaskState
+
+    from ml_worker.cli.follow import raise_if_failed
+
+    async def result(client):
+        task = await _get_task(client, task_id)
+        await raise_if_failed(client, task)
+        if task.state is not TaskState.DONE:
+            raise CLIError(
+                f"task {task_id} is {task.state.value}: it has no result yet"
+            )
+        return await client.get_task_result(task_id)
+
+    print_json(_with_client(result))
+
+
+@tasks_app.command("cancel")
+def tasks_cancel(task_id: TaskId) -> None:
+    """Cancel a queued or running task."""
+    from icij_worker.objects import READY_STATES
+
+    async def cancel(client):
+        task = await _get_task(client, task_id)
+        if task.state in READY_STATES:
+            raise CLIError(
+                f"task {task_id} is already {task.state.value}: nothing to cancel"
+            )
+        await client.cancel_task(task_id)
+
+    _with_client(cancel)
+    out.print(f"Cancellation of {task_id} requested.", markup=False, highlight=False)
+
+
+async def _get_task(client, task_id: str):
+    from ml_worker.task_client import UnknownTask
+
+    try:
+        return await client.get_task(task_id)
+    except UnknownTask as e:
+        raise CLIError(f"unknown task {task_id}: {e}", ExitCode.NOT_FOUND) from e
+
+
+@workers_app.command("start")
+def workers_start(
+    n: Annotated[
+        int, typer.Option("-n", "--n-workers", min=1, help="Worker processes.")
+    ] = 1,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "-c",
+            "--config",
+            show_default=False,
+            exists=True,
+            dir_okay=False,
+            help="icij-worker WorkerConfig JSON file"
+            " [default: from ICIJ_WORKER_* variables].",
+        ),
+    ] = None,
+) -> None:
+    """Start N worker processes in the foreground; Ctrl-C stops them."""
+    from ml_worker.cli.follow import GROUP
+    from ml_worker.local_stack import APP_PATH
+
+    cmd = [sys.executable, "-m", "icij_worker", "workers", "start", APP_PATH]
+    cmd += ["-n", str(n), "-g", GROUP]
+    if config is not None:
+        cmd += ["-c", str(config)]
+    env = {"ICIJ_WORKER_TYPE": "amqp", **os.environ}
+    os.execve(sys.executable, cmd, env)
+
+
+@app.command()
+def status() -> None:
+    """Check Elasticsearch, RabbitMQ, the task service and the vector store, and list
+    the vectorized projects. Exits with 3 when a service is down."""
+    from ml_worker.cli.status import (
+        check_services,
+        project_tables,
+        projects_table,
+        services_table,
+    )
+
+    config = _config()
+    checks = asyncio.run(check_services(config))
+    out.print(services_table(checks))
+    if all(c.ok for c in checks if c.service == "vector store"):
+        out.print(projects_table(project_tables(config)))
+    down = [c.service for c in checks if not c.ok]
+    if down:
+        raise CLIError(f"down: {', '.join(down)}", ExitCode.UNREACHABLE)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="ml-worker", standalone_mode=False)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        err.print("ml-worker: interrupted")
+        sys.exit(ExitCode.INTERRUPTED)
+    except Exception as e:  # pylint: disable=broad-except
+        _fail(e)
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)
+
+
+def _fail(error: Exception) -> NoReturn:
+    if _debug:
+        err.print_exception()
+    err.print(
+        f"ml-worker: error: {one_line(error, hint=not _debug)}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.exit(exit_code_for(error))

@@ -1,0 +1,174 @@
+"""``ml-worker status``: are the services up, and what is vectorized."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from rich.table import Table
+from rich.text import Text
+
+from ml_worker.cli.errors import one_line
+from ml_worker.config import MLWorkerConfig
+from ml_worker.local_stack import RabbitMQ, ServiceUnreachable
+
+
+@dataclass(frozen=True)
+class Check:
+    service: str
+    where: str
+    ok: bool
+    detail: str
+
+
+def rabbitmq_from_env() -> RabbitMQ:
+    """RabbitMQ as icij-worker's workers see it (``ICIJ_WORKER_RABBITMQ_*``)."""
+    from icij_worker.worker.amqp import AMQPWorkerConfig
+
+    config = AMQPWorkerConfig()
+    return RabbitMQ(
+        host=config.rabbitmq_host,
+        port=config.rabbitmq_port,
+        management_port=config.rabbitmq_management_port,
+        user=config.rabbitmq_user,
+        password=config.rabbitmq_password.get_secret_value(),
+    )
+
+
+async def check_services(config: MLWorkerConfig) -> list[Check]:
+    return [
+        await check_es(config),
+        await asyncio.to_thread(_check_rabbitmq),
+        await _check_task_service(config),
+        await asyncio.to_thread(_check_vector_store, config),
+    ]
+
+
+async def check_es(config: MLWorkerConfig) -> Check:
+    from elasticsearch import AuthenticationException, AuthorizationException
+    from elasticsearch import ConnectionError as ESConnectionError
+
+    from ml_worker.dependencies import es_client_from
+
+    es = es_client_from(config)
+    try:
+        info = await es.info()
+    except ESConnectionError as e:
+        detail = f"unreachable ({e.__class__.__name__})"
+        return Check("Elasticsearch", config.es_address, False, detail)
+    except (AuthenticationException, AuthorizationException) as e:
+        detail = f"refused access ({e.status_code})"
+        return Check("Elasticsearch", config.es_address, False, detail)
+    except Exception as e:  # pylint: disable=broad-except
+        return Check("Elasticsearch", config.es_address, False, one_line(e))
+    finally:
+        await es.close()
+    version = info.get("version", {})
+    server = version.get("distribution", "elasticsearch")
+    return Check(
+        "Elasticsearch", config.es_address, True, f"{server} {version.get('number')}"
+    )
+
+
+def _check_rabbitmq() -> Check:
+    rabbitmq = rabbitmq_from_env()
+    where = f"{rabbitmq.host}:{rabbitmq.port}, management {rabbitmq.management_url}"
+    try:
+        rabbitmq.check()
+    except ServiceUnreachable as e:
+        return Check("RabbitMQ", where, False, str(e))
+    return Check("RabbitMQ", where, True, "broker and management API answer")
+
+
+async def _check_task_service(config: MLWorkerConfig) -> Check:
+    from ml_worker.dependencies import task_client_from
+
+    where = f"{config.task_service_url} ({config.task_service.value})"
+    try:
+        async with task_client_from(config) as client:
+            await client.get_tasks(name="ping")
+    except Exception as e:  # pylint: disable=broad-except
+        return Check("task service", where, False, one_line(e))
+    return Check("task service", where, True, "answers")
+
+
+def _check_vector_store(config: MLWorkerConfig) -> Check:
+    from ml_worker import store
+
+    try:
+        names = store.connect(config.vector_db_uri).table_names(limit=None)
+    except Exception as e:  # pylint: disable=broad-except
+        return Check("vector store", config.vector_db_uri, False, one_line(e))
+    return Check(
+        "vector store", config.vector_db_uri, True, f"{len(names)} project tables"
+    )
+
+
+@dataclass(frozen=True)
+class ProjectTable:
+    project: str
+    documents: int | None = None
+    passages: int | None = None
+    model: str | None = None
+    indexes: str | None = None
+    error: str | None = None
+
+
+def project_tables(config: MLWorkerConfig) -> list[ProjectTable]:
+    from ml_worker import store
+
+    db = store.connect(config.vector_db_uri)
+    return [_describe_table(db, name) for name in sorted(db.table_names(limit=None))]
+
+
+def _describe_table(db, name: str) -> ProjectTable:
+    import pyarrow.compute as pc
+
+    from ml_worker import store
+
+    try:
+        table = db.open_table(name)
+        doc_ids = table.search().select([store.DOC_ID]).limit(None).to_arrow()
+        indexes = ", ".join(
+            f"{', '.join(i.columns)} ({i.index_type})" for i in table.list_indices()
+        )
+        return ProjectTable(
+            project=name,
+            documents=pc.count_distinct(doc_ids[store.DOC_ID]).as_py(),
+            passages=table.count_rows(),
+            model=store.table_model(table),
+            indexes=indexes or "none",
+        )
+    except Exception as e:  # pylint: disable=broad-except
+        return ProjectTable(project=name, error=one_line(e))
+
+
+def services_table(checks: list[Check]) -> Table:
+    table = Table(title="Services", title_justify="left")
+    for column in ("service", "status", "where", "detail"):
+        table.add_column(column, overflow="fold")
+    for check in checks:
+        status = (
+            Text("up", style="green") if check.ok else Text("down", style="bold red")
+        )
+        table.add_row(check.service, status, Text(check.where), Text(check.detail))
+    return table
+
+
+def projects_table(tables: list[ProjectTable]) -> Table:
+    table = Table(title="Vectorized projects", title_justify="left")
+    for column in ("project", "documents", "passages", "model", "indexes"):
+        justify = "right" if column in ("documents", "passages") else "left"
+        table.add_column(column, justify=justify, overflow="fold")
+    for t in tables:
+        if t.error:
+            table.add_row(
+                t.project, "", "", Text(f"unreadable: {t.error}", style="red"), ""
+            )
+        else:
+            table.add_row(
+                t.project, str(t.documents), str(t.passages), t.model, t.indexes
+            )
+    if not tables:
+        table.add_row("none yet", "", "", "", "")
+    return table
