@@ -9,6 +9,7 @@ needs no routing), not with ``mget``.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -33,6 +34,8 @@ _SOURCE_FIELDS = [
     "tags",
 ]
 
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_RETRY_S = 60.0
 _TRANSIENT_STATUSES = {429, 502, 503, 504}
@@ -142,10 +145,19 @@ def _retrying(es: AsyncElasticsearch, retry_s: float) -> AsyncRetrying:
         )
         raise ElasticsearchUnavailable(msg) from state.outcome.exception()
 
+    def log_retry(state):
+        logger.warning(
+            "Elasticsearch at %s failed (%s), retrying in %.1fs",
+            _address(es),
+            state.outcome.exception().__class__.__name__,
+            state.next_action.sleep,
+        )
+
     return AsyncRetrying(
         retry=retry_if_exception(_is_transient),
         wait=wait_exponential(multiplier=0.5, max=10.0),
         stop=stop_after_delay(retry_s),
+        before_sleep=log_retry,
         retry_error_callback=give_up,
     )
 

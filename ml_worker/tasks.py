@@ -68,7 +68,8 @@ async def create_vectorization_tasks(
     task_client = task_client or deps.lifespan_task_client()
     vector_db = vector_db or deps.lifespan_vector_db()
     model = model or config.model
-    batch_size = batch_size or config.vectorize_batch_size
+    if batch_size is None:
+        batch_size = config.vectorize_batch_size
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     store.table_name(project)

@@ -7,23 +7,19 @@ real processes started with icij-worker's CLIs; Elasticsearch is the server of t
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 import pytest
-from icij_worker import TaskState
-
 from ml_worker import store
 from ml_worker.datashare_index import bulk_index, create_project_index
-from ml_worker.local_stack import free_port, task_service, worker_pool
 from ml_worker.task_client import ICIJTaskClient
 from tests.corpus import datashare_corpus, filler
+from tests.stack import run_task, running_stack, wait_done
 
 pytestmark = pytest.mark.e2e
 
 N_DOCS = 240
 BATCH_SIZE = 8
-TIMEOUT_S = 600
 
 VECTOR_ONLY = ("doc-0007", "A kitten dozed peacefully upon the woven mat by the fireplace.")
 KEYWORD_ONLY = ("doc-0013", "The wire reference QZ7781XK was never explained.")
@@ -38,22 +34,10 @@ IN_ATTACHMENT = (
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, es_url, rabbitmq, postgres):
     workdir = tmp_path_factory.mktemp("stack")
-    with rabbitmq.temporary_vhost() as vhost, task_service(
-        workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
-    ) as url:
-        config = {
-            "es_address": es_url,
-            "task_service_url": url,
-            "vector_db_uri": str(workdir / "vectors"),
-        }
-        with worker_pool(
-            workdir,
-            n_workers=2,
-            rabbitmq=rabbitmq,
-            vhost=vhost,
-            ml_worker_config=config,
-        ):
-            yield url, workdir / "vectors"
+    with running_stack(
+        workdir, es_url=es_url, rabbitmq=rabbitmq, postgres=postgres
+    ) as (url, config, _):
+        yield url, config["vector_db_uri"]
 
 
 def _long_document() -> str:
@@ -71,41 +55,19 @@ async def _seed(es, project: str) -> set[str]:
     return doc_ids
 
 
-async def _run_task(client: ICIJTaskClient, name: str, args: dict):
-    task_id = await client.create_task(name, args, group="PYTHON")
-    await _wait_done(client, [task_id])
-    return await client.get_task_result(task_id)
-
-
-async def _wait_done(client: ICIJTaskClient, task_ids: list[str]) -> None:
-    pending = set(task_ids)
-    deadline = asyncio.get_running_loop().time() + TIMEOUT_S
-    while pending:
-        for task_id in list(pending):
-            task = await client.get_task(task_id)
-            if task.state is TaskState.DONE:
-                pending.remove(task_id)
-            elif task.state in (TaskState.ERROR, TaskState.CANCELLED):
-                errors = await client.get_task_errors(task_id)
-                pytest.fail(f"task {task_id} ended {task.state.value}: {errors}")
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"{len(pending)} tasks not done after {TIMEOUT_S}s")
-        await asyncio.sleep(0.5)
-
-
 async def test_vectorize_and_search_a_project(stack, es, project):
     url, vectors = stack
     doc_ids = await _seed(es, project)
 
     async with ICIJTaskClient(url) as client:
         args = {"project": project, "batch_size": BATCH_SIZE}
-        children = await _run_task(client, "create_vectorization_tasks", args)
+        children = await run_task(client, "create_vectorization_tasks", args)
         assert len(children) == -(-N_DOCS // BATCH_SIZE)
-        await _wait_done(client, children)
+        await wait_done(client, children)
         written = [await client.get_task_result(c) for c in children]
         assert sum(written) == N_DOCS
 
-        table = store.open_table(store.connect(str(vectors)), project)
+        table = store.open_table(store.connect(vectors), project)
         rows = table.to_arrow().select(["doc_id", "passage"]).to_pylist()
         assert {r["doc_id"] for r in rows} == doc_ids
         passages = [(r["doc_id"], r["passage"]) for r in rows]
@@ -119,7 +81,7 @@ async def test_vectorize_and_search_a_project(stack, es, project):
             "volcano observatory budget meeting",
         ]
         args = {"project": project, "queries": queries, "n_similar": 5}
-        results = await _run_task(client, "find_most_similar", args)
+        results = await run_task(client, "find_most_similar", args)
 
     assert [hits[0]["doc_id"] for hits in results] == [
         VECTOR_ONLY[0],

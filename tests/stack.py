@@ -1,0 +1,73 @@
+"""Running the real stack from tests, and following tasks through the task API."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import contextmanager
+from pathlib import Path
+
+from icij_worker import TaskState
+
+from ml_worker.local_stack import free_port, task_service, worker_pool
+from ml_worker.task_client import TaskClient
+
+TIMEOUT_S = 600
+
+
+@contextmanager
+def running_stack(workdir: Path, *, es_url: str, rabbitmq, postgres, n_workers: int = 2):
+    """Task service and worker pool in a fresh vhost; yields (service URL, config)."""
+    with rabbitmq.temporary_vhost() as vhost, task_service(
+        workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
+    ) as url:
+        config = {
+            "es_address": es_url,
+            "task_service_url": url,
+            "vector_db_uri": str(workdir / "vectors"),
+            "es_retry_s": 30.0,
+        }
+        with worker_pool(
+            workdir, n_workers=n_workers, rabbitmq=rabbitmq, vhost=vhost,
+            ml_worker_config=config,
+        ):
+            yield url, config, vhost
+
+
+async def run_task(client: TaskClient, name: str, args: dict):
+    task_id = await client.create_task(name, args, group="PYTHON")
+    await wait_done(client, [task_id])
+    return await client.get_task_result(task_id)
+
+
+async def run_failing_task(client: TaskClient, name: str, args: dict) -> str:
+    """The error message of a task expected to fail."""
+    task_id = await client.create_task(name, args, group="PYTHON")
+    states = await wait_ended(client, [task_id])
+    assert states[task_id] is TaskState.ERROR, f"{name}({args}) ended {states[task_id]}"
+    errors = await client.get_task_errors(task_id)
+    return errors[-1].error.message
+
+
+async def wait_done(client: TaskClient, task_ids: list[str]) -> None:
+    states = await wait_ended(client, task_ids)
+    failed = {i: s for i, s in states.items() if s is not TaskState.DONE}
+    if failed:
+        errors = {i: await client.get_task_errors(i) for i in failed}
+        raise AssertionError(f"tasks did not succeed: {failed} {errors}")
+
+
+async def wait_ended(client: TaskClient, task_ids: list[str]) -> dict[str, TaskState]:
+    ended = (TaskState.DONE, TaskState.ERROR, TaskState.CANCELLED)
+    pending, states = set(task_ids), {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT_S
+    while pending:
+        for task_id in list(pending):
+            state = (await client.get_task(task_id)).state
+            if state in ended:
+                states[task_id] = state
+                pending.remove(task_id)
+        if loop.time() > deadline:
+            raise AssertionError(f"{len(pending)} tasks not ended after {TIMEOUT_S}s")
+        await asyncio.sleep(0.5)
+    return states
