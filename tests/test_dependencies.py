@@ -20,3 +20,28 @@ async def test_lifespan_sets_up_and_tears_down(monkeypatch, es_url, tmp_path):
         dependencies.lifespan_task_client()
     with pytest.raises(dependencies.DependencyNotSetUp):
         dependencies.lifespan_es_client()
+
+
+async def test_secrets_stay_out_of_logs_and_errors(monkeypatch, caplog, tmp_path):
+    from ml_worker import documents
+    from ml_worker.app import app
+    from ml_worker.local_stack import free_port
+
+    dead_es = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("ML_WORKER_ES_ADDRESS", dead_es)
+    monkeypatch.setenv("ML_WORKER_ES_USERNAME", "elastic")
+    monkeypatch.setenv("ML_WORKER_ES_PASSWORD", "es-secret-1")
+    monkeypatch.setenv("ML_WORKER_TASK_SERVICE_USER", "ds")
+    monkeypatch.setenv("ML_WORKER_TASK_SERVICE_PASSWORD", "ds-secret-2")
+    monkeypatch.setenv("ML_WORKER_VECTOR_DB_URI", str(tmp_path / "vectors"))
+    caplog.set_level("DEBUG")
+    async with app.lifetime_dependencies(worker_config=None, worker_id="w"):
+        config = dependencies.lifespan_config()
+        es = dependencies.lifespan_es_client()
+        with pytest.raises(documents.ElasticsearchUnavailable) as error:
+            await documents.fetch_documents(es, "p", ["a"], retry_s=1.0)
+        assert config.es_password.get_secret_value() == "es-secret-1"
+    assert "worker config" in caplog.text and "Elasticsearch at" in caplog.text
+    for secret in ("es-secret-1", "ds-secret-2"):
+        assert secret not in caplog.text
+        assert secret not in str(error.value)
