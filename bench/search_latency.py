@@ -1,0 +1,257 @@
+"""Search latency and vector-index recall on a project table of N passages.
+
+The table is a real project table (the product's schema and embedding function),
+indexed by the product's own upkeep (``ml_worker.upkeep.ensure_indices``). Its rows
+are synthetic, because embedding a million passages would take a day on a CPU:
+vectors are clustered (topics of about 500 passages, cosine to their topic about
+0.7), texts are words drawn from a Zipf-distributed vocabulary, so BM25 posting
+lists have realistic lengths. Searches go through ``tasks.find_most_similar``
+(hybrid, n_similar=10): query embedding by the model, vector and full-text search,
+fusion, grouping by document. The model gets the threads a worker's ``torch_threads``
+would give it (cores / 2 workers by default): a query embedded with more threads than
+free cores waits on them.
+
+Recall@10 compares the indexed vector search, with the product's search settings,
+to an exact scan, for queries drawn from the same topics as the rows.
+
+The built table is cached under ``.ml-worker/bench/`` (one per row count): the
+first run at a million rows spends minutes building indices, later runs none.
+
+    uv run python -m bench.search_latency [--quick] [--rows N] [--queries Q]
+
+The last line printed is ``search rows=N p50_ms=X p99_ms=Y recall10=Z``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import torch  # noqa: E402
+
+from ml_worker import store, tasks, upkeep  # noqa: E402
+from ml_worker.config import DEFAULT_MODEL  # noqa: E402
+
+PROJECT = "bench-search"
+CACHE_DIR = Path(".ml-worker/bench")
+# Bump when the generated data changes, so stale cached tables are not reused.
+DATA_VERSION = 1
+NDIMS = 384
+ROWS_PER_TOPIC = 500
+TOPIC_NOISE = 1.0
+VOCABULARY = 50_000
+ZIPF_EXPONENT = 1.07
+WORDS_PER_PASSAGE = (30, 90)
+PASSAGES_PER_DOC = 4
+CHUNK_ROWS = 100_000
+SEED = 7
+
+
+class Corpus:
+    """Deterministic synthetic passages: the same N gives the same rows and queries."""
+
+    def __init__(self, n_rows: int):
+        rng = np.random.default_rng(SEED)
+        self.n_rows = n_rows
+        n_topics = max(1, n_rows // ROWS_PER_TOPIC)
+        centers = rng.standard_normal((n_topics, NDIMS)).astype(np.float32)
+        self.centers = centers / np.linalg.norm(centers, axis=1, keepdims=True)
+        self.words = np.array([_pseudo_word(i) for i in range(VOCABULARY)], dtype=object)
+        weights = 1.0 / np.arange(1, VOCABULARY + 1) ** ZIPF_EXPONENT
+        self.cdf = np.cumsum(weights) / weights.sum()
+
+    def vectors(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        topics = rng.integers(0, len(self.centers), n)
+        noise = rng.standard_normal((n, NDIMS)).astype(np.float32) / np.sqrt(NDIMS)
+        v = self.centers[topics] + TOPIC_NOISE * noise
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def texts(self, rng: np.random.Generator, n: int, lengths=WORDS_PER_PASSAGE):
+        lo, hi = lengths
+        ids = np.searchsorted(self.cdf, rng.random((n, hi)))
+        n_words = rng.integers(lo, hi + 1, n)
+        return [" ".join(self.words[row[:k]]) for row, k in zip(ids, n_words)]
+
+    def chunk(self, first: int, n: int) -> dict:
+        rng = np.random.default_rng([SEED, first])
+        texts = self.texts(rng, n)
+        rows = np.arange(first, first + n)
+        lengths = np.array([len(t) for t in texts], dtype=np.int64)
+        return {
+            store.DOC_ID: [f"doc-{i // PASSAGES_PER_DOC:07d}" for i in rows],
+            "root_id": [f"doc-{i // PASSAGES_PER_DOC:07d}" for i in rows],
+            store.PASSAGE: (rows % PASSAGES_PER_DOC).astype(np.int32),
+            "start": np.zeros(n, dtype=np.int64),
+            "end": lengths,
+            store.CONTENT: texts,
+            store.VECTOR: self.vectors(rng, n),
+            "path": [f"/bench/doc-{i // PASSAGES_PER_DOC:07d}.txt" for i in rows],
+            "language": ["ENGLISH"] * n,
+        }
+
+    def queries(self, n: int) -> tuple[list[str], np.ndarray]:
+        # Queries are a few words, rarely the most frequent ones (stop words).
+        rng = np.random.default_rng([SEED, 1 << 40])
+        texts = [
+            " ".join(w for w in t.split() if w not in set(self.words[:50])) or t
+            for t in self.texts(rng, n, lengths=(3, 6))
+        ]
+        return texts, self.vectors(rng, n)
+
+
+def _pseudo_word(i: int) -> str:
+    syllables = ["ka", "lo", "mi", "ren", "tu", "sa", "vo", "de", "pri", "nul", "ga", "shi"]
+    word = []
+    i += 1
+    while i:
+        i, r = divmod(i, len(syllables))
+        word.append(syllables[r])
+    return "".join(word)
+
+
+def _arrow_chunk(schema: pa.Schema, columns: dict) -> pa.Table:
+    """The chunk with the table's schema; fields the benchmark does not fill are null."""
+    n = len(columns[store.DOC_ID])
+    arrays = []
+    for field in schema:
+        if field.name == store.VECTOR:
+            flat = pa.array(columns[field.name].reshape(-1), type=pa.float32())
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, NDIMS))
+        elif field.name in columns:
+            arrays.append(pa.array(columns[field.name], type=field.type))
+        else:
+            arrays.append(pa.nulls(n, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def table_dir(n_rows: int) -> Path:
+    return CACHE_DIR / f"search-v{DATA_VERSION}-{n_rows}"
+
+
+def build_table(n_rows: int) -> None:
+    """Write and index the table (in a child process: its memory is not the search's)."""
+    path = table_dir(n_rows)
+    shutil.rmtree(path, ignore_errors=True)
+    db = store.connect(str(path / "vectors"))
+    table = store.open_or_create_table(
+        db, PROJECT, model=DEFAULT_MODEL, embed_batch_size=64
+    )
+    corpus = Corpus(n_rows)
+    started = time.monotonic()
+    for first in range(0, n_rows, CHUNK_ROWS):
+        n = min(CHUNK_ROWS, n_rows - first)
+        table.add(_arrow_chunk(table.schema, corpus.chunk(first, n)))
+        print(f"  {first + n} rows written", flush=True)
+    timings = {"write_s": round(time.monotonic() - started, 1)}
+    # The product's upkeep, called until it has nothing left to do.
+    while True:
+        started = time.monotonic()
+        done = upkeep.ensure_indices(table)
+        if done is None:
+            break
+        key = f"{done.replace(' ', '_')}_s"
+        timings[key] = round(time.monotonic() - started, 1)
+        print(f"  {done}: {timings[key]}s", flush=True)
+    (path / "built.json").write_text(json.dumps({"rows": n_rows, **timings}))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+async def measure(n_rows: int, n_queries: int) -> dict:
+    db = store.connect(str(table_dir(n_rows) / "vectors"))
+    table = store.open_table(db, PROJECT)
+    corpus = Corpus(n_rows)
+    texts, vectors = corpus.queries(n_queries)
+
+    for text in texts[:5]:  # warm-up: model loading, index and file caches
+        await tasks.find_most_similar(PROJECT, [text], n_similar=10, vector_db=db)
+    latencies = []
+    for text in texts:
+        started = time.perf_counter()
+        hits = await tasks.find_most_similar(PROJECT, [text], n_similar=10, vector_db=db)
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert len(hits[0]) == 10, f"only {len(hits[0])} documents for {text!r}"
+
+    recalls, ann_latencies = [], []
+    for vector in vectors:
+        started = time.perf_counter()
+        ann = _row_ids(upkeep.tuned(table.search(vector, query_type="vector")))
+        ann_latencies.append((time.perf_counter() - started) * 1000)
+        exact = _row_ids(table.search(vector, query_type="vector").bypass_vector_index())
+        recalls.append(len(ann & exact) / len(exact))
+    return {
+        "p50_ms": _percentile(latencies, 50),
+        "p99_ms": _percentile(latencies, 99),
+        "vector_p50_ms": _percentile(ann_latencies, 50),
+        "recall10": float(np.mean(recalls)),
+        "indices": {i.name: i.index_type for i in table.list_indices()},
+    }
+
+
+def _row_ids(builder) -> set[int]:
+    rows = builder.with_row_id(True).select([store.DOC_ID, "_distance"]).limit(10).to_arrow()
+    return set(rows["_rowid"].to_pylist())
+
+
+def main() -> None:
+    # Stopped by a signal, still stop what it started (services, worker processes).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100,000 rows")
+    parser.add_argument("--rows", type=int, help="passages in the table (1,000,000)")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--rebuild", action="store_true", help="ignore a cached table")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 1) // 2),
+        help="the model's threads, as a worker's torch_threads (cores / 2 workers)",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.torch_threads)
+    n_rows = args.rows or (100_000 if args.quick else 1_000_000)
+
+    built = table_dir(n_rows) / "built.json"
+    if args.rebuild or not built.exists():
+        print(f"building a table of {n_rows} passages in {table_dir(n_rows)}", flush=True)
+        # spawn: a process that has used LanceDB must never be forked.
+        child = multiprocessing.get_context("spawn").Process(
+            target=build_table, args=(n_rows,)
+        )
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"building the table failed (exit code {child.exitcode})")
+    print(f"table: {built.read_text()}")
+
+    started = time.monotonic()
+    result = asyncio.run(measure(n_rows, args.queries))
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"indices: {result['indices']}; vector search alone: p50"
+        f" {result['vector_p50_ms']:.1f} ms; search process peak RSS {peak_mib:.0f} MiB;"
+        f" measured in {time.monotonic() - started:.0f}s on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"search rows={n_rows} p50_ms={result['p50_ms']:.1f}"
+        f" p99_ms={result['p99_ms']:.1f} recall10={result['recall10']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

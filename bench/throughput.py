@@ -1,0 +1,315 @@
+"""Vectorization throughput: the real pipeline against the model's own ceiling.
+
+One run measures, on the same documents:
+
+- the ceiling: the configured model encoding the documents' passages directly, in
+  this process (torch's default threads), at the best batch size of
+  ``BATCH_SIZES``, which the workers then use too;
+- end to end: the project vectorized through the real services: documents in an
+  Elasticsearch-API server (the in-memory emulator), ``create_vectorization_tasks``
+  submitted to icij-worker's HTTP task service, tasks through RabbitMQ to worker
+  processes, passages written to LanceDB; with 1 worker, then with N, each worker's
+  model given cores / N threads.
+
+The end-to-end time runs from the submission of ``create_vectorization_tasks`` to
+the completion of its last ``vectorize_docs`` task. Worker start-up (importing
+torch, loading the model: about 20 s) is left out: timing starts once every worker
+consumes the task queue. Each worker's memory is sampled during the run: its RSS
+when half of the tasks are done and at the end, and its peak (VmHWM).
+
+    uv run python -m bench.throughput [--quick] [--docs N] [--workers N]
+
+The last line printed is
+``throughput e2e_docs_s=X ceiling_docs_s=Y ratio=R workers=N`` for the best worker
+count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from urllib.parse import quote
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import httpx  # noqa: E402
+from icij_worker import TaskState  # noqa: E402
+
+from ml_worker import embedding  # noqa: E402
+from ml_worker.chunking import split_passages  # noqa: E402
+from ml_worker.config import MLWorkerConfig  # noqa: E402
+from ml_worker.datashare_index import (  # noqa: E402
+    bulk_index,
+    create_project_index,
+    document_source,
+)
+from ml_worker.documents import es_client  # noqa: E402
+from ml_worker.local_stack import (  # noqa: E402
+    Postgres,
+    RabbitMQ,
+    es_emulator,
+    free_port,
+    task_service,
+    worker_pool,
+)
+from ml_worker.task_client import ICIJTaskClient  # noqa: E402
+from ml_worker.tasks import GROUP, OVERLAP_TOKENS  # noqa: E402
+
+PROJECT = "bench-throughput"
+DEMO_CORPUS = Path(__file__).parent.parent / "ml_worker" / "data" / "demo_corpus.jsonl"
+BATCH_SIZES = (16, 32, 64, 128)
+SWEEP_PASSAGES = 256
+WORDS_PER_DOC = (60, 500)
+SEED = 3
+POLL_S = 0.2
+TIMEOUT_S = 1800
+
+
+def corpus(n_docs: int) -> list[str]:
+    """Documents of 60 to 500 words made of the demo corpus's sentences."""
+    sentences = []
+    for line in DEMO_CORPUS.read_text().splitlines():
+        if line.strip():
+            content = json.loads(line)["content"]
+            sentences += [s for s in re.split(r"(?<=[.!?])\s+", content) if s.strip()]
+    rng = random.Random(SEED)
+    docs = []
+    for _ in range(n_docs):
+        target, words = rng.randint(*WORDS_PER_DOC), []
+        while len(words) < target:
+            words += rng.choice(sentences).split()
+        docs.append(" ".join(words))
+    return docs
+
+
+def passages(docs: list[str], model) -> list[str]:
+    return [
+        p.text
+        for doc in docs
+        for p in split_passages(
+            doc,
+            model.tokenizer,
+            max_tokens=model.max_seq_length,
+            overlap_tokens=OVERLAP_TOKENS,
+        )
+    ]
+
+
+def ceiling(docs: list[str], config: MLWorkerConfig) -> tuple[float, int, int]:
+    """Best docs/s of the model alone, its batch size, and the number of passages."""
+    model = embedding.load_model(config.model, embedding.resolve_device())
+    texts = passages(docs, model)
+    model.encode(texts[:64], batch_size=64)  # warm-up
+    # Batch sizes compared on a sample, the best one timed on every passage.
+    sample, best = texts[:SWEEP_PASSAGES], (0.0, 0)
+    for batch_size in BATCH_SIZES:
+        started = time.perf_counter()
+        model.encode(sample, batch_size=batch_size, normalize_embeddings=True)
+        passages_s = len(sample) / (time.perf_counter() - started)
+        print(f"  model batch_size={batch_size}: {passages_s:.1f} passages/s", flush=True)
+        best = max(best, (passages_s, batch_size))
+    batch_size = best[1]
+    started = time.perf_counter()
+    model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
+    return len(docs) / (time.perf_counter() - started), batch_size, len(texts)
+
+
+async def index_corpus(es_url: str, docs: list[str]) -> None:
+    es = es_client(es_url)
+    try:
+        await create_project_index(es, PROJECT)
+        items = (
+            (f"doc-{i:06d}", document_source(doc, path=f"/bench/doc-{i:06d}.txt"), None)
+            for i, doc in enumerate(docs)
+        )
+        await bulk_index(es, PROJECT, items)
+    finally:
+        await es.close()
+
+
+class WorkerMemory:
+    """RSS samples of the worker pool's worker processes, from /proc."""
+
+    def __init__(self, pool_pid: int):
+        self.pool_pid = pool_pid
+        self.at_half: dict[int, int] = {}
+
+    def workers(self) -> list[int]:
+        # The pool's children that run the app, not multiprocessing's helpers; a
+        # pool of one worker runs it in its own process.
+        pids = []
+        for pid in _children(self.pool_pid):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
+                pids.append(pid)
+        return sorted(pids) or [self.pool_pid]
+
+    def sample(self, key: str) -> dict[int, int]:
+        return {pid: _status_kib(pid, key) for pid in self.workers()}
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        children += [int(c) for c in text]
+    return children + [g for c in children for g in _children(c)]
+
+
+def _status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _mib(samples: dict[int, int]) -> str:
+    return ", ".join(f"{kib / 1024:.0f}" for kib in samples.values()) + " MiB"
+
+
+def _consumers(rabbitmq: RabbitMQ, vhost: str) -> int:
+    url = f"{rabbitmq.management_url}/api/queues/{quote(vhost, safe='')}/TASK.{GROUP}"
+    res = httpx.get(url, auth=(rabbitmq.user, rabbitmq.password), timeout=5)
+    return res.json().get("consumers", 0) if res.status_code == 200 else 0
+
+
+async def end_to_end(
+    workdir: Path, es_url: str, n_docs: int, n_workers: int, app_config: dict
+) -> dict:
+    rabbitmq, postgres = RabbitMQ(), Postgres()
+    rabbitmq.check()
+    postgres.check()
+    with ExitStack() as stack:
+        vhost = stack.enter_context(rabbitmq.temporary_vhost())
+        url = stack.enter_context(
+            task_service(
+                workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres,
+                port=free_port(),
+            )
+        )
+        config = {
+            **app_config,
+            "es_address": es_url,
+            "task_service_url": url,
+            "vector_db_uri": str(workdir / "vectors"),
+        }
+        pool = stack.enter_context(
+            worker_pool(
+                workdir, n_workers=n_workers, rabbitmq=rabbitmq, vhost=vhost,
+                ml_worker_config=config,
+            )
+        )
+        started = time.monotonic()
+        while _consumers(rabbitmq, vhost) < n_workers:
+            if pool.poll() is not None or time.monotonic() - started > 300:
+                log = (workdir / "workers.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"workers did not start:\n{log}")
+            await asyncio.sleep(0.5)
+        startup_s = time.monotonic() - started
+        memory = WorkerMemory(pool.pid)
+        async with ICIJTaskClient(url) as client:
+            started = time.monotonic()
+            parent = await client.create_task(
+                "create_vectorization_tasks", {"project": PROJECT}, group=GROUP
+            )
+            await _wait(client, [parent])
+            children = await client.get_task_result(parent)
+            await _wait(client, children, memory=memory)
+            elapsed = time.monotonic() - started
+            written = sum([await client.get_task_result(c) for c in children])
+        at_end, peak = memory.sample("VmRSS"), memory.sample("VmHWM")
+    if written != n_docs:
+        raise RuntimeError(f"{written} documents vectorized, not {n_docs}")
+    return {
+        "workers": n_workers,
+        "docs_s": n_docs / elapsed,
+        "elapsed_s": elapsed,
+        "startup_s": startup_s,
+        "tasks": len(children),
+        "rss_half": memory.at_half,
+        "rss_end": at_end,
+        "peak": peak,
+    }
+
+
+async def _wait(
+    client: ICIJTaskClient, task_ids: list[str], memory: WorkerMemory | None = None
+) -> None:
+    pending = set(task_ids)
+    while pending:
+        for task_id in list(pending):
+            task = await client.get_task(task_id)
+            if task.state is TaskState.DONE:
+                pending.remove(task_id)
+            elif task.state in (TaskState.ERROR, TaskState.CANCELLED):
+                errors = await client.get_task_errors(task_id)
+                raise RuntimeError(f"task {task_id} ended {task.state.value}: {errors}")
+        if memory is not None and not memory.at_half and len(pending) <= len(task_ids) / 2:
+            memory.at_half = memory.sample("VmRSS")
+        await asyncio.sleep(POLL_S)
+
+
+def main() -> None:
+    # Stopped by a signal, still stop what it started (services, worker processes).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="150 documents")
+    parser.add_argument("--docs", type=int, help="documents in the project (600)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count(), help="N (default: CPU count)"
+    )
+    args = parser.parse_args()
+    n_docs = args.docs or (150 if args.quick else 600)
+    n_cores = os.cpu_count() or 1
+    config = MLWorkerConfig()
+
+    docs = corpus(n_docs)
+    print(f"{n_docs} documents, device {embedding.resolve_device()}, {n_cores} CPUs")
+    ceiling_docs_s, best_batch, n_passages = ceiling(docs, config)
+    print(
+        f"ceiling: {ceiling_docs_s:.1f} docs/s ({n_passages} passages,"
+        f" {ceiling_docs_s * n_passages / n_docs:.1f} passages/s) at batch_size"
+        f" {best_batch}",
+        flush=True,
+    )
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ml-worker-bench-") as tmp, es_emulator() as es_url:
+        asyncio.run(index_corpus(es_url, docs))
+        for n_workers in sorted({1, args.workers}):
+            workdir = Path(tmp) / f"workers-{n_workers}"
+            workdir.mkdir()
+            # Threads split between workers: more threads than cores only contend.
+            app_config = {
+                "embed_batch_size": best_batch,
+                "torch_threads": max(1, n_cores // n_workers),
+            }
+            result = asyncio.run(end_to_end(workdir, es_url, n_docs, n_workers, app_config))
+            results.append(result)
+            print(
+                f"e2e workers={n_workers} torch_threads={app_config['torch_threads']}:"
+                f" {result['docs_s']:.1f} docs/s ({result['tasks']} tasks,"
+                f" {result['elapsed_s']:.1f}s; start-up {result['startup_s']:.0f}s,"
+                f" not counted); worker RSS at half {_mib(result['rss_half'])}, at end"
+                f" {_mib(result['rss_end'])}, peak {_mib(result['peak'])}",
+                flush=True,
+            )
+    best = max(results, key=lambda r: r["docs_s"])
+    print(
+        f"throughput e2e_docs_s={best['docs_s']:.1f} ceiling_docs_s={ceiling_docs_s:.1f}"
+        f" ratio={best['docs_s'] / ceiling_docs_s:.2f} workers={best['workers']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
