@@ -1,5 +1,5 @@
 """The ``ml-worker`` command line: vectorize projects, search them, manage tasks and
-workers, and check the services.
+workers, check the services, and run the demo.
 
 It talks to the workers through the configured task API (``ML_WORKER_TASK_SERVICE*``),
 exactly as Datashare does. Heavy modules are imported by the commands that need them,
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from enum import Enum
 from pathlib import Path
@@ -397,6 +398,25 @@ def status() -> None:
         raise CLIError(f"down: {', '.join(down)}", ExitCode.UNREACHABLE)
 
 
+@app.command()
+def demo(
+    workers: Annotated[
+        int, typer.Option("-n", "--workers", min=1, help="Worker processes.")
+    ] = 2,
+    workdir: Annotated[
+        Path,
+        typer.Option(help="Work folder (logs, vectors), emptied first."),
+    ] = Path(".ml-worker/demo"),
+) -> None:
+    """Vectorize and search a bundled sample corpus with real services: RabbitMQ and
+    PostgreSQL must be running; Elasticsearch is the configured one if it answers, an
+    emulator otherwise. Stops everything it started."""
+    started = time.monotonic()  # the demo's own imports take a while: count them
+    from ml_worker.demo import run_demo
+
+    run_demo(workdir=workdir, n_workers=workers, started=started)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     command = typer.main.get_command(app)
     try:
@@ -404,11 +424,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        err.print("ml-worker: interrupted")
-        sys.exit(ExitCode.INTERRUPTED)
     except Exception as e:  # pylint: disable=broad-except
         _fail(e)
+    # typer turns Ctrl-C into this exit code, silently.
+    if code == ExitCode.INTERRUPTED:
+        err.print("ml-worker: interrupted")
     sys.exit(code if isinstance(code, int) else ExitCode.OK)
 
 

@@ -1,0 +1,303 @@
+"""``ml-worker demo``: the whole pipeline on a bundled sample corpus, real services.
+
+It loads the corpus into a fresh project index the way Datashare lays one out, starts
+icij-worker's task service and a pool of workers on this machine's RabbitMQ and
+PostgreSQL, vectorizes the project through the task API and runs a few searches.
+Everything it starts is stopped on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from hashlib import sha256
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+from elasticsearch import ConnectionError as ESConnectionError
+from icij_worker.routing_strategy import RoutingStrategy
+
+from ml_worker import datashare_index
+from ml_worker.cli.errors import CLIError, ExitCode
+from ml_worker.cli.follow import (
+    GROUP,
+    follow_vectorization,
+    print_vectorization_summary,
+    search_project,
+    submit_vectorization,
+)
+from ml_worker.cli.output import duration, err, hits_table, out
+from ml_worker.cli.status import check_es, rabbitmq_from_env
+from ml_worker.config import MLWorkerConfig, TaskServiceKind
+from ml_worker.dependencies import es_client_from, task_client_from
+from ml_worker.local_stack import (
+    Postgres,
+    RabbitMQ,
+    es_emulator,
+    free_port,
+    task_service,
+    worker_pool,
+)
+
+CORPUS = resources.files("ml_worker") / "data" / "demo_corpus.jsonl"
+# Small batches, so that the workers share the run and the progress shows.
+BATCH_SIZE = 4
+RESULTS_PER_QUERY = 3
+WORKERS_READY_TIMEOUT_S = 300.0
+# Marks a folder as the demo's own, which it may empty.
+_WORKDIR_MARK = ".ml-worker-demo"
+
+# (query, search mode, what it shows)
+QUERIES = [
+    (
+        "bribing a minister to sign the contract",
+        "vector",
+        "Meaning only: the e-mail found speaks of 'the envelope' for 'our friend at the"
+        " ministry', none of the query's words.",
+    ),
+    (
+        "9387421",
+        "hybrid",
+        "A rare exact keyword, a ship's IMO number: the full-text side of hybrid search"
+        " finds it, where meaning alone could not.",
+    ),
+    (
+        "patients harmed in a drug trial and the regulator kept in the dark",
+        "hybrid",
+        "Meaning and words together: the memo and the reply that buried it.",
+    ),
+    (
+        "who is really behind the yacht",
+        "hybrid",
+        "Hidden ownership, in other words than the documents'.",
+    ),
+]
+
+
+def load_corpus() -> list[dict]:
+    lines = CORPUS.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line]
+
+
+def run_demo(*, workdir: Path, n_workers: int, started: float | None = None) -> None:
+    """``started``: the ``time.monotonic()`` the elapsed time counts from."""
+    started = time.monotonic() if started is None else started
+    rabbitmq, postgres = rabbitmq_from_env(), Postgres()
+    rabbitmq.check()
+    postgres.check()
+    out.print(
+        f"RabbitMQ at {rabbitmq.host}:{rabbitmq.port} and PostgreSQL at"
+        f" {postgres.host}:{postgres.port} answer."
+    )
+    _reset_workdir(workdir)
+    with ExitStack() as stack:
+        stack.callback(signal.signal, signal.SIGINT, signal.getsignal(signal.SIGINT))
+        try:
+            _run(stack, workdir, n_workers, rabbitmq, postgres)
+        finally:
+            # Before the services stop: a second Ctrl-C must not leave them running.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            err.print("Stopping the services started by the demo…")
+    out.print(f"Demo done in {duration(time.monotonic() - started)}.")
+
+
+def _run(
+    stack: ExitStack,
+    workdir: Path,
+    n_workers: int,
+    rabbitmq: RabbitMQ,
+    postgres: Postgres,
+) -> None:
+    project = f"demo-{uuid.uuid4().hex[:6]}"
+    es_url = stack.enter_context(_elasticsearch(MLWorkerConfig()))
+    stack.enter_context(_project_index(es_url, project))
+    vhost = stack.enter_context(rabbitmq.temporary_vhost())
+    step = time.monotonic()
+    url = stack.enter_context(
+        task_service(
+            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
+        )
+    )
+    out.print(f"Task service at {url} ({duration(time.monotonic() - step)}).")
+    worker_settings = {
+        "es_address": es_url,
+        "task_service": TaskServiceKind.ICIJ.value,
+        "task_service_url": url,
+        "vector_db_uri": str((workdir / "vectors").resolve()),
+    }
+    # The workers' environment wins over their settings file: it must agree.
+    stack.enter_context(_environment(worker_settings))
+    step = time.monotonic()
+    pool = stack.enter_context(
+        worker_pool(
+            workdir,
+            n_workers=n_workers,
+            rabbitmq=rabbitmq,
+            vhost=vhost,
+            ml_worker_config=worker_settings,
+        )
+    )
+    log = workdir / "workers.log"
+    with err.status(f"Starting {n_workers} workers…"):
+        _wait_for_workers(rabbitmq, vhost, n_workers, pool, log=log)
+    elapsed = duration(time.monotonic() - step)
+    out.print(f"{n_workers} workers ready ({elapsed}, logs in {log}).")
+    asyncio.run(_vectorize_and_search(project))
+
+
+def _reset_workdir(workdir: Path) -> None:
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / _WORKDIR_MARK).exists():
+            msg = (
+                f"{workdir} is not empty and not a demo folder: give another --workdir"
+            )
+            raise CLIError(msg, ExitCode.USAGE)
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / _WORKDIR_MARK).touch()
+
+
+@contextmanager
+def _elasticsearch(config: MLWorkerConfig) -> Iterator[str]:
+    """The configured Elasticsearch if it answers, else an emulator of its API."""
+    check = asyncio.run(check_es(config))
+    if check.ok:
+        out.print(f"Elasticsearch at {config.es_address}: {check.detail}.")
+        yield config.es_address
+        return
+    if importlib.util.find_spec("osmem_server") is None:
+        msg = (
+            f"no Elasticsearch at {config.es_address} ({check.detail}), and its"
+            " emulator (the osmem-server package, a development dependency) is not"
+            " installed"
+        )
+        raise CLIError(msg, ExitCode.UNREACHABLE)
+    with es_emulator() as url:
+        out.print(
+            f"No Elasticsearch at {config.es_address} ({check.detail}): using an"
+            f" in-memory emulator of its API at {url}."
+        )
+        yield url
+
+
+@contextmanager
+def _project_index(es_url: str, project: str) -> Iterator[None]:
+    """The sample corpus in a new project index, deleted afterwards."""
+    config = MLWorkerConfig(es_address=es_url)
+    docs = load_corpus()
+    n_entities = asyncio.run(_load(config, project, docs))
+    out.print(
+        f"Loaded {len(docs)} documents and {n_entities} named entities into project"
+        f" {project}."
+    )
+    try:
+        yield
+    finally:
+        asyncio.run(_delete_index(config, project))
+
+
+async def _load(config: MLWorkerConfig, project: str, docs: list[dict]) -> int:
+    es = es_client_from(config)
+    try:
+        await datashare_index.create_project_index(es, project)
+        rows = list(_index_rows(docs))
+        await datashare_index.bulk_index(es, project, rows)
+    finally:
+        await es.close()
+    return sum(1 for _, source, _ in rows if source["type"] == "NamedEntity")
+
+
+def _index_rows(docs: list[dict]) -> Iterator[tuple[str, dict, str | None]]:
+    for doc in docs:
+        root_id = doc.get("root_id")
+        source = datashare_index.document_source(
+            doc["content"],
+            path=doc["path"],
+            root_id=root_id,
+            content_type=doc.get("content_type", "text/plain"),
+            title=doc["title"],
+            tags=doc.get("tags"),
+        )
+        yield doc["id"], source, root_id
+        for entity in doc.get("entities", []):
+            entity_id = sha256(f"{doc['id']}/{entity['mention']}".encode()).hexdigest()
+            ne = datashare_index.named_entity_source(
+                entity["mention"], doc_id=doc["id"], category=entity["category"]
+            )
+            yield entity_id, ne, root_id or doc["id"]
+
+
+async def _delete_index(config: MLWorkerConfig, project: str) -> None:
+    es = es_client_from(config)
+    try:
+        await es.indices.delete(index=project, ignore_unavailable=True)
+    except ESConnectionError:
+        pass  # an emulator stopped by Ctrl-C with us: nothing left to delete
+    finally:
+        await es.close()
+
+
+@contextmanager
+def _environment(settings: dict[str, str]) -> Iterator[None]:
+    names = {f"ML_WORKER_{key.upper()}": value for key, value in settings.items()}
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _wait_for_workers(
+    rabbitmq: RabbitMQ, vhost: str, n_workers: int, pool: subprocess.Popen, *, log: Path
+) -> None:
+    """Until every worker consumes the task queue (they load their libraries first)."""
+    queue = RoutingStrategy.amqp_task_routing(GROUP).queue_name
+    path = f"/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}"
+    auth = (rabbitmq.user, rabbitmq.password)
+    deadline = time.monotonic() + WORKERS_READY_TIMEOUT_S
+    with httpx.Client(base_url=rabbitmq.management_url, auth=auth) as client:
+        while True:
+            if pool.poll() is not None:
+                raise CLIError(f"the workers exited at start-up: see {log}")
+            res = client.get(path)
+            if res.status_code == 200 and res.json().get("consumers", 0) >= n_workers:
+                return
+            if time.monotonic() > deadline:
+                timeout = f"{WORKERS_READY_TIMEOUT_S:.0f} s"
+                raise CLIError(f"workers not ready after {timeout}: see {log}")
+            time.sleep(0.5)
+
+
+async def _vectorize_and_search(project: str) -> None:
+    async with task_client_from(MLWorkerConfig()) as client:
+        task_id = await submit_vectorization(client, project, batch_size=BATCH_SIZE)
+        out.print(f"Task {task_id} submitted.")
+        print_vectorization_summary(
+            await follow_vectorization(client, task_id, project)
+        )
+        out.print(f"\nSearching project {project}:\n")
+        for query, mode, why in QUERIES:
+            [hits] = await search_project(
+                client, project, [query], n_similar=RESULTS_PER_QUERY, mode=mode
+            )
+            table = hits_table(query, hits)
+            table.caption = f"{mode} search. {why}"
+            table.caption_justify = "left"
+            out.print(table)
+            out.print()
