@@ -46,7 +46,7 @@ import httpx  # noqa: E402
 from icij_worker import TaskState  # noqa: E402
 
 from ml_worker import embedding  # noqa: E402
-from ml_worker.chunking import split_passages  # noqa: E402
+from ml_worker.chunking import PASSAGE_TOKENS, split_passages  # noqa: E402
 from ml_worker.config import MLWorkerConfig  # noqa: E402
 from ml_worker.datashare_index import (  # noqa: E402
     bulk_index,
@@ -63,7 +63,7 @@ from ml_worker.local_stack import (  # noqa: E402
     worker_pool,
 )
 from ml_worker.task_client import ICIJTaskClient  # noqa: E402
-from ml_worker.tasks import GROUP, OVERLAP_TOKENS  # noqa: E402
+from ml_worker.tasks import GROUP  # noqa: E402
 
 PROJECT = "bench-throughput"
 DEMO_CORPUS = Path(__file__).parent.parent / "ml_worker" / "data" / "demo_corpus.jsonl"
@@ -96,11 +96,9 @@ def passages(docs: list[str], model) -> list[str]:
     return [
         p.text
         for doc in docs
+        # As vectorize_docs cuts them.
         for p in split_passages(
-            doc,
-            model.tokenizer,
-            max_tokens=model.max_seq_length,
-            overlap_tokens=OVERLAP_TOKENS,
+            doc, model.tokenizer, max_tokens=min(PASSAGE_TOKENS, model.max_seq_length)
         )
     ]
 
