@@ -3,8 +3,8 @@
 An embedding model reads at most ``max_seq_length`` tokens and silently drops the
 rest, so a long document embedded as one vector is invisible past its first page.
 Passages are cut in the model's own tokens, overlap so that a sentence on a boundary
-is whole in one of them, and start on a word so that re-tokenizing a passage gives
-back the same tokens.
+is whole in one of them, and start and end on word boundaries so that re-tokenizing
+a passage gives back the same tokens.
 """
 
 from __future__ import annotations
@@ -12,6 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
+
+# Passage length and overlap, in model tokens (bench.quality, docs/retrieval.md):
+# 256 (all-MiniLM-L6-v2's whole input) beat 128 and 64 in hybrid MRR@10, as the
+# full-text side loses more on short passages than the vector side gains.
+PASSAGE_TOKENS = 256
+PASSAGE_OVERLAP_TOKENS = 32
 
 # Room for the [CLS]/[SEP]-like tokens the model adds around every input.
 _SPECIAL_TOKENS_MARGIN = 2
@@ -29,13 +35,38 @@ def split_passages(
     content: str,
     tokenizer: PreTrainedTokenizerBase,
     *,
-    max_tokens: int,
-    overlap_tokens: int,
+    max_tokens: int = PASSAGE_TOKENS,
+    overlap_tokens: int = PASSAGE_OVERLAP_TOKENS,
 ) -> list[Passage]:
-    """The passages of ``content``, each at most ``max_tokens`` model tokens long."""
+    """The passages of ``content``, each at most ``max_tokens`` model tokens long.
+
+    Empty or blank content has no passage.
+    """
     window = max_tokens - _SPECIAL_TOKENS_MARGIN
     if not 0 <= overlap_tokens < window // 2:
         raise ValueError(f"overlap must be in [0, {window // 2}), got {overlap_tokens}")
+    offsets, word_starts = _tokens(content, tokenizer)
+    passages = []
+    first = 0
+    while first < len(offsets):
+        last = _passage_end(word_starts, first, window)
+        start, end = offsets[first][0], offsets[last - 1][1]
+        text = content[start:end]
+        while last - first > 1 and _n_tokens(text, tokenizer) > window:
+            # Cut inside a word longer than the window: its pieces re-tokenize
+            # differently, so give back tokens until the text fits.
+            last -= 1
+            end = offsets[last - 1][1]
+            text = content[start:end]
+        passages.append(Passage(len(passages), start, end, text))
+        if last == len(offsets):
+            break
+        first = _next_start(word_starts, last - overlap_tokens, after=first)
+    return passages
+
+
+def _tokens(content: str, tokenizer) -> tuple[list[tuple[int, int]], list[bool]]:
+    """Each token's character offsets, and whether it starts a word."""
     encoding = tokenizer(
         content,
         add_special_tokens=False,
@@ -44,30 +75,31 @@ def split_passages(
         verbose=False,
     )
     offsets = encoding["offset_mapping"]
-    word_starts = _word_start_tokens(encoding.word_ids(), len(offsets))
-    passages = []
-    first = 0
-    while first < len(offsets):
-        last = min(first + window, len(offsets))
-        start, end = offsets[first][0], offsets[last - 1][1]
-        passages.append(Passage(len(passages), start, end, content[start:end]))
-        if last == len(offsets):
-            break
-        first = _next_word_start(word_starts, last - overlap_tokens, after=first)
-    return passages
+    word_ids = encoding.word_ids()
+    starts = [
+        i == 0 or w is None or w != word_ids[i - 1] for i, w in enumerate(word_ids)
+    ]
+    return offsets, starts
 
 
-def _word_start_tokens(word_ids: list[int | None], n_tokens: int) -> list[bool]:
-    starts, previous = [], None
-    for i in range(n_tokens):
-        starts.append(word_ids[i] is None or word_ids[i] != previous)
-        previous = word_ids[i]
-    return starts
+def _n_tokens(text: str, tokenizer) -> int:
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
-def _next_word_start(word_starts: list[bool], candidate: int, *, after: int) -> int:
+def _passage_end(word_starts: list[bool], first: int, window: int) -> int:
+    """One past the passage's last token: the last word end within the window."""
+    last = first + window
+    if last >= len(word_starts):
+        return len(word_starts)
+    for i in range(last, first + window // 2, -1):
+        if word_starts[i]:
+            return i
+    return last  # a word longer than half the window: cut inside it
+
+
+def _next_start(word_starts: list[bool], candidate: int, *, after: int) -> int:
     """The first word start at or before ``candidate`` (but after ``after``)."""
     for i in range(candidate, after, -1):
         if word_starts[i]:
             return i
-    return candidate  # one word longer than the overlap: cut inside it
+    return max(candidate, after + 1)  # a word longer than the overlap: cut inside it
