@@ -21,6 +21,9 @@ CONTENT = "content"
 VECTOR = "vector"
 DOC_ID = "doc_id"
 PASSAGE = "passage"
+# A document without text is one row with this passage number and empty content:
+# recorded as vectorized (a re-run skips it), never found by a search.
+NO_TEXT_PASSAGE = -1
 CONTENT_HASH = "content_hash"
 # Bounds the length of the SQL filters built from document ids.
 _IDS_PER_FILTER = 1000

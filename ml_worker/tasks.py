@@ -18,7 +18,12 @@ from elasticsearch import AsyncElasticsearch
 
 from ml_worker import dependencies as deps
 from ml_worker import documents, store, upkeep
-from ml_worker.chunking import split_passages
+from ml_worker.chunking import (
+    PASSAGE_OVERLAP_TOKENS,
+    PASSAGE_TOKENS,
+    Passage,
+    split_passages,
+)
 from ml_worker.config import MLWorkerConfig
 from ml_worker.documents import Document
 from ml_worker.search import (
@@ -34,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 GROUP = "PYTHON"
 VECTORIZE_DOCS = "vectorize_docs"
-OVERLAP_TOKENS = 32
 
 Progress = Callable[[float], Awaitable[None]]
 
@@ -171,6 +175,8 @@ def _capped(docs: list[Document], max_chars: int) -> list[Document]:
 
 
 def _write_passages(table, docs: list[Document]) -> int:
+    if not docs:
+        return 0
     embedder = store.table_embedder(table)
     tokenizer = embedder.embedding_model.tokenizer
     rows = []
@@ -178,17 +184,18 @@ def _write_passages(table, docs: list[Document]) -> int:
         passages = split_passages(
             doc.content,
             tokenizer,
-            max_tokens=embedder.max_tokens,
-            overlap_tokens=OVERLAP_TOKENS,
+            max_tokens=min(PASSAGE_TOKENS, embedder.max_tokens),
+            overlap_tokens=PASSAGE_OVERLAP_TOKENS,
         )
+        if not passages:
+            # Recorded, so that it counts as vectorized and a re-run skips it.
+            rows.append(_passage_row(doc, Passage(store.NO_TEXT_PASSAGE, 0, 0, "")))
         rows.extend(_passage_row(doc, p) for p in passages)
-    if not docs:
-        return 0
     store.replace_documents(table, [d.id for d in docs], rows)
     return len(docs)
 
 
-def _passage_row(doc: Document, passage) -> dict:
+def _passage_row(doc: Document, passage: Passage) -> dict:
     return {
         "doc_id": doc.id,
         "root_id": doc.root_id,
