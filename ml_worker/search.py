@@ -1,19 +1,24 @@
 """Hybrid (vector + full-text) search over a project's passages, ranked by document.
 
 Each query asks LanceDB for the best passages by vector similarity and by BM25 over
-``content``, fused by reciprocal rank. Passages are then grouped into documents:
-``n_similar`` counts documents, each with its best passage as a snippet.
+``content``; in hybrid mode both lists are fused by LanceDB's linear combination of
+their normalized scores. Filters are SQL conditions LanceDB applies before ranking,
+so a filtered search returns the best matching documents, not a filtered short list.
+Passages are then grouped into documents: ``n_similar`` counts documents, each with
+its best passage as a snippet. The settings below are measured by bench.quality
+(docs/retrieval.md).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from enum import Enum
 
-from lancedb.rerankers import RRFReranker
+from lancedb.rerankers import LinearCombinationReranker
 from lancedb.table import Table
 
-from ml_worker.store import CONTENT, DOC_ID
+from ml_worker.store import CONTENT, DOC_ID, PASSAGE, sql_string
 from ml_worker.upkeep import tuned
 
 # Passages fetched per requested document: several passages of one document often
@@ -21,10 +26,18 @@ from ml_worker.upkeep import tuned
 PASSAGES_PER_DOC = 5
 _MIN_PASSAGES = 50
 
+# Share of the vector score in hybrid mode, the rest being BM25's (both min-max
+# normalized per query). 0.6 ranked known items best; reciprocal rank fusion, which
+# ignores how far apart the scores are, ranked them lower at any k.
+VECTOR_WEIGHT = 0.6
+
+# Rows without text (documents with no content) have no passage to find.
+_PASSAGES_ONLY = f"{PASSAGE} >= 0"
+
 _RESULT_FIELDS = [
     DOC_ID,
     "root_id",
-    "passage",
+    PASSAGE,
     "start",
     "end",
     CONTENT,
@@ -48,34 +61,119 @@ class Scoring(str, Enum):
     WEIGHTED_SUM = "weighted_sum"
 
 
+def parse_enum(enum: type[Enum], name: str, value) -> Enum:
+    """``value`` as a member of ``enum``, or a ValueError naming the choices."""
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in enum)
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which documents a search may return; unset fields do not filter."""
+
+    languages: tuple[str, ...] = ()
+    content_types: tuple[str, ...] = ()
+    path_prefix: str | None = None
+    tags: tuple[str, ...] = ()  # documents with any of these tags
+
+    @classmethod
+    def of(cls, *, languages=None, content_types=None, path_prefix=None, tags=None):
+        """Filters from task arguments: each list may also be a single string."""
+        if path_prefix is not None and not isinstance(path_prefix, str):
+            raise ValueError(f"path_prefix must be a string, got {path_prefix!r}")
+        return cls(
+            languages=_strings("languages", languages),
+            content_types=_strings("content_types", content_types),
+            path_prefix=path_prefix or None,
+            tags=_strings("tags", tags),
+        )
+
+    def sql(self) -> str | None:
+        """The LanceDB (DataFusion SQL) condition of these filters."""
+        conditions = []
+        if self.languages:
+            conditions.append(f"language IN ({_sql_list(self.languages)})")
+        if self.content_types:
+            conditions.append(f"content_type IN ({_sql_list(self.content_types)})")
+        if self.path_prefix:
+            conditions.append(f"starts_with(path, {sql_string(self.path_prefix)})")
+        if self.tags:
+            conditions.append(f"array_has_any(tags, [{_sql_list(self.tags)}])")
+        return " AND ".join(conditions) or None
+
+
+def _strings(name: str, value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, str) for v in value
+    ):
+        raise ValueError(f"{name} must be a string or a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _sql_list(values: tuple[str, ...]) -> str:
+    return ", ".join(sql_string(v) for v in values)
+
+
 def search_passages(
-    table: Table, query: str, query_vector, *, mode: SearchMode, limit: int
+    table: Table,
+    query: str,
+    query_vector,
+    *,
+    mode: SearchMode,
+    limit: int,
+    where: str | None = None,
 ) -> list[dict]:
-    """The best passages for one query, best first, each with a ``score``."""
+    """The best passages for one query, best first, each with a ``score``.
+
+    ``where``: a SQL condition on the table's columns, applied before ranking.
+    """
+    condition = _PASSAGES_ONLY if where is None else f"{_PASSAGES_ONLY} AND ({where})"
     if mode is SearchMode.VECTOR:
-        builder = tuned(table.search(query_vector, query_type="vector"))
-        score = lambda row: 1.0 - row["_distance"] / 2  # cosine distance in [0, 2]
+        column, score = "_distance", lambda d: 1.0 - d / 2  # cosine distance in [0, 2]
+        builder = tuned(
+            table.search(query_vector, query_type="vector").distance_type("cosine")
+        ).select([*_RESULT_FIELDS, column])
     elif mode is SearchMode.TEXT:
-        builder = table.search(query, query_type="fts", fts_columns=CONTENT)
-        score = lambda row: row["_score"]
+        column, score = "_score", float
+        builder = table.search(query, query_type="fts", fts_columns=CONTENT).select(
+            [*_RESULT_FIELDS, column]
+        )
     else:
+        # No select() on a hybrid query: it passes it on to its two searches, which
+        # then warn, on every query, that they were not asked for their scores.
+        column, score = "_relevance_score", float
         builder = tuned(
             table.search(query_type="hybrid", fts_columns=CONTENT)
             .vector(query_vector)
             .text(query)
-            .rerank(RRFReranker())
+            .distance_type("cosine")
+            .rerank(LinearCombinationReranker(weight=VECTOR_WEIGHT))
         )
-        score = lambda row: row["_relevance_score"]
-    rows = builder.select(_RESULT_FIELDS).limit(limit).to_list()
+    results = builder.where(condition, prefilter=True).limit(limit).to_arrow()
+    rows = results.select([*_RESULT_FIELDS, column]).to_pylist()
     for row in rows:
-        row["score"] = float(score(row))
+        row["score"] = float(score(row.pop(column)))
     return rows
 
 
 def group_by_document(
-    passages: list[dict], *, n_similar: int, scoring: Scoring
+    passages: list[dict],
+    *,
+    n_similar: int,
+    scoring: Scoring,
+    min_score: float | None = None,
 ) -> list[dict]:
-    """Documents ranked by their passages' scores, each with its best passage."""
+    """Documents ranked by their passages' scores, each with its best passage.
+
+    ``min_score`` leaves out documents scoring below it.
+    """
     by_doc: dict[str, list[dict]] = defaultdict(list)
     for passage in passages:
         by_doc[passage[DOC_ID]].append(passage)
@@ -87,7 +185,8 @@ def group_by_document(
             score = sum(p["score"] / 2**i for i, p in enumerate(doc_passages))
         else:
             score = best["score"]
-        hits.append(_hit(best, score))
+        if min_score is None or score >= min_score:
+            hits.append(_hit(best, score))
     hits.sort(key=lambda h: h["score"], reverse=True)
     return hits[:n_similar]
 

@@ -189,8 +189,9 @@ def delete_documents(table: Table, doc_ids: list[str]) -> None:
 
 
 def _in_filter(doc_ids: list[str]) -> str:
-    return f"{DOC_ID} IN ({', '.join(_sql_string(i) for i in doc_ids)})"
+    return f"{DOC_ID} IN ({', '.join(sql_string(i) for i in doc_ids)})"
 
 
-def _sql_string(value: str) -> str:
+def sql_string(value: str) -> str:
+    """``value`` as a SQL string literal."""
     return "'" + value.replace("'", "''") + "'"

@@ -27,9 +27,11 @@ from ml_worker.chunking import (
 from ml_worker.config import MLWorkerConfig
 from ml_worker.documents import Document
 from ml_worker.search import (
+    Filters,
     Scoring,
     SearchMode,
     group_by_document,
+    parse_enum,
     passages_limit,
     search_passages,
 )
@@ -219,32 +221,75 @@ async def find_most_similar(
     n_similar: int = 10,
     mode: SearchMode = SearchMode.HYBRID,
     scoring: Scoring = Scoring.BEST_PASSAGE,
+    languages: list[str] | str | None = None,
+    content_types: list[str] | str | None = None,
+    path_prefix: str | None = None,
+    tags: list[str] | str | None = None,
+    min_score: float | None = None,
     user: dict | str | None = None,
     vector_db: lancedb.DBConnection | None = None,
 ) -> list[list[dict]]:
     """For each query, the ``n_similar`` most relevant documents, best first.
 
-    ``user``: added by Datashare, ignored.
+    Only documents matching every given filter are searched: ``languages`` and
+    ``content_types`` (any of the values), ``path_prefix``, ``tags`` (any of them).
+    Documents scoring below ``min_score`` are left out. ``user``: added by
+    Datashare, ignored.
     """
+    _check_queries(queries)
+    if isinstance(n_similar, bool) or not isinstance(n_similar, int) or n_similar <= 0:
+        raise ValueError(f"n_similar must be positive, got {n_similar!r}")
+    if min_score is not None and (
+        isinstance(min_score, bool) or not isinstance(min_score, (int, float))
+    ):
+        raise ValueError(f"min_score must be a number, got {min_score!r}")
+    mode = parse_enum(SearchMode, "mode", mode)
+    scoring = parse_enum(Scoring, "scoring", scoring)
+    filters = Filters.of(
+        languages=languages,
+        content_types=content_types,
+        path_prefix=path_prefix,
+        tags=tags,
+    )
     vector_db = vector_db or deps.lifespan_vector_db()
-    if not queries:
-        raise ValueError("queries is empty: give at least one query")
-    if n_similar <= 0:
-        raise ValueError(f"n_similar must be positive, got {n_similar}")
-    mode, scoring = SearchMode(mode), Scoring(scoring)
     table = store.open_table(vector_db, project)
     return await asyncio.to_thread(
-        _search, table, queries, n_similar=n_similar, mode=mode, scoring=scoring
+        _search,
+        table,
+        queries,
+        n_similar=n_similar,
+        mode=mode,
+        scoring=scoring,
+        where=filters.sql(),
+        min_score=min_score,
     )
 
 
-def _search(table, queries, *, n_similar, mode, scoring) -> list[list[dict]]:
+def _check_queries(queries) -> None:
+    if isinstance(queries, str) or not isinstance(queries, list):
+        raise ValueError(f"queries must be a list of strings, got {queries!r}")
+    if not queries:
+        raise ValueError("queries is empty: give at least one query")
+    for i, query in enumerate(queries):
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"query {i} must be a non-empty string, got {query!r}")
+
+
+def _search(
+    table, queries, *, n_similar, mode, scoring, where, min_score
+) -> list[list[dict]]:
     vectors = [None] * len(queries)
     if mode is not SearchMode.TEXT:
         vectors = store.table_embedder(table).compute_query_embeddings(queries)
     limit = passages_limit(n_similar)
     results = []
     for query, vector in zip(queries, vectors):
-        passages = search_passages(table, query, vector, mode=mode, limit=limit)
-        results.append(group_by_document(passages, n_similar=n_similar, scoring=scoring))
+        passages = search_passages(
+            table, query, vector, mode=mode, limit=limit, where=where
+        )
+        results.append(
+            group_by_document(
+                passages, n_similar=n_similar, scoring=scoring, min_score=min_score
+            )
+        )
     return results

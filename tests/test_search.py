@@ -1,0 +1,309 @@
+"""find_most_similar: modes, grouping into documents, filters inside LanceDB, errors."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from ml_worker import store, tasks
+from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
+from ml_worker.datashare_index import bulk_index, create_project_index, document_source
+from ml_worker.documents import es_client, list_document_ids
+from ml_worker.search import (
+    Scoring,
+    SearchMode,
+    group_by_document,
+    passages_limit,
+    search_passages,
+)
+
+QUERY = "the cat sat on the mat"
+N_CATS = 70  # more than a search fetches unfiltered: filtered documents lie deeper
+LONG_TAIL = "The zanzibar ledger was shredded by the harbour master."
+
+MODES = list(SearchMode)
+
+
+def _filler(n: int) -> str:
+    sentence = "Shipment {} of copper left the port on schedule."
+    return " ".join(sentence.format(i) for i in range(n))
+
+
+def _corpus() -> dict[str, tuple[dict, str | None]]:
+    """Datashare-shaped documents by id, with their routing."""
+    docs = {
+        f"cat-{i:03d}": (
+            document_source(f"The cat sat on the mat, day {i}.", path=f"/cats/{i}.txt"),
+            None,
+        )
+        for i in range(N_CATS)
+    }
+    docs["rapport"] = (
+        document_source(
+            "Le rapport annuel de la banque privée, dossier cat.",
+            path="/reports/o'brien/rapport.pdf",
+            language="FRENCH",
+            content_type="application/pdf",
+            tags=["finance", "it's"],
+        ),
+        None,
+    )
+    docs["long"] = (
+        document_source(
+            f"{_filler(120)} {LONG_TAIL} {_filler(20)}", path="/long/log.txt"
+        ),
+        None,
+    )
+    docs["attachment"] = (
+        document_source(
+            "Invoice for a cat basket and a mat.",
+            path="/mail/message.eml/invoice.txt",
+            root_id="message",
+            tags=["invoices"],
+        ),
+        "message",
+    )
+    docs["message"] = (
+        document_source("See the attached invoice.", path="/mail/message.eml"),
+        None,
+    )
+    docs["empty"] = (
+        document_source(None, path="/scans/blank.tiff", content_type="image/tiff"),
+        None,
+    )
+    return docs
+
+
+@pytest.fixture(scope="module")
+async def corpus(es_url, tmp_path_factory):
+    """A vectorized project, shared by this module's tests (they only read it)."""
+    project = f"test-{uuid.uuid4().hex[:10]}"
+    docs = _corpus()
+    uri = str(tmp_path_factory.mktemp("vectors"))
+    config = MLWorkerConfig(es_address=es_url, vector_db_uri=uri)
+    vector_db = store.connect(uri)
+    es = es_client(es_url)
+    try:
+        await create_project_index(es, project)
+        await bulk_index(es, project, ((i, s, r) for i, (s, r) in docs.items()))
+        store.open_or_create_table(
+            vector_db, project, model=DEFAULT_MODEL, embed_batch_size=32
+        )
+        ids = await list_document_ids(es, project, page_size=100)
+        written = await tasks.vectorize_docs(
+            ids, project, config=config, es_client=es, vector_db=vector_db
+        )
+        assert written == len(docs)
+        yield project, vector_db, {i: s for i, (s, _) in docs.items()}
+    finally:
+        await es.indices.delete(index=project, ignore_unavailable=True)
+        await es.close()
+
+
+async def _search(corpus, queries=(QUERY,), **kwargs) -> list[list[dict]]:
+    project, vector_db, _ = corpus
+    return await tasks.find_most_similar(
+        project, list(queries), vector_db=vector_db, **kwargs
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_hits_are_documents_with_their_best_passage(corpus, mode):
+    (hits,) = await _search(
+        corpus, ["zanzibar ledger shredded"], mode=mode, n_similar=3
+    )
+    _, _, sources = corpus
+
+    hit = hits[0]
+    assert hit["doc_id"] == "long"
+    assert set(hit) == {
+        "doc_id",
+        "root_id",
+        "score",
+        "snippet",
+        "snippet_start",
+        "snippet_end",
+        "path",
+        "title",
+        "content_type",
+        "language",
+    }
+    content = sources["long"]["content"]
+    assert content[hit["snippet_start"] : hit["snippet_end"]] == hit["snippet"]
+    assert LONG_TAIL in hit["snippet"]
+    assert hit["snippet_start"] > 0  # not the first passage: the long document is split
+    assert hit["root_id"] == "long"
+    assert (hit["path"], hit["title"]) == ("/long/log.txt", "log.txt")
+    assert (hit["content_type"], hit["language"]) == ("text/plain", "ENGLISH")
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_n_similar_counts_documents(corpus, mode):
+    (hits,) = await _search(corpus, mode=mode, n_similar=12)
+
+    assert len(hits) == 12
+    assert len({h["doc_id"] for h in hits}) == 12
+
+
+async def test_one_result_list_per_query_in_order(corpus):
+    results = await _search(corpus, [QUERY, "zanzibar ledger"], n_similar=2)
+
+    assert len(results) == 2
+    assert results[0][0]["doc_id"].startswith("cat-")
+    assert results[1][0]["doc_id"] == "long"
+
+
+async def test_documents_without_text_are_never_found(corpus):
+    (hits,) = await _search(
+        corpus, ["scanned blank image"], mode="vector", n_similar=200
+    )
+
+    assert "empty" not in {h["doc_id"] for h in hits}
+    assert len(hits) == len(_corpus()) - 1
+
+
+async def test_embedded_documents_carry_their_root(corpus):
+    (hits,) = await _search(corpus, ["invoice for a cat basket"], n_similar=1)
+
+    assert (hits[0]["doc_id"], hits[0]["root_id"]) == ("attachment", "message")
+
+
+FILTERS = [
+    ({"languages": ["FRENCH"]}, "rapport"),
+    ({"languages": "FRENCH"}, "rapport"),
+    ({"content_types": ["application/pdf", "image/png"]}, "rapport"),
+    ({"path_prefix": "/reports/o'brien/"}, "rapport"),
+    ({"tags": ["it's"]}, "rapport"),
+    ({"tags": ["no-such-tag", "invoices"]}, "attachment"),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("filters", "expected"), FILTERS)
+async def test_filters_apply_inside_lancedb(corpus, mode, filters, expected):
+    project, vector_db, _ = corpus
+    table = store.open_table(vector_db, project)
+    vector = store.table_embedder(table).compute_query_embeddings([QUERY])[0]
+    unfiltered = search_passages(
+        table, QUERY, vector, mode=mode, limit=passages_limit(3)
+    )
+    assert expected not in {p["doc_id"] for p in unfiltered}  # not a post-filter
+
+    (hits,) = await _search(corpus, mode=mode, n_similar=3, **filters)
+
+    assert [h["doc_id"] for h in hits] == [expected]
+
+
+async def test_filters_combine(corpus):
+    (hits,) = await _search(
+        corpus, languages=["ENGLISH"], path_prefix="/mail/", n_similar=10
+    )
+    assert {h["doc_id"] for h in hits} == {"attachment", "message"}
+
+    (hits,) = await _search(corpus, languages=["FRENCH"], tags=["invoices"])
+    assert hits == []
+
+
+async def test_filter_values_are_quoted(corpus):
+    (hits,) = await _search(corpus, languages=["ENGLISH') OR (1 = 1"], mode="text")
+    assert hits == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_min_score_leaves_out_lower_documents(corpus, mode):
+    query = ["zanzibar ledger shredded by a cat"]
+    (hits,) = await _search(corpus, query, mode=mode, n_similar=20)
+    threshold = hits[0]["score"]
+
+    (kept,) = await _search(corpus, query, mode=mode, n_similar=20, min_score=threshold)
+
+    assert kept == [h for h in hits if h["score"] >= threshold]
+    assert len(kept) < len(hits)
+    (none,) = await _search(corpus, query, mode=mode, min_score=threshold + 1)
+    assert none == []
+
+
+def _passage(doc_id: str, score: float, index: int = 0) -> dict:
+    return {
+        "doc_id": doc_id,
+        "root_id": doc_id,
+        "passage": index,
+        "start": index * 10,
+        "end": index * 10 + 10,
+        "content": f"{doc_id} passage {index}",
+        "path": f"/{doc_id}",
+        "title": doc_id,
+        "content_type": "text/plain",
+        "language": "ENGLISH",
+        "score": score,
+    }
+
+
+PASSAGES = [
+    _passage("a", 0.9),
+    _passage("b", 0.8, 0),
+    _passage("b", 0.7, 3),
+    _passage("b", 0.6, 1),
+    _passage("c", 0.5),
+]
+
+
+def test_best_passage_scores_a_document_by_its_best_passage():
+    hits = group_by_document(PASSAGES, n_similar=10, scoring=Scoring.BEST_PASSAGE)
+
+    assert [(h["doc_id"], h["score"]) for h in hits] == [
+        ("a", 0.9),
+        ("b", 0.8),
+        ("c", 0.5),
+    ]
+    assert (hits[1]["snippet"], hits[1]["snippet_start"]) == ("b passage 0", 0)
+
+
+def test_weighted_sum_rewards_documents_matching_in_several_places():
+    hits = group_by_document(PASSAGES, n_similar=10, scoring=Scoring.WEIGHTED_SUM)
+
+    assert [h["doc_id"] for h in hits] == ["b", "a", "c"]
+    assert hits[0]["score"] == pytest.approx(0.8 + 0.7 / 2 + 0.6 / 4)
+    assert hits[0]["snippet"] == "b passage 0"
+
+
+def test_grouping_keeps_n_similar_documents_and_min_score():
+    hits = group_by_document(PASSAGES, n_similar=2, scoring=Scoring.BEST_PASSAGE)
+    assert len(hits) == 2
+    hits = group_by_document(
+        PASSAGES, n_similar=10, scoring=Scoring.BEST_PASSAGE, min_score=0.8
+    )
+    assert [h["doc_id"] for h in hits] == ["a", "b"]
+
+
+@pytest.mark.parametrize("scoring", list(Scoring))
+async def test_both_scorings_through_the_task(corpus, scoring):
+    (hits,) = await _search(corpus, n_similar=5, scoring=scoring.value)
+    assert len(hits) == 5
+
+
+BAD_ARGS = [
+    ({"queries": []}, "queries is empty"),
+    ({"queries": "a query"}, "queries must be a list"),
+    ({"queries": ["ok", "  "]}, "query 1 must be a non-empty string"),
+    ({"queries": [3]}, "query 0 must be a non-empty string"),
+    ({"n_similar": 0}, "n_similar must be positive"),
+    ({"n_similar": -2}, "n_similar must be positive"),
+    ({"n_similar": "10"}, "n_similar must be positive"),
+    ({"mode": "fuzzy"}, "mode must be one of hybrid, vector, text, got 'fuzzy'"),
+    ({"scoring": "sum"}, "scoring must be one of best_passage, weighted_sum"),
+    ({"min_score": "high"}, "min_score must be a number"),
+    ({"languages": 3}, "languages must be a string or a list of strings"),
+    ({"tags": ["a", None]}, "tags must be a string or a list of strings"),
+    ({"path_prefix": ["/a"]}, "path_prefix must be a string"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_ARGS)
+async def test_bad_arguments_are_clear_errors(vector_db, args, message):
+    args = {"queries": [QUERY], **args}
+    with pytest.raises(ValueError, match=message):
+        await tasks.find_most_similar("p", vector_db=vector_db, **args)
