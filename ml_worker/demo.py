@@ -150,7 +150,7 @@ def _run(
     )
     log = workdir / "workers.log"
     with err.status(f"Starting {n_workers} workers…"):
-        _wait_for_workers(rabbitmq, vhost, n_workers, pool, log=log)
+        wait_for_workers(rabbitmq, vhost, n_workers, pool, log=log)
     elapsed = duration(time.monotonic() - step)
     out.print(f"{n_workers} workers ready ({elapsed}, logs in {log}).")
     asyncio.run(_vectorize_and_search(project))
@@ -195,10 +195,9 @@ def _elasticsearch(config: MLWorkerConfig) -> Iterator[str]:
 def _project_index(es_url: str, project: str) -> Iterator[None]:
     """The sample corpus in a new project index, deleted afterwards."""
     config = MLWorkerConfig(es_address=es_url)
-    docs = load_corpus()
-    n_entities = asyncio.run(_load(config, project, docs))
+    n_docs, n_entities = asyncio.run(load_sample_corpus(config, project))
     out.print(
-        f"Loaded {len(docs)} documents and {n_entities} named entities into project"
+        f"Loaded {n_docs} documents and {n_entities} named entities into project"
         f" {project}."
     )
     try:
@@ -207,15 +206,17 @@ def _project_index(es_url: str, project: str) -> Iterator[None]:
         asyncio.run(_delete_index(config, project))
 
 
-async def _load(config: MLWorkerConfig, project: str, docs: list[dict]) -> int:
+async def load_sample_corpus(config: MLWorkerConfig, project: str) -> tuple[int, int]:
+    """Index the sample corpus as project ``project``: (documents, named entities)."""
+    rows = list(_index_rows(load_corpus()))
     es = es_client_from(config)
     try:
         await datashare_index.create_project_index(es, project)
-        rows = list(_index_rows(docs))
         await datashare_index.bulk_index(es, project, rows)
     finally:
         await es.close()
-    return sum(1 for _, source, _ in rows if source["type"] == "NamedEntity")
+    n_entities = sum(1 for _, source, _ in rows if source["type"] == "NamedEntity")
+    return len(rows) - n_entities, n_entities
 
 
 def _index_rows(docs: list[dict]) -> Iterator[tuple[str, dict, str | None]]:
@@ -263,7 +264,7 @@ def _environment(settings: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _wait_for_workers(
+def wait_for_workers(
     rabbitmq: RabbitMQ, vhost: str, n_workers: int, pool: subprocess.Popen, *, log: Path
 ) -> None:
     """Until every worker consumes the task queue (they load their libraries first)."""

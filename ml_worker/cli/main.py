@@ -58,10 +58,11 @@ def _config():
 
 def _with_client(use: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``use(task_client)`` with the configured task API's client."""
+    config = _config()  # settings errors first, before the slow imports
     from ml_worker.dependencies import task_client_from
 
     async def run() -> T:
-        async with task_client_from(_config()) as client:
+        async with task_client_from(config) as client:
             return await use(client)
 
     return asyncio.run(run())
@@ -415,6 +416,14 @@ def demo(
     from ml_worker.demo import run_demo
 
     run_demo(workdir=workdir, n_workers=workers, started=started)
+
+
+@app.command(hidden=True)
+def docs() -> None:
+    """Print the CLI reference page (docs/cli.md)."""
+    from ml_worker.cli.docs import render
+
+    sys.stdout.write(render())
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
