@@ -69,6 +69,7 @@ PROJECT = "bench-throughput"
 DEMO_CORPUS = Path(__file__).parent.parent / "ml_worker" / "data" / "demo_corpus.jsonl"
 BATCH_SIZES = (16, 32, 64, 128)
 SWEEP_PASSAGES = 256
+QUICK_SWEEP_PASSAGES = 64
 WORDS_PER_DOC = (60, 500)
 SEED = 3
 POLL_S = 0.2
@@ -103,13 +104,15 @@ def passages(docs: list[str], model) -> list[str]:
     ]
 
 
-def ceiling(docs: list[str], config: MLWorkerConfig) -> tuple[float, int, int]:
+def ceiling(
+    docs: list[str], config: MLWorkerConfig, sweep_passages: int = SWEEP_PASSAGES
+) -> tuple[float, int, int]:
     """Best docs/s of the model alone, its batch size, and the number of passages."""
     model = embedding.load_model(config.model, embedding.resolve_device())
     texts = passages(docs, model)
     model.encode(texts[:64], batch_size=64)  # warm-up
     # Batch sizes compared on a sample, the best one timed on every passage.
-    sample, best = texts[:SWEEP_PASSAGES], (0.0, 0)
+    sample, best = texts[:sweep_passages], (0.0, 0)
     for batch_size in BATCH_SIZES:
         started = time.perf_counter()
         model.encode(sample, batch_size=batch_size, normalize_embeddings=True)
@@ -273,7 +276,8 @@ def main() -> None:
 
     docs = corpus(n_docs)
     print(f"{n_docs} documents, device {embedding.resolve_device()}, {n_cores} CPUs")
-    ceiling_docs_s, best_batch, n_passages = ceiling(docs, config)
+    sweep = QUICK_SWEEP_PASSAGES if args.quick else SWEEP_PASSAGES
+    ceiling_docs_s, best_batch, n_passages = ceiling(docs, config, sweep)
     print(
         f"ceiling: {ceiling_docs_s:.1f} docs/s ({n_passages} passages,"
         f" {ceiling_docs_s * n_passages / n_docs:.1f} passages/s) at batch_size"
