@@ -26,6 +26,7 @@ from ml_worker.chunking import (
 )
 from ml_worker.config import MLWorkerConfig
 from ml_worker.documents import Document
+from ml_worker.embedding import Embedder
 from ml_worker.search import (
     Filters,
     Scoring,
@@ -180,21 +181,28 @@ def _write_passages(table, docs: list[Document]) -> int:
     if not docs:
         return 0
     embedder = store.table_embedder(table)
-    tokenizer = embedder.embedding_model.tokenizer
-    rows = []
-    for doc in docs:
-        passages = split_passages(
-            doc.content,
-            tokenizer,
-            max_tokens=min(PASSAGE_TOKENS, embedder.max_tokens),
-            overlap_tokens=PASSAGE_OVERLAP_TOKENS,
-        )
-        if not passages:
-            # Recorded, so that it counts as vectorized and a re-run skips it.
-            rows.append(_passage_row(doc, Passage(store.NO_TEXT_PASSAGE, 0, 0, "")))
-        rows.extend(_passage_row(doc, p) for p in passages)
+    rows = [
+        _passage_row(doc, passage)
+        for doc in docs
+        for passage in passages_of(doc.content, embedder)
+    ]
     store.replace_documents(table, [d.id for d in docs], rows)
     return len(docs)
+
+
+def passages_of(content: str, embedder: Embedder) -> list[Passage]:
+    """The passages a content is cut into for this model.
+
+    A content without text still gets one empty passage: so recorded, it counts as
+    vectorized and a re-run skips it, and no search ever finds it.
+    """
+    passages = split_passages(
+        content,
+        embedder.embedding_model.tokenizer,
+        max_tokens=min(PASSAGE_TOKENS, embedder.max_tokens),
+        overlap_tokens=PASSAGE_OVERLAP_TOKENS,
+    )
+    return passages or [Passage(store.NO_TEXT_PASSAGE, 0, 0, "")]
 
 
 def _passage_row(doc: Document, passage: Passage) -> dict:
