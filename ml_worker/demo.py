@@ -63,14 +63,14 @@ QUERIES = [
     (
         "bribing a minister to sign the contract",
         "vector",
-        "Meaning only: the e-mail found speaks of 'the envelope' for 'our friend at the"
-        " ministry', none of the query's words.",
+        "Meaning only: the e-mail found speaks of 'the envelope' for 'our friend at"
+        " the ministry', none of the query's words.",
     ),
     (
         "9387421",
-        "hybrid",
-        "A rare exact keyword, a ship's IMO number: the full-text side of hybrid search"
-        " finds it, where meaning alone could not.",
+        "text",
+        "Words only (BM25): a rare exact keyword, a ship's IMO number, which meaning"
+        " alone cannot find.",
     ),
     (
         "patients harmed in a drug trial and the regulator kept in the dark",
