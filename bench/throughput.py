@@ -46,7 +46,6 @@ import httpx  # noqa: E402
 from icij_worker import TaskState  # noqa: E402
 
 from ml_worker import embedding  # noqa: E402
-from ml_worker.chunking import PASSAGE_TOKENS, split_passages  # noqa: E402
 from ml_worker.config import MLWorkerConfig  # noqa: E402
 from ml_worker.datashare_index import (  # noqa: E402
     bulk_index,
@@ -63,7 +62,7 @@ from ml_worker.local_stack import (  # noqa: E402
     worker_pool,
 )
 from ml_worker.task_client import ICIJTaskClient  # noqa: E402
-from ml_worker.tasks import GROUP  # noqa: E402
+from ml_worker.tasks import GROUP, passages_of  # noqa: E402
 
 PROJECT = "bench-throughput"
 DEMO_CORPUS = Path(__file__).parent.parent / "ml_worker" / "data" / "demo_corpus.jsonl"
@@ -93,23 +92,18 @@ def corpus(n_docs: int) -> list[str]:
     return docs
 
 
-def passages(docs: list[str], model) -> list[str]:
-    return [
-        p.text
-        for doc in docs
-        # As vectorize_docs cuts them.
-        for p in split_passages(
-            doc, model.tokenizer, max_tokens=min(PASSAGE_TOKENS, model.max_seq_length)
-        )
-    ]
+def passages(docs: list[str], function: embedding.Embedder) -> list[str]:
+    """The passages vectorize_docs writes for these documents."""
+    return [p.text for doc in docs for p in passages_of(doc, function)]
 
 
 def ceiling(
     docs: list[str], config: MLWorkerConfig, sweep_passages: int = SWEEP_PASSAGES
 ) -> tuple[float, int, int]:
     """Best docs/s of the model alone, its batch size, and the number of passages."""
-    model = embedding.load_model(config.model, embedding.resolve_device())
-    texts = passages(docs, model)
+    function = embedding.embedder(config.model)
+    model = function.embedding_model
+    texts = passages(docs, function)
     model.encode(texts[:64], batch_size=64)  # warm-up
     # Batch sizes compared on a sample, the best one timed on every passage.
     sample, best = texts[:sweep_passages], (0.0, 0)
