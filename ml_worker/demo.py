@@ -40,7 +40,7 @@ from ml_worker.cli.follow import (
 from ml_worker.cli.output import duration, err, hits_table, out
 from ml_worker.cli.status import check_es, rabbitmq_from_env
 from ml_worker.config import MLWorkerConfig, TaskServiceKind
-from ml_worker.dependencies import es_client_from, task_client_from
+from ml_worker.clients import es_client_from, task_client_from
 from ml_worker.local_stack import (
     Postgres,
     RabbitMQ,

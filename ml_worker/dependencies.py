@@ -10,17 +10,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import httpx
 import lancedb
 from elasticsearch import AsyncElasticsearch
 from icij_common.logging_utils import setup_loggers
 from icij_worker import WorkerConfig
-from pydantic import SecretStr
 
 from ml_worker import embedding, store
-from ml_worker.config import MLWorkerConfig, TaskServiceKind
-from ml_worker.documents import es_client
-from ml_worker.task_client import DatashareTaskClient, ICIJTaskClient, TaskClient
+from ml_worker.clients import es_client_from, task_client_from
+from ml_worker.config import MLWorkerConfig
+from ml_worker.task_client import TaskClient
 
 logger = logging.getLogger(__name__)
 
@@ -118,37 +116,6 @@ def lifespan_vector_db() -> lancedb.DBConnection:
     if _VECTOR_DB is None:
         raise DependencyNotSetUp("vector database")
     return _VECTOR_DB
-
-
-def es_client_from(config: MLWorkerConfig) -> AsyncElasticsearch:
-    password = config.es_password.get_secret_value() if config.es_password else None
-    return es_client(
-        config.es_address,
-        username=config.es_username,
-        password=password,
-        timeout_s=config.es_timeout_s,
-    )
-
-
-def task_client_from(config: MLWorkerConfig) -> TaskClient:
-    auth = None
-    if config.task_service_user:
-        auth = httpx.BasicAuth(
-            config.task_service_user, _secret(config.task_service_password) or ""
-        )
-    if config.task_service is TaskServiceKind.ICIJ:
-        return ICIJTaskClient(config.task_service_url, auth=auth)
-    return DatashareTaskClient(
-        config.task_service_url,
-        auth=auth,
-        api_key=_secret(config.task_service_api_key),
-        session_cookie=_secret(config.task_service_cookie),
-        cookie_name=config.task_service_cookie_name,
-    )
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
 
 
 DEPENDENCIES = [

@@ -7,7 +7,10 @@ and the vector of every query from its text.
 
 from __future__ import annotations
 
+import fcntl
 import re
+from contextlib import contextmanager
+from pathlib import Path
 
 import lancedb
 import pyarrow as pa
@@ -145,16 +148,52 @@ def replace_documents(table: Table, doc_ids: list[str], rows: list[dict]) -> Non
     documents' other passages drops those left over by a shorter new content.
     """
     these_docs = _in_filter(doc_ids)
+    rows = _with_vectors(table, rows)
+    with _exclusive_writes(table):
+        if not rows:
+            table.delete(these_docs)
+            return
+        (
+            table.merge_insert([DOC_ID, PASSAGE])
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(these_docs)
+            .execute(rows)
+        )
+
+
+def _with_vectors(table: Table, rows: list[dict]) -> list[dict]:
+    """``rows`` with their vectors, computed by the table's own embedding function.
+
+    Embedding is the slow part of a write: done here, before the write lock, it
+    runs in parallel on every worker.
+    """
     if not rows:
-        table.delete(these_docs)
+        return rows
+    vectors = table_embedder(table).compute_source_embeddings([r[CONTENT] for r in rows])
+    return [{**row, VECTOR: vector} for row, vector in zip(rows, vectors)]
+
+
+@contextmanager
+def _exclusive_writes(table: Table):
+    """One writer at a time on a local table.
+
+    Two merge-inserts of the same new passages that run at once (a batch redelivered
+    while its first worker still writes it) would both insert them: Lance sees no
+    conflict between two inserts. A lock file beside the table serializes the
+    writers of every process sharing its directory; tables on object stores (s3://,
+    gs://) have no such lock.
+    """
+    path = Path(table.uri)
+    if "://" in table.uri or not path.parent.is_dir():
+        yield
         return
-    (
-        table.merge_insert([DOC_ID, PASSAGE])
-        .when_matched_update_all()
-        .when_not_matched_insert_all()
-        .when_not_matched_by_source_delete(these_docs)
-        .execute(rows)
-    )
+    with open(path.parent / f".{path.name}.write-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def drop_table(db: lancedb.DBConnection, project: str) -> None:

@@ -132,7 +132,14 @@ class ICIJTaskClient(TaskClient):
         return task_id
 
     async def get_task(self, task_id: str) -> Task:
-        res = await self._request("GET", f"/api/tasks/{task_id}")
+        try:
+            res = await self._request("GET", f"/api/tasks/{task_id}")
+        except TaskServiceUnavailable:
+            # icij-worker 0.19.5's service answers an unknown id with a 500 (its 404
+            # handler fails): tell that apart from a real failure by the task list.
+            if all(t.id != task_id for t in await self.get_tasks()):
+                raise UnknownTask(f"unknown task {task_id} at {self._base_url}") from None
+            raise
         return Task.model_validate(res.json())
 
     async def get_task_result(self, task_id: str) -> Any | None:
@@ -149,9 +156,12 @@ class ICIJTaskClient(TaskClient):
 
     async def get_tasks(self, name: str | None = None) -> list[Task]:
         res = await self._request("POST", "/api/tasks", json={"name": name})
-        return [Task.model_validate(t) for t in res.json()]
+        tasks = [Task.model_validate(t) for t in res.json()]
+        # The service ignores the name it is given.
+        return [t for t in tasks if name is None or t.name == name]
 
     async def cancel_task(self, task_id: str) -> None:
+        await self.get_task(task_id)  # the service answers 204 for any id
         await self._request("POST", f"/api/tasks/{task_id}/cancel")
 
 

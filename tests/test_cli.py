@@ -305,7 +305,7 @@ def test_tasks_list_show_result_and_cancel(stack, vectorized):
 
 async def _wait_done(stack: Stack, task_id: str) -> None:
     from ml_worker.cli.follow import wait_for_task
-    from ml_worker.dependencies import task_client_from
+    from ml_worker.clients import task_client_from
 
     config = MLWorkerConfig(task_service_url=stack.env["ML_WORKER_TASK_SERVICE_URL"])
     async with task_client_from(config) as client:
@@ -326,11 +326,6 @@ def test_unknown_project_exits_4(stack):
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    strict=True,
-    reason="icij-worker 0.19.5's task service answers 500, not 404, for an unknown"
-    " task id: ICIJTaskClient must turn that answer into UnknownTask",
-)
 def test_unknown_task_exits_4(stack):
     result = cli("tasks", "show", "no-such-task", env=stack.env)
 

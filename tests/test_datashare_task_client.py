@@ -10,7 +10,7 @@ import pytest
 from icij_worker import TaskState
 
 from ml_worker.config import MLWorkerConfig, TaskServiceKind
-from ml_worker.dependencies import task_client_from
+from ml_worker.clients import task_client_from
 from ml_worker.task_client import (
     DatashareTaskClient,
     TaskServiceAuthError,

@@ -59,7 +59,7 @@ def _config():
 def _with_client(use: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``use(task_client)`` with the configured task API's client."""
     config = _config()  # settings errors first, before the slow imports
-    from ml_worker.dependencies import task_client_from
+    from ml_worker.clients import task_client_from
 
     async def run() -> T:
         async with task_client_from(config) as client:

@@ -48,7 +48,7 @@ async def check_es(config: MLWorkerConfig) -> Check:
     from elasticsearch import AuthenticationException, AuthorizationException
     from elasticsearch import ConnectionError as ESConnectionError
 
-    from ml_worker.dependencies import es_client_from
+    from ml_worker.clients import es_client_from
 
     es = es_client_from(config)
     try:
@@ -81,7 +81,7 @@ def _check_rabbitmq() -> Check:
 
 
 async def _check_task_service(config: MLWorkerConfig) -> Check:
-    from ml_worker.dependencies import task_client_from
+    from ml_worker.clients import task_client_from
 
     where = f"{config.task_service_url} ({config.task_service.value})"
     try:
