@@ -150,6 +150,9 @@ def replace_documents(table: Table, doc_ids: list[str], rows: list[dict]) -> Non
     these_docs = _in_filter(doc_ids)
     rows = _with_vectors(table, rows)
     with _exclusive_writes(table):
+        # The merge must see the rows other writers committed since this handle
+        # was opened, or it inserts them again.
+        table.checkout_latest()
         if not rows:
             table.delete(these_docs)
             return

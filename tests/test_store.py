@@ -71,3 +71,35 @@ def test_replace_documents_is_idempotent_and_drops_stale_passages(vector_db):
 def test_search_on_a_project_never_vectorized(vector_db):
     with pytest.raises(store.ProjectNotVectorized, match="create_vectorization_tasks"):
         store.open_table(vector_db, "never")
+
+
+def test_concurrent_writes_of_the_same_documents_leave_each_passage_once(tmp_path):
+    import threading
+
+    uri = str(tmp_path / "vectors")
+    store.open_or_create_table(
+        store.connect(uri), "p", model=DEFAULT_MODEL, embed_batch_size=8
+    )
+    rows = [
+        dict(doc_id=f"d{d}", root_id=None, passage=i, start=i, end=i + 1,
+             content=f"document {d} passage {i}", path=None, title=None,
+             content_type=None, language=None, tags=[])
+        for d in range(10)
+        for i in range(3)
+    ]
+    doc_ids = [f"d{d}" for d in range(10)]
+    start = threading.Barrier(4)
+
+    def write():
+        table = store.open_table(store.connect(uri), "p")  # as another worker would
+        start.wait()
+        store.replace_documents(table, doc_ids, rows)
+
+    writers = [threading.Thread(target=write) for _ in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    table = store.open_table(store.connect(uri), "p")
+    keys = [(r["doc_id"], r["passage"]) for r in table.search().limit(None).to_list()]
+    assert sorted(keys) == sorted((r["doc_id"], r["passage"]) for r in rows)
