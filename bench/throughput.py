@@ -38,11 +38,9 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import quote
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import httpx  # noqa: E402
 from icij_worker import TaskState  # noqa: E402
 
 from ml_worker import embedding  # noqa: E402
@@ -59,6 +57,7 @@ from ml_worker.local_stack import (  # noqa: E402
     es_emulator,
     free_port,
     task_service,
+    wait_for_workers,
     worker_pool,
 )
 from ml_worker.task_client import ICIJTaskClient  # noqa: E402
@@ -172,12 +171,6 @@ def _mib(samples: dict[int, int]) -> str:
     return ", ".join(f"{kib / 1024:.0f}" for kib in samples.values()) + " MiB"
 
 
-def _consumers(rabbitmq: RabbitMQ, vhost: str) -> int:
-    url = f"{rabbitmq.management_url}/api/queues/{quote(vhost, safe='')}/TASK.{GROUP}"
-    res = httpx.get(url, auth=(rabbitmq.user, rabbitmq.password), timeout=5)
-    return res.json().get("consumers", 0) if res.status_code == 200 else 0
-
-
 async def end_to_end(
     workdir: Path, es_url: str, n_docs: int, n_workers: int, app_config: dict
 ) -> dict:
@@ -205,11 +198,7 @@ async def end_to_end(
             )
         )
         started = time.monotonic()
-        while _consumers(rabbitmq, vhost) < n_workers:
-            if pool.poll() is not None or time.monotonic() - started > 300:
-                log = (workdir / "workers.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"workers did not start:\n{log}")
-            await asyncio.sleep(0.5)
+        wait_for_workers(rabbitmq, vhost, n_workers, pool, log=workdir / "workers.log")
         startup_s = time.monotonic() - started
         memory = WorkerMemory(pool.pid)
         async with ICIJTaskClient(url) as client:

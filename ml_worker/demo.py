@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,16 +21,12 @@ from contextlib import ExitStack, contextmanager
 from hashlib import sha256
 from importlib import resources
 from pathlib import Path
-from urllib.parse import quote
 
-import httpx
 from elasticsearch import ConnectionError as ESConnectionError
-from icij_worker.routing_strategy import RoutingStrategy
 
 from ml_worker import datashare_index
 from ml_worker.cli.errors import CLIError, ExitCode
 from ml_worker.cli.follow import (
-    GROUP,
     follow_vectorization,
     print_vectorization_summary,
     search_project,
@@ -47,6 +42,7 @@ from ml_worker.local_stack import (
     es_emulator,
     free_port,
     task_service,
+    wait_for_workers,
     worker_pool,
 )
 
@@ -54,7 +50,6 @@ CORPUS = resources.files("ml_worker") / "data" / "demo_corpus.jsonl"
 # Small batches, so that the workers share the run and the progress shows.
 BATCH_SIZE = 4
 RESULTS_PER_QUERY = 3
-WORKERS_READY_TIMEOUT_S = 300.0
 # Marks a folder as the demo's own, which it may empty.
 _WORKDIR_MARK = ".ml-worker-demo"
 
@@ -262,27 +257,6 @@ def _environment(settings: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def wait_for_workers(
-    rabbitmq: RabbitMQ, vhost: str, n_workers: int, pool: subprocess.Popen, *, log: Path
-) -> None:
-    """Until every worker consumes the task queue (they load their libraries first)."""
-    queue = RoutingStrategy.amqp_task_routing(GROUP).queue_name
-    path = f"/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}"
-    auth = (rabbitmq.user, rabbitmq.password)
-    deadline = time.monotonic() + WORKERS_READY_TIMEOUT_S
-    with httpx.Client(base_url=rabbitmq.management_url, auth=auth) as client:
-        while True:
-            if pool.poll() is not None:
-                raise CLIError(f"the workers exited at start-up: see {log}")
-            res = client.get(path)
-            if res.status_code == 200 and res.json().get("consumers", 0) >= n_workers:
-                return
-            if time.monotonic() > deadline:
-                timeout = f"{WORKERS_READY_TIMEOUT_S:.0f} s"
-                raise CLIError(f"workers not ready after {timeout}: see {log}")
-            time.sleep(0.5)
 
 
 async def _vectorize_and_search(project: str) -> None:

@@ -23,8 +23,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+from icij_worker.routing_strategy import RoutingStrategy
 
 APP_PATH = "ml_worker.app.app"
+TASK_GROUP = "PYTHON"
 _READY_TIMEOUT_S = 120.0
 
 
@@ -71,6 +73,35 @@ class RabbitMQ:
                 yield vhost
             finally:
                 client.delete(f"/api/vhosts/{quote(vhost)}")
+
+
+    def task_queue_consumers(self, vhost: str) -> int:
+        """How many workers consume the task group's queue in ``vhost``."""
+        queue = RoutingStrategy.amqp_task_routing(TASK_GROUP).queue_name
+        path = f"/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}"
+        res = httpx.get(
+            f"{self.management_url}{path}", auth=(self.user, self.password), timeout=5
+        )
+        return res.json().get("consumers", 0) if res.status_code == 200 else 0
+
+
+def wait_for_workers(
+    rabbitmq: RabbitMQ,
+    vhost: str,
+    n_consumers: int,
+    pool: subprocess.Popen,
+    *,
+    log: Path,
+    timeout_s: float = 300.0,
+) -> None:
+    """Until ``n_consumers`` workers consume the task queue (each loads torch first)."""
+    deadline = time.monotonic() + timeout_s
+    while rabbitmq.task_queue_consumers(vhost) < n_consumers:
+        if pool.poll() is not None:
+            raise ServiceUnreachable(f"the workers exited at start-up: see {log}")
+        if time.monotonic() > deadline:
+            raise ServiceUnreachable(f"workers not ready after {timeout_s:.0f}s: see {log}")
+        time.sleep(0.5)
 
 
 @dataclass(frozen=True)
@@ -169,7 +200,7 @@ def worker_pool(
         "-n",
         str(n_workers),
         "-g",
-        "PYTHON",
+        TASK_GROUP,
         "-c",
         str(config_path),
     ]

@@ -1,0 +1,353 @@
+"""Faults and bad input, on real services, each checked against the exact table.
+
+Four worker processes in two pools (so one pool can be killed while the other
+carries on), the task service, RabbitMQ and PostgreSQL are real; Elasticsearch is
+reached through a TCP proxy that can cut it off and bring it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+import signal
+from urllib.parse import urlparse
+
+import pytest
+from icij_worker import TaskState
+
+from ml_worker import store
+from ml_worker.config import MLWorkerConfig
+from ml_worker.datashare_index import (
+    bulk_index,
+    create_project_index,
+    document_source,
+)
+from ml_worker.local_stack import (
+    free_port,
+    task_service,
+    wait_for_workers,
+    worker_pool,
+)
+from ml_worker.tasks import passages_of
+from ml_worker.task_client import ICIJTaskClient
+from tests.corpus import datashare_corpus, filler
+from tests.faults import TcpProxy
+from tests.stack import run_failing_task, run_task, wait_done, wait_ended
+
+pytestmark = pytest.mark.reliability
+
+
+class Stack:
+    def __init__(self, url, config, proxy, pools, workdir, rabbitmq, vhost):
+        self.url, self.config, self.proxy, self.pools = url, config, proxy, pools
+        self.workdir, self.rabbitmq, self.vhost = workdir, rabbitmq, vhost
+
+    def worker_logs(self) -> str:
+        return "".join(p.read_text() for p in self.workdir.glob("*/workers.log"))
+
+    def table(self, project):
+        return store.open_table(store.connect(self.config["vector_db_uri"]), project)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, es_url, rabbitmq, postgres):
+    workdir = tmp_path_factory.mktemp("reliability")
+    target = urlparse(es_url)
+    proxy = TcpProxy(target.hostname, target.port, free_port())
+    proxy.start()
+    try:
+        with rabbitmq.temporary_vhost() as vhost, task_service(
+            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
+        ) as url:
+            config = {
+                "es_address": proxy.url,
+                "task_service_url": url,
+                "vector_db_uri": str(workdir / "vectors"),
+                "es_retry_s": 60.0,
+            }
+            with _pool(workdir / "a", rabbitmq, vhost, config) as pool_a, _pool(
+                workdir / "b", rabbitmq, vhost, config
+            ) as pool_b:
+                yield Stack(
+                    url, config, proxy, [pool_a, pool_b], workdir, rabbitmq, vhost
+                )
+    finally:
+        proxy.close()
+
+
+def _pool(workdir, rabbitmq, vhost, config, n_workers=2):
+    workdir.mkdir()
+    return worker_pool(
+        workdir, n_workers=n_workers, rabbitmq=rabbitmq, vhost=vhost,
+        ml_worker_config=config,
+    )
+
+
+@pytest.fixture
+async def client(stack):
+    async with ICIJTaskClient(stack.url) as client:
+        yield client
+
+
+async def _seed(es, project, n_docs, *, seed=0, special=None) -> set[str]:
+    items, doc_ids = datashare_corpus(n_docs, seed=seed, special=special)
+    await create_project_index(es, project)
+    await bulk_index(es, project, items)
+    return doc_ids
+
+
+def _expected_passages(table, contents: dict[str, str]) -> set[tuple]:
+    """(doc_id, passage, start, end) of every passage these contents must give."""
+    embedder = store.table_embedder(table)
+    max_chars = MLWorkerConfig().max_content_chars
+    return {
+        (doc_id, p.index, p.start, p.end)
+        for doc_id, content in contents.items()
+        for p in passages_of(content[:max_chars], embedder)
+    }
+
+
+def _table_passages(table) -> list[tuple]:
+    rows = table.search().select(["doc_id", "passage", "start", "end"]).limit(None)
+    return [(r["doc_id"], r["passage"], r["start"], r["end"]) for r in rows.to_list()]
+
+
+async def _contents(es, project) -> dict[str, str]:
+    res = await es.search(
+        index=project, query={"term": {"type": "Document"}}, size=10000,
+        _source_includes=["content"],
+    )
+    return {h["_id"]: h["_source"].get("content") or "" for h in res["hits"]["hits"]}
+
+
+async def _assert_table_exact(stack, es, project):
+    table = stack.table(project)
+    passages = _table_passages(table)
+    assert len(passages) == len(set(passages)), "duplicate passages"
+    assert set(passages) == _expected_passages(table, await _contents(es, project))
+
+
+async def _vectorize(client, project, **args) -> tuple[list[str], int]:
+    children = await run_task(
+        client, "create_vectorization_tasks", {"project": project, **args}
+    )
+    await wait_done(client, children)
+    written = sum([await client.get_task_result(c) for c in children])
+    return children, written
+
+
+async def test_many_workers_write_one_table(stack, es, client, project):
+    doc_ids = await _seed(es, project, 200)
+    children, written = await _vectorize(client, project, batch_size=4)
+    assert len(children) == 50
+    assert written == len(doc_ids)
+    await _assert_table_exact(stack, es, project)
+
+
+async def test_rerun_embeds_only_new_and_changed_and_drops_deleted(
+    stack, es, client, project
+):
+    doc_ids = await _seed(es, project, 60)
+    await _vectorize(client, project, batch_size=10)
+    rng = random.Random(7)
+    await bulk_index(es, project, [
+        ("new-1", document_source(filler(rng, 5), path="/new/1.txt"), None),
+        ("new-2", document_source(filler(rng, 5), path="/new/2.txt"), None),
+        ("doc-0003", document_source(filler(rng, 40), path="/leak/changed.txt"), None),
+    ])
+    for gone in ("doc-0005", "doc-0009"):
+        await es.delete(index=project, id=gone, refresh=True)
+
+    _, written = await _vectorize(client, project, batch_size=10)
+
+    assert written == 3
+    table = stack.table(project)
+    assert store.stored_document_ids(table) == (doc_ids | {"new-1", "new-2"}) - {
+        "doc-0005",
+        "doc-0009",
+    }
+    await _assert_table_exact(stack, es, project)
+    _, written = await _vectorize(client, project, batch_size=10, rebuild=True)
+    assert written == len(doc_ids) + 2 - 2
+    await _assert_table_exact(stack, es, project)
+
+
+async def test_elasticsearch_outage_mid_run(stack, es, client, project):
+    children = await _start_a_run_of_slow_batches(es, client, project)
+    await _cut_off(stack.proxy, seconds=8)
+    await wait_done(client, children)
+    await _assert_table_exact(stack, es, project)
+    assert f"Elasticsearch at {stack.proxy.url} failed" in stack.worker_logs()
+
+
+async def _start_a_run_of_slow_batches(es, client, project) -> list[str]:
+    """A run's batch tasks, once the first is done and the others pending."""
+    rng = random.Random(11)
+    long_docs = {f"doc-{i:04d}": filler(rng, 60) for i in range(48)}
+    await _seed(es, project, 60, special=long_docs)
+    children = await run_task(
+        client, "create_vectorization_tasks", {"project": project, "batch_size": 2}
+    )
+    await wait_done(client, children[:1])
+    return children
+
+
+async def _cut_off(proxy: TcpProxy, *, seconds: float) -> None:
+    proxy.stop()
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        proxy.start()
+
+
+BAD_TASKS = [
+    ("create_vectorization_tasks", {"project": "no-such-index"}, "has no Elasticsearch index"),
+    ("create_vectorization_tasks", {"project": "../x"}, "invalid project"),
+    ("create_vectorization_tasks", {"project": "/abs/path"}, "invalid project"),
+    ("vectorize_docs", {"project": "../x", "docs": ["a"]}, "invalid project"),
+    ("find_most_similar", {"project": "../x", "queries": ["q"]}, "invalid project"),
+    ("find_most_similar", {"project": "never-vectorized", "queries": ["q"]}, "no vectors yet"),
+    ("create_vectorization_tasks", {"project": "p", "batch_size": 0}, "batch_size must be positive"),
+    ("create_vectorization_tasks", {"project": "p", "colour": "red"}, "unknown argument(s)"),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "message"), BAD_TASKS)
+async def test_bad_task_input_is_a_clear_task_error(client, name, args, message):
+    error = await run_failing_task(client, name, args)
+    assert message in error
+
+
+async def test_bad_search_input(stack, es, client, project):
+    await _seed(es, project, 4)
+    await _vectorize(client, project)
+    for args, message in [
+        ({"queries": []}, "queries is empty"),
+        ({"queries": ["q"], "n_similar": 0}, "n_similar must be positive"),
+        ({"queries": ["q"], "n_similar": -3}, "n_similar must be positive"),
+    ]:
+        error = await run_failing_task(
+            client, "find_most_similar", {"project": project, **args}
+        )
+        assert message in error
+
+
+async def test_unknown_model_leaves_no_table(stack, es, client, project):
+    await _seed(es, project, 4)
+    error = await run_failing_task(
+        client,
+        "create_vectorization_tasks",
+        {"project": project, "model": "no-such-org/no-such-model"},
+    )
+    assert 'unknown embedding model "no-such-org/no-such-model"' in error
+    with pytest.raises(store.ProjectNotVectorized):
+        stack.table(project)
+
+
+async def test_empty_index_creates_no_task(stack, es, client, project):
+    await create_project_index(es, project)
+    assert await run_task(client, "create_vectorization_tasks", {"project": project}) == []
+
+
+async def test_odd_contents_are_vectorized_exactly(stack, es, client, project):
+    rng = random.Random(5)
+    junk = bytes(rng.randrange(256) for _ in range(3000)).decode("latin-1")
+    huge = filler(rng, 200) * 1000  # about 20 MB
+    odd = {
+        "no-content": None,
+        "empty": "",
+        "blank": "   \n\t  ",
+        "binary-junk": junk,
+        "control-chars": "nul\x00 bell\x07 escape\x1b text",
+        "huge": huge,
+    }
+    await create_project_index(es, project)
+    await bulk_index(es, project, [
+        (doc_id, document_source(content, path=f"/odd/{doc_id}"), None)
+        for doc_id, content in odd.items()
+    ])
+    children, written = await _vectorize(client, project, batch_size=2)
+    assert written == len(odd)
+    await _assert_table_exact(stack, es, project)
+    assert "only the first 2000000 of its" in stack.worker_logs()
+    # The worker lived through it all.
+    assert await run_task(client, "ping", {}) == "pong"
+
+
+async def test_broker_connection_lost_mid_run(stack, es, client, project):
+    """Workers that lose the broker mid-batch: their batches go to the others.
+
+    A third pool reaches RabbitMQ through a proxy: cutting it is a broker restart
+    as those workers see it, without touching the machine's broker. icij-worker's
+    workers exit when their connection drops (a supervisor restarts them, e.g.
+    compose's restart policy); what they had not acknowledged is redelivered.
+    """
+    amqp_proxy = TcpProxy(stack.rabbitmq.host, stack.rabbitmq.port, free_port())
+    amqp_proxy.start()
+    proxied = dataclasses.replace(stack.rabbitmq, port=amqp_proxy.port)
+    try:
+        with _pool(stack.workdir / "c", proxied, stack.vhost, stack.config) as pool:
+            await asyncio.to_thread(
+                wait_for_workers, stack.rabbitmq, stack.vhost, 6, pool,
+                log=stack.workdir / "c" / "workers.log",
+            )
+            children = await _start_a_run_of_slow_batches(es, client, project)
+            await _cut_off(amqp_proxy, seconds=8)
+            await wait_done(client, children)
+    finally:
+        amqp_proxy.close()
+    await _assert_table_exact(stack, es, project)
+
+
+async def test_cancelling_the_fan_out_stops_it(stack, es, client, project):
+    n_docs = 1500
+    await _seed(es, project, n_docs)
+    parent = await client.create_task(
+        "create_vectorization_tasks",
+        {"project": project, "batch_size": 1},
+        group="PYTHON",
+    )
+    await _wait_running(client, [parent], at_least=1)
+    await asyncio.sleep(2)
+    await client.cancel_task(parent)
+    states = await wait_ended(client, [parent])
+    assert states[parent] is TaskState.CANCELLED
+    created = [
+        t for t in await client.get_tasks(name="vectorize_docs")
+        if (t.args or {}).get("project") == project
+    ]
+    await asyncio.sleep(3)
+    created_later = [
+        t for t in await client.get_tasks(name="vectorize_docs")
+        if (t.args or {}).get("project") == project
+    ]
+    assert 0 < len(created) < n_docs
+    assert len(created_later) == len(created)
+
+
+async def test_a_worker_killed_mid_batch(stack, es, client, project):
+    rng = random.Random(3)
+    long_docs = {f"doc-{i:04d}": filler(rng, 400) for i in range(0, 40, 2)}
+    await _seed(es, project, 48, special=long_docs)
+    children = await run_task(
+        client, "create_vectorization_tasks", {"project": project, "batch_size": 2}
+    )
+    # Pool "a" has two workers: with three batches running, one runs in pool "b".
+    await _wait_running(client, children, at_least=3)
+    victim = stack.pools[1]
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    states = await wait_ended(client, children)
+    assert set(states.values()) == {TaskState.DONE}
+    await _assert_table_exact(stack, es, project)
+
+
+async def _wait_running(client, task_ids, *, at_least: int) -> None:
+    for _ in range(600):
+        states = [(await client.get_task(t)).state for t in task_ids]
+        if states.count(TaskState.RUNNING) >= at_least:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never {at_least} tasks running at once")
