@@ -1,9 +1,10 @@
 """Hybrid (vector + full-text) search over a project's passages, ranked by document.
 
 Each query asks LanceDB for the best passages by vector similarity and by BM25 over
-``content``; in hybrid mode both lists are fused by LanceDB's linear combination of
-their normalized scores. Filters are SQL conditions LanceDB applies before ranking,
-so a filtered search returns the best matching documents, not a filtered short list.
+``content``; in hybrid mode the candidates of both are scored by a linear combination
+of their vector similarity and relative BM25. Filters are SQL conditions LanceDB
+applies before ranking, so a filtered search returns the best matching documents,
+not a filtered short list.
 Passages are then grouped into documents: ``n_similar`` counts documents, each with
 its best passage as a snippet. The settings below are measured by bench.quality
 (docs/retrieval.md).
@@ -15,10 +16,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from enum import Enum
 
-from lancedb.rerankers import LinearCombinationReranker
+import numpy as np
 from lancedb.table import Table
 
-from ml_worker.store import CONTENT, DOC_ID, PASSAGE, sql_string
+from ml_worker.store import CONTENT, DOC_ID, PASSAGE, VECTOR, sql_string
 from ml_worker.upkeep import tuned
 
 # Passages fetched per requested document: several passages of one document often
@@ -26,9 +27,8 @@ from ml_worker.upkeep import tuned
 PASSAGES_PER_DOC = 5
 _MIN_PASSAGES = 50
 
-# Share of the vector score in hybrid mode, the rest being BM25's (both min-max
-# normalized per query). 0.6 ranked known items best; reciprocal rank fusion, which
-# ignores how far apart the scores are, ranked them lower at any k.
+# Share of the vector similarity in a hybrid score, the rest being BM25's divided by
+# the query's best BM25. Measured by bench.quality (docs/retrieval.md).
 VECTOR_WEIGHT = 0.6
 
 # Rows without text (documents with no content) have no passage to find.
@@ -146,21 +146,51 @@ def search_passages(
             [*_RESULT_FIELDS, column]
         )
     else:
-        # No select() on a hybrid query: it passes it on to its two searches, which
-        # then warn, on every query, that they were not asked for their scores.
-        column, score = "_relevance_score", float
-        builder = tuned(
-            table.search(query_type="hybrid", fts_columns=CONTENT)
-            .vector(query_vector)
-            .text(query)
-            .distance_type("cosine")
-            .rerank(LinearCombinationReranker(weight=VECTOR_WEIGHT))
-        )
+        return _hybrid_passages(table, query, query_vector, limit=limit, where=condition)
     results = builder.where(condition, prefilter=True).limit(limit).to_arrow()
     rows = results.select([*_RESULT_FIELDS, column]).to_pylist()
     for row in rows:
         row["score"] = float(score(row.pop(column)))
     return rows
+
+
+def _hybrid_passages(table: Table, query: str, query_vector, *, limit: int, where: str):
+    """Vector and full-text candidates, scored by a linear combination.
+
+    LanceDB's hybrid query min-max normalizes each list, which zeroes a list of one:
+    a rare keyword found in a single passage would weigh nothing. Here BM25 is
+    divided by the query's best BM25, and every candidate's vector similarity is
+    computed exactly, full-text-only ones included.
+    """
+    fields = [*_RESULT_FIELDS, VECTOR]
+    by_vector = (
+        tuned(table.search(query_vector, query_type="vector").distance_type("cosine"))
+        .where(where, prefilter=True)
+        .select([*fields, "_distance"])
+        .limit(limit)
+        .to_arrow()
+    )
+    by_text = (
+        table.search(query, query_type="fts", fts_columns=CONTENT)
+        .where(where, prefilter=True)
+        .select([*fields, "_score"])
+        .limit(limit)
+        .to_list()
+    )
+    best_bm25 = max((r["_score"] for r in by_text), default=0.0) or 1.0
+    candidates = {(r[DOC_ID], r[PASSAGE]): {**r, "bm25": 0.0} for r in by_vector.to_pylist()}
+    for row in by_text:
+        candidates[(row[DOC_ID], row[PASSAGE])] = {**row, "bm25": row["_score"] / best_bm25}
+    query_vector = np.asarray(query_vector, dtype=np.float32)
+    rows = []
+    for row in candidates.values():
+        similarity = float(np.dot(np.asarray(row.pop(VECTOR)), query_vector))
+        row["score"] = VECTOR_WEIGHT * similarity + (1 - VECTOR_WEIGHT) * row.pop("bm25")
+        row.pop("_score", None)
+        row.pop("_distance", None)
+        rows.append(row)
+    rows.sort(key=lambda r: r["score"], reverse=True)
+    return rows[:limit]
 
 
 def group_by_document(

@@ -140,6 +140,14 @@ async def test_hits_are_documents_with_their_best_passage(corpus, mode):
     assert scores == sorted(scores, reverse=True)
 
 
+async def test_a_keyword_in_a_single_passage_leads_a_hybrid_search(corpus):
+    # One full-text hit: a fusion normalizing each list by its own range would
+    # weigh it zero and let the vector side decide alone.
+    (hits,) = await _search(corpus, ["zanzibar"], n_similar=3)
+
+    assert hits[0]["doc_id"] == "long"
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_n_similar_counts_documents(corpus, mode):
     (hits,) = await _search(corpus, mode=mode, n_similar=12)
