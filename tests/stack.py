@@ -15,8 +15,19 @@ TIMEOUT_S = 600
 
 
 @contextmanager
-def running_stack(workdir: Path, *, es_url: str, rabbitmq, postgres, n_workers: int = 2):
-    """Task service and worker pool in a fresh vhost; yields (service URL, config)."""
+def running_stack(
+    workdir: Path,
+    *,
+    es_url: str,
+    rabbitmq,
+    postgres,
+    n_workers: int = 2,
+    worker_settings: dict | None = None,
+):
+    """Task service and worker pool in a fresh vhost; yields (service URL, config).
+
+    ``worker_settings`` override the workers' defaults (the task service's URL...).
+    """
     with rabbitmq.temporary_vhost() as vhost, task_service(
         workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
     ) as url:
@@ -25,6 +36,7 @@ def running_stack(workdir: Path, *, es_url: str, rabbitmq, postgres, n_workers: 
             "task_service_url": url,
             "vector_db_uri": str(workdir / "vectors"),
             "es_retry_s": 30.0,
+            **(worker_settings or {}),
         }
         with worker_pool(
             workdir, n_workers=n_workers, rabbitmq=rabbitmq, vhost=vhost,

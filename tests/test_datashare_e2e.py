@@ -1,0 +1,71 @@
+"""Datashare's way in: tasks submitted to its task API, run by the real workers.
+
+Datashare cannot run here, so its task API is the contract double of
+``tests/datashare_double.py``; it forwards every task it stores to icij-worker's
+real task service, which queues it on the machine's RabbitMQ for real worker
+processes, as Datashare queues its tasks there. The workers create their batch
+tasks through the double, as they would through Datashare.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from ml_worker import store
+from ml_worker.datashare_index import bulk_index, create_project_index
+from ml_worker.task_client import DatashareTaskClient, ICIJTaskClient
+from tests.corpus import datashare_corpus
+from tests.datashare_double import DatashareDouble
+from tests.stack import running_stack, wait_done
+
+pytestmark = pytest.mark.e2e
+
+API_KEY = "ds-api-key"
+
+
+async def test_a_project_vectorized_from_datashare(
+    tmp_path, es, es_url, rabbitmq, postgres, project
+):
+    items, doc_ids = datashare_corpus(40)
+    await create_project_index(es, project)
+    await bulk_index(es, project, items)
+    task_service = {}
+
+    def forward(task: dict, group: str | None) -> None:
+        body = {"name": task["name"], "args": task["args"]}
+        httpx.put(f"{task_service['url']}/api/tasks/{task['id']}", json=body)
+
+    with DatashareDouble(api_key=API_KEY, on_create=forward) as datashare:
+        settings = {
+            "task_service": "datashare",
+            "task_service_url": datashare.url,
+            "task_service_api_key": API_KEY,
+        }
+        with running_stack(
+            tmp_path, es_url=es_url, rabbitmq=rabbitmq, postgres=postgres,
+            worker_settings=settings,
+        ) as (url, config, _):
+            task_service["url"] = url
+            async with DatashareTaskClient(datashare.url, api_key=API_KEY) as client:
+                parent = await client.create_task(
+                    "create_vectorization_tasks",
+                    {"project": project, "batch_size": 8},
+                    group="PYTHON",
+                )
+            async with ICIJTaskClient(url) as service:
+                await wait_done(service, [parent])
+                children = await service.get_task_result(parent)
+                await wait_done(service, children)
+
+    assert datashare.tasks[parent]["args"]["user"]  # Datashare's argument, accepted
+    created = [
+        r for r in datashare.requests
+        if r.method == "PUT" and r.path.startswith("/api/task/vectorize_docs")
+    ]
+    assert len(created) == len(children) == 5
+    assert all(r.query.get("group") == "PYTHON" for r in created)
+    auth = [{k.lower(): v for k, v in r.headers.items()}["authorization"] for r in created]
+    assert auth == [f"bearer {API_KEY}"] * len(created)
+    table = store.open_table(store.connect(config["vector_db_uri"]), project)
+    assert store.stored_document_ids(table) == doc_ids
