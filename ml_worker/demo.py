@@ -63,9 +63,9 @@ QUERIES = [
     ),
     (
         "9387421",
-        "text",
-        "Words only (BM25): a rare exact keyword, a ship's IMO number, which meaning"
-        " alone cannot find.",
+        "hybrid",
+        "Found by its words: a rare exact keyword, a ship's IMO number, which"
+        " meaning alone cannot find.",
     ),
     (
         "patients harmed in a drug trial and the regulator kept in the dark",
