@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from elasticsearch import AsyncElasticsearch, ConnectionError, NotFoundError
@@ -72,22 +72,6 @@ def es_client(address: str, *, username=None, password=None, timeout_s=30.0):
     return client
 
 
-async def iter_document_ids(
-    es: AsyncElasticsearch, project: str, *, page_size: int
-) -> AsyncIterator[str]:
-    """Every document id of the project, without reading the documents' sources."""
-    await _check_index_exists(es, project)
-    hits = async_scan(
-        es,
-        index=project,
-        query={"query": _DOCUMENTS_ONLY},
-        _source=False,
-        size=page_size,
-    )
-    async for hit in hits:
-        yield hit["_id"]
-
-
 async def list_document_ids(
     es: AsyncElasticsearch,
     project: str,
@@ -95,10 +79,20 @@ async def list_document_ids(
     page_size: int,
     retry_s: float = DEFAULT_RETRY_S,
 ) -> list[str]:
-    """Every document id of the project; an outage restarts the scroll."""
+    """Every document id of the project, without reading the documents' sources.
+
+    An outage restarts the scroll from the beginning.
+    """
     async for attempt in _retrying(es, retry_s):
-        with attempt:
-            return [i async for i in iter_document_ids(es, project, page_size=page_size)]
+        with attempt, _project_index(es, project):
+            hits = async_scan(
+                es,
+                index=project,
+                query={"query": _DOCUMENTS_ONLY},
+                _source=False,
+                size=page_size,
+            )
+            return [hit["_id"] async for hit in hits]
 
 
 async def fetch_documents(
@@ -109,31 +103,24 @@ async def fetch_documents(
     retry_s: float = DEFAULT_RETRY_S,
 ) -> list[Document]:
     """The documents with these ids (unknown ids are left out), in ``ids`` order."""
-    async for attempt in _retrying(es, retry_s):
-        with attempt:
-            return await _fetch_documents(es, project, ids)
-
-
-async def _fetch_documents(
-    es: AsyncElasticsearch, project: str, ids: list[str]
-) -> list[Document]:
-    await _check_index_exists(es, project)
     query = {"bool": {"filter": [{"ids": {"values": ids}}, {"term": {"type": "Document"}}]}}
-    res = await es.search(
-        index=project, query=query, size=len(ids), _source_includes=_SOURCE_FIELDS
-    )
+    async for attempt in _retrying(es, retry_s):
+        with attempt, _project_index(es, project):
+            res = await es.search(
+                index=project, query=query, size=len(ids), _source_includes=_SOURCE_FIELDS
+            )
     by_id = {hit["_id"]: _to_document(hit) for hit in res["hits"]["hits"]}
     return [by_id[i] for i in ids if i in by_id]
 
 
-async def _check_index_exists(es: AsyncElasticsearch, project: str):
+@contextmanager
+def _project_index(es: AsyncElasticsearch, project: str):
+    """Turns the search's "no such index" answer into an error naming the project."""
     try:
-        exists = await es.indices.exists(index=project)
-    except NotFoundError:
-        exists = False
-    if not exists:
+        yield
+    except NotFoundError as e:
         msg = f'project "{project}" has no Elasticsearch index at {_address(es)}'
-        raise UnknownProject(msg)
+        raise UnknownProject(msg) from e
 
 
 def _retrying(es: AsyncElasticsearch, retry_s: float) -> AsyncRetrying:

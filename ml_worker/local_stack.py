@@ -27,6 +27,9 @@ from icij_worker.routing_strategy import RoutingStrategy
 
 APP_PATH = "ml_worker.app.app"
 TASK_GROUP = "PYTHON"
+# This environment's console scripts: icij-worker's CLIs, and dbmate for the
+# task storage's migrations.
+_SCRIPTS = Path(sys.executable).parent
 _READY_TIMEOUT_S = 120.0
 
 
@@ -222,7 +225,7 @@ def _rabbitmq_settings(rabbitmq: RabbitMQ, vhost: str) -> dict:
 
 def _bin(name: str) -> str:
     """A console script of this environment, whatever the caller's PATH."""
-    return str(Path(sys.executable).parent / name)
+    return str(_SCRIPTS / name)
 
 
 @contextmanager
@@ -240,8 +243,7 @@ def _process(cmd: list[str], log_path: Path, env: dict | None = None):
 
 
 def _env_path() -> str:
-    # dbmate (task storage migrations) is a console script of this environment.
-    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return os.pathsep.join([str(_SCRIPTS), os.environ.get("PATH", "")])
 
 
 def _stop(process: subprocess.Popen, grace_s: float = 20.0) -> None:

@@ -13,7 +13,7 @@ async def seeded(es, project):
     return doc_ids
 
 
-async def test_iter_document_ids_yields_documents_only(es, project, seeded):
+async def test_list_document_ids_gives_documents_only(es, project, seeded):
     ids = await documents.list_document_ids(es, project, page_size=7)
     assert sorted(ids) == sorted(seeded)
 
