@@ -13,13 +13,22 @@ its best passage as a snippet. The settings below are measured by bench.quality
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
 from lancedb.table import Table
 
-from ml_worker.store import CONTENT, DOC_ID, PASSAGE, VECTOR, sql_string
+from ml_worker.store import (
+    CONTENT,
+    DOC_ID,
+    NO_TEXT_PASSAGE,
+    PASSAGE,
+    VECTOR,
+    sql_string,
+    table_embedder,
+)
 from ml_worker.upkeep import tuned
 
 # Passages fetched per requested document: several passages of one document often
@@ -121,6 +130,36 @@ def _sql_list(values: tuple[str, ...]) -> str:
     return ", ".join(sql_string(v) for v in values)
 
 
+def search_queries(
+    table: Table,
+    queries: list[str],
+    *,
+    mode: SearchMode,
+    limit: int,
+    where: str | None = None,
+) -> list[list[dict]]:
+    """The best passages for each query, as ``search_passages`` gives them.
+
+    The full-text searches run while the model embeds the queries, so a search
+    waits for the slower of the two, not for both.
+    """
+    n = len(queries)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        by_text = None
+        if mode is not SearchMode.VECTOR:
+            by_text = pool.submit(
+                lambda: [_text_rows(table, q, mode, limit, where) for q in queries]
+            )
+        vectors = [None] * n
+        if mode is not SearchMode.TEXT:
+            vectors = table_embedder(table).compute_query_embeddings(queries)
+        text_rows = by_text.result() if by_text is not None else [None] * n
+    return [
+        _ranked(table, vector, rows, mode=mode, limit=limit, where=where)
+        for vector, rows in zip(vectors, text_rows)
+    ]
+
+
 def search_passages(
     table: Table,
     query: str,
@@ -130,67 +169,96 @@ def search_passages(
     limit: int,
     where: str | None = None,
 ) -> list[dict]:
-    """The best passages for one query, best first, each with a ``score``.
+    """The best passages for one query, best first.
 
+    Each is ``{doc_id, passage, row_id, score}``: only what ranking needs is read,
+    the fields of a result are read by ``document_hits`` for the few documents kept.
     ``where``: a SQL condition on the table's columns, applied before ranking.
     """
-    condition = _PASSAGES_ONLY if where is None else f"{_PASSAGES_ONLY} AND ({where})"
+    text_rows = None
+    if mode is not SearchMode.VECTOR:
+        text_rows = _text_rows(table, query, mode, limit, where)
+    return _ranked(table, query_vector, text_rows, mode=mode, limit=limit, where=where)
+
+
+def _text_rows(table: Table, query: str, mode: SearchMode, limit: int, where):
+    # Hybrid scoring compares full-text candidates to the query on their vectors.
+    columns = [VECTOR, "_score"] if mode is SearchMode.HYBRID else ["_score"]
+    return _best_rows(_by_text(table, query), columns, limit, where)
+
+
+def _ranked(table: Table, query_vector, text_rows, *, mode, limit, where) -> list[dict]:
+    if mode is SearchMode.TEXT:
+        for row in text_rows:
+            row["score"] = row.pop("_score")
+        return text_rows
+    by_vector = _by_vector(table, query_vector)
+    vector_rows = _best_rows(by_vector, ["_distance"], limit, where)
     if mode is SearchMode.VECTOR:
-        column, score = "_distance", lambda d: 1.0 - d / 2  # cosine distance in [0, 2]
-        builder = tuned(
-            table.search(query_vector, query_type="vector").distance_type("cosine")
-        ).select([*_RESULT_FIELDS, column])
-    elif mode is SearchMode.TEXT:
-        column, score = "_score", float
-        builder = table.search(query, query_type="fts", fts_columns=CONTENT).select(
-            [*_RESULT_FIELDS, column]
-        )
-    else:
-        return _hybrid_passages(table, query, query_vector, limit=limit, where=condition)
-    results = builder.where(condition, prefilter=True).limit(limit).to_arrow()
-    rows = results.select([*_RESULT_FIELDS, column]).to_pylist()
-    for row in rows:
-        row["score"] = float(score(row.pop(column)))
-    return rows
+        for row in vector_rows:
+            row["score"] = 1.0 - row.pop("_distance") / 2  # cosine distance in [0, 2]
+        return vector_rows
+    return _fused(vector_rows, text_rows, query_vector, limit)
 
 
-def _hybrid_passages(table: Table, query: str, query_vector, *, limit: int, where: str):
+def _by_vector(table: Table, query_vector):
+    return lambda: tuned(
+        table.search(query_vector, query_type="vector").distance_type("cosine")
+    )
+
+
+def _by_text(table: Table, query: str):
+    return lambda: table.search(query, query_type="fts", fts_columns=CONTENT)
+
+
+def _best_rows(new_query, columns: list[str], limit: int, where: str | None):
+    """The query's best ``limit`` passages with text: their doc_id, passage, row id
+    and ``columns``, which name the query's score (``_distance`` or ``_score``).
+
+    Excluding the rows of documents with no text by a condition would cost a scan of
+    the table per query (the condition matches nearly every row), so they are
+    dropped from the results instead; only if they took places in a full list is
+    the query asked again, with the condition.
+    """
+
+    def run(condition: str | None) -> list[dict]:
+        builder = new_query().with_row_id(True)
+        if condition is not None:
+            builder = builder.where(condition, prefilter=True)
+        return builder.select([DOC_ID, PASSAGE, *columns]).limit(limit).to_list()
+
+    rows = run(where)
+    with_text = [row for row in rows if row[PASSAGE] != NO_TEXT_PASSAGE]
+    if len(with_text) < len(rows) == limit:
+        with_text = run(f"{_PASSAGES_ONLY} AND ({where})" if where else _PASSAGES_ONLY)
+    for row in with_text:
+        row["row_id"] = row.pop("_rowid")
+    return with_text
+
+
+def _fused(by_vector: list[dict], by_text: list[dict], query_vector, limit: int):
     """Vector and full-text candidates, scored by a linear combination.
 
     LanceDB's hybrid query min-max normalizes each list, which zeroes a list of one:
     a rare keyword found in a single passage would weigh nothing. Here BM25 is
     divided by the query's best BM25, and every candidate's vector similarity is
-    computed exactly, full-text-only ones included.
+    exact: re-ranked vector candidates carry it, full-text ones are compared to the
+    query on their stored vectors.
     """
-    fields = [*_RESULT_FIELDS, VECTOR]
-    by_vector = (
-        tuned(table.search(query_vector, query_type="vector").distance_type("cosine"))
-        .where(where, prefilter=True)
-        .select([*fields, "_distance"])
-        .limit(limit)
-        .to_arrow()
-    )
-    by_text = (
-        table.search(query, query_type="fts", fts_columns=CONTENT)
-        .where(where, prefilter=True)
-        .select([*fields, "_score"])
-        .limit(limit)
-        .to_list()
-    )
     best_bm25 = max((r["_score"] for r in by_text), default=0.0) or 1.0
-    candidates = {(r[DOC_ID], r[PASSAGE]): {**r, "bm25": 0.0} for r in by_vector.to_pylist()}
-    for row in by_text:
-        candidates[(row[DOC_ID], row[PASSAGE])] = {**row, "bm25": row["_score"] / best_bm25}
     query_vector = np.asarray(query_vector, dtype=np.float32)
-    rows = []
-    for row in candidates.values():
+    candidates = {}
+    for row in by_vector:
+        similarity = 1.0 - row.pop("_distance")  # exact: re-ranked on full vectors
+        candidates[row["row_id"]] = {**row, "similarity": similarity, "bm25": 0.0}
+    for row in by_text:
         similarity = float(np.dot(np.asarray(row.pop(VECTOR)), query_vector))
-        row["score"] = VECTOR_WEIGHT * similarity + (1 - VECTOR_WEIGHT) * row.pop("bm25")
-        row.pop("_score", None)
-        row.pop("_distance", None)
-        rows.append(row)
-    rows.sort(key=lambda r: r["score"], reverse=True)
-    return rows[:limit]
+        bm25 = row.pop("_score") / best_bm25
+        candidates[row["row_id"]] = {**row, "similarity": similarity, "bm25": bm25}
+    for row in candidates.values():
+        similarity, bm25 = row.pop("similarity"), row.pop("bm25")
+        row["score"] = VECTOR_WEIGHT * similarity + (1 - VECTOR_WEIGHT) * bm25
+    return sorted(candidates.values(), key=lambda r: r["score"], reverse=True)[:limit]
 
 
 def group_by_document(
@@ -200,14 +268,14 @@ def group_by_document(
     scoring: Scoring,
     min_score: float | None = None,
 ) -> list[dict]:
-    """Documents ranked by their passages' scores, each with its best passage.
+    """The best documents, each as its best passage with the document's ``score``.
 
     ``min_score`` leaves out documents scoring below it.
     """
     by_doc: dict[str, list[dict]] = defaultdict(list)
     for passage in passages:
         by_doc[passage[DOC_ID]].append(passage)
-    hits = []
+    ranked = []
     for doc_passages in by_doc.values():
         doc_passages.sort(key=lambda p: p["score"], reverse=True)
         best = doc_passages[0]
@@ -216,9 +284,23 @@ def group_by_document(
         else:
             score = best["score"]
         if min_score is None or score >= min_score:
-            hits.append(_hit(best, score))
-    hits.sort(key=lambda h: h["score"], reverse=True)
-    return hits[:n_similar]
+            ranked.append({**best, "score": score})
+    ranked.sort(key=lambda h: h["score"], reverse=True)
+    return ranked[:n_similar]
+
+
+def document_hits(table: Table, ranked: list[dict]) -> list[dict]:
+    """The results of ranked documents: their fields and best passage as a snippet."""
+    if not ranked:
+        return []
+    rows = (
+        table.take_row_ids([r["row_id"] for r in ranked])
+        .with_row_id()
+        .select(_RESULT_FIELDS)
+        .to_list()
+    )
+    by_row_id = {row["_rowid"]: row for row in rows}
+    return [_hit(by_row_id[r["row_id"]], r["score"]) for r in ranked]
 
 
 def _hit(best: dict, score: float) -> dict:

@@ -31,10 +31,11 @@ from ml_worker.search import (
     Filters,
     Scoring,
     SearchMode,
+    document_hits,
     group_by_document,
     parse_enum,
     passages_limit,
-    search_passages,
+    search_queries,
 )
 from ml_worker.task_client import TaskClient
 
@@ -286,18 +287,13 @@ def _check_queries(queries) -> None:
 def _search(
     table, queries, *, n_similar, mode, scoring, where, min_score
 ) -> list[list[dict]]:
-    vectors = [None] * len(queries)
-    if mode is not SearchMode.TEXT:
-        vectors = store.table_embedder(table).compute_query_embeddings(queries)
-    limit = passages_limit(n_similar)
+    by_query = search_queries(
+        table, queries, mode=mode, limit=passages_limit(n_similar), where=where
+    )
     results = []
-    for query, vector in zip(queries, vectors):
-        passages = search_passages(
-            table, query, vector, mode=mode, limit=limit, where=where
+    for passages in by_query:
+        ranked = group_by_document(
+            passages, n_similar=n_similar, scoring=scoring, min_score=min_score
         )
-        results.append(
-            group_by_document(
-                passages, n_similar=n_similar, scoring=scoring, min_score=min_score
-            )
-        )
+        results.append(document_hits(table, ranked))
     return results

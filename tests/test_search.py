@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pytest
 
 from ml_worker import store, tasks
@@ -235,19 +236,8 @@ async def test_min_score_leaves_out_lower_documents(corpus, mode):
 
 
 def _passage(doc_id: str, score: float, index: int = 0) -> dict:
-    return {
-        "doc_id": doc_id,
-        "root_id": doc_id,
-        "passage": index,
-        "start": index * 10,
-        "end": index * 10 + 10,
-        "content": f"{doc_id} passage {index}",
-        "path": f"/{doc_id}",
-        "title": doc_id,
-        "content_type": "text/plain",
-        "language": "ENGLISH",
-        "score": score,
-    }
+    row_id = hash((doc_id, index))
+    return {"doc_id": doc_id, "passage": index, "row_id": row_id, "score": score}
 
 
 PASSAGES = [
@@ -260,31 +250,64 @@ PASSAGES = [
 
 
 def test_best_passage_scores_a_document_by_its_best_passage():
-    hits = group_by_document(PASSAGES, n_similar=10, scoring=Scoring.BEST_PASSAGE)
+    ranked = group_by_document(PASSAGES, n_similar=10, scoring=Scoring.BEST_PASSAGE)
 
-    assert [(h["doc_id"], h["score"]) for h in hits] == [
+    assert [(r["doc_id"], r["score"]) for r in ranked] == [
         ("a", 0.9),
         ("b", 0.8),
         ("c", 0.5),
     ]
-    assert (hits[1]["snippet"], hits[1]["snippet_start"]) == ("b passage 0", 0)
+    assert ranked[1]["passage"] == 0
 
 
 def test_weighted_sum_rewards_documents_matching_in_several_places():
-    hits = group_by_document(PASSAGES, n_similar=10, scoring=Scoring.WEIGHTED_SUM)
+    ranked = group_by_document(PASSAGES, n_similar=10, scoring=Scoring.WEIGHTED_SUM)
 
-    assert [h["doc_id"] for h in hits] == ["b", "a", "c"]
-    assert hits[0]["score"] == pytest.approx(0.8 + 0.7 / 2 + 0.6 / 4)
-    assert hits[0]["snippet"] == "b passage 0"
+    assert [r["doc_id"] for r in ranked] == ["b", "a", "c"]
+    assert ranked[0]["score"] == pytest.approx(0.8 + 0.7 / 2 + 0.6 / 4)
+    assert ranked[0]["passage"] == 0  # the snippet is still the best passage
 
 
 def test_grouping_keeps_n_similar_documents_and_min_score():
-    hits = group_by_document(PASSAGES, n_similar=2, scoring=Scoring.BEST_PASSAGE)
-    assert len(hits) == 2
-    hits = group_by_document(
+    ranked = group_by_document(PASSAGES, n_similar=2, scoring=Scoring.BEST_PASSAGE)
+    assert len(ranked) == 2
+    ranked = group_by_document(
         PASSAGES, n_similar=10, scoring=Scoring.BEST_PASSAGE, min_score=0.8
     )
-    assert [h["doc_id"] for h in hits] == ["a", "b"]
+    assert [r["doc_id"] for r in ranked] == ["a", "b"]
+
+
+@pytest.mark.parametrize("mode", [SearchMode.VECTOR, SearchMode.HYBRID])
+def test_documents_without_text_never_take_the_places_of_passages(vector_db, mode):
+    # Many documents without text, all nearest to the query: a first fetch holds
+    # only them, and the search must look past them.
+    table = store.open_or_create_table(
+        vector_db, "blank-scans", model=DEFAULT_MODEL, embed_batch_size=8
+    )
+    rng = np.random.default_rng(3)
+    blank = rng.standard_normal(384).astype(np.float32)
+    blank /= np.linalg.norm(blank)
+
+    def row(i: int, passage: int, vector, content: str) -> dict:
+        return {
+            "doc_id": f"d{i}",
+            "root_id": f"d{i}",
+            "passage": passage,
+            "start": 0,
+            "end": len(content),
+            "content": content,
+            "vector": vector,
+        }
+
+    rows = [row(i, store.NO_TEXT_PASSAGE, blank, "") for i in range(60)]
+    for i in range(60, 70):
+        v = blank + rng.standard_normal(384).astype(np.float32)
+        rows.append(row(i, 0, v / np.linalg.norm(v), f"report number {i}"))
+    table.add(rows)
+
+    passages = search_passages(table, "scan", blank, mode=mode, limit=50)
+
+    assert sorted(p["doc_id"] for p in passages) == [f"d{i}" for i in range(60, 70)]
 
 
 @pytest.mark.parametrize("scoring", list(Scoring))
