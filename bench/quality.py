@@ -7,7 +7,7 @@ vectorized by the ``vectorize_docs`` task, searched with ``find_most_similar``.
 Documents get neutral paths and titles, so only their content can match a query.
 
     uv run python -m bench.quality [--dataset PATH] [--es-url URL] [--limit N]
-        [--compare-scoring]
+        [--model MODEL] [--compare-scoring]
 
 The last line printed is ``quality hybrid_mrr10=X vector_mrr10=Y text_mrr10=Z``.
 """
@@ -60,11 +60,13 @@ async def index_documents(es, project: str, items: list[dict]) -> None:
     await datashare_index.bulk_index(es, project, docs)
 
 
-async def vectorize(es, vector_db, config: MLWorkerConfig, project: str) -> int:
+async def vectorize(
+    es, vector_db, config: MLWorkerConfig, project: str, model: str
+) -> int:
     store.open_or_create_table(
         vector_db,
         project,
-        model=DEFAULT_MODEL,
+        model=model,
         embed_batch_size=config.embed_batch_size,
     )
     ids = await documents.list_document_ids(es, project, page_size=1000)
@@ -105,7 +107,7 @@ async def evaluate(
 
 
 async def run(
-    dataset: Path, es_url: str, limit: int | None, compare_scoring: bool
+    dataset: Path, es_url: str, limit: int | None, model: str, compare_scoring: bool
 ) -> dict[SearchMode, float]:
     items = load_dataset(dataset, limit)
     project = f"bench-quality-{uuid.uuid4().hex[:8]}"
@@ -116,7 +118,7 @@ async def run(
         with tempfile.TemporaryDirectory() as tmp:
             config = MLWorkerConfig(es_address=es_url, vector_db_uri=tmp)
             vector_db = store.connect(tmp)
-            written = await vectorize(es, vector_db, config, project)
+            written = await vectorize(es, vector_db, config, project, model)
             table = store.open_table(vector_db, project)
             # A table this small is below upkeep's thresholds: index every row, as
             # upkeep does for large ones, so that queries run at indexed speed.
@@ -153,6 +155,11 @@ def main() -> None:
     )
     parser.add_argument("--limit", type=int, help="only the first N items")
     parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"embedding model: hub id or local folder (default: {DEFAULT_MODEL})",
+    )
+    parser.add_argument(
         "--compare-scoring",
         action="store_true",
         help="also rank hybrid results by weighted_sum, the non-default scoring",
@@ -160,7 +167,9 @@ def main() -> None:
     args = parser.parse_args()
     with ExitStack() as stack:
         es_url = args.es_url or stack.enter_context(es_emulator())
-        mrr = asyncio.run(run(args.dataset, es_url, args.limit, args.compare_scoring))
+        mrr = asyncio.run(
+            run(args.dataset, es_url, args.limit, args.model, args.compare_scoring)
+        )
     print(
         f"quality hybrid_mrr10={mrr[SearchMode.HYBRID]:.3f}"
         f" vector_mrr10={mrr[SearchMode.VECTOR]:.3f}"
