@@ -258,7 +258,9 @@ def main() -> None:
     config = MLWorkerConfig()
 
     docs = corpus(n_docs)
-    print(f"{n_docs} documents, device {embedding.resolve_device()}, {n_cores} CPUs")
+    device = embedding.resolve_device()
+    precision = embedding.resolve_precision(device)
+    print(f"{n_docs} documents, device {device} ({precision}), {n_cores} CPUs")
     sweep = QUICK_SWEEP_PASSAGES if args.quick else SWEEP_PASSAGES
     ceiling_docs_s, best_batch, n_passages = ceiling(docs, config, sweep)
     print(

@@ -50,13 +50,13 @@ def setup_loggers_(**_) -> None:
 
 def setup_embedding(**_) -> None:
     config = lifespan_config()
-    embedding.use_device(config.device)
+    embedding.use_device(config.device, config.precision)
     if config.torch_threads is not None:
         import torch
 
         torch.set_num_threads(config.torch_threads)
     # Loaded now, once per process: the first task does not wait for it.
-    embedding.load_model(config.model, embedding.resolve_device())
+    embedding.process_model(config.model)
 
 
 async def setup_es_client(**_) -> None:

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from ml_worker import embedding
@@ -21,3 +22,48 @@ def test_default_model_embeds_without_a_hub():
 def test_unknown_model_names_itself():
     with pytest.raises(embedding.ModelNotFound, match="no-such/model"):
         embedding.embedder("no-such/model")
+
+
+@pytest.fixture
+def precision(monkeypatch):
+    """Set this process's precision for one test."""
+
+    def use(value: str) -> None:
+        monkeypatch.setattr(embedding, "_precision", value)
+
+    return use
+
+
+def test_precision_is_chosen_per_process(precision):
+    precision("float32")
+    assert embedding.resolve_precision("cpu") == "float32"
+    precision("auto")
+    native = embedding._native_bfloat16("cpu")
+    assert embedding.resolve_precision("cpu") == ("bfloat16" if native else "float32")
+
+
+TEXTS = [
+    "Open a gzip-compressed file in binary or text mode.",
+    "The zanzibar ledger was shredded by the harbour master.",
+    "Le rapport annuel de la banque privée.",
+]
+
+
+def _unit(vectors) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_bfloat16_vectors_agree_with_float32_ones():
+    exact = embedding.load_model(DEFAULT_MODEL, "cpu", "float32").encode(TEXTS)
+    fast = embedding.load_model(DEFAULT_MODEL, "cpu", "bfloat16").encode(TEXTS)
+
+    assert (_unit(exact) * _unit(fast)).sum(axis=1).min() >= 0.999
+
+
+def test_vectors_are_unit_length_in_bfloat16_too(precision, monkeypatch):
+    monkeypatch.setattr(embedding, "_device", "cpu")
+    precision("bfloat16")
+    vectors = embedding.embedder(DEFAULT_MODEL).compute_query_embeddings(TEXTS)
+
+    assert np.linalg.norm(vectors, axis=1) == pytest.approx(1.0, abs=1e-5)
