@@ -279,6 +279,9 @@ def main() -> None:
             # Threads split between workers: more threads than cores only contend.
             app_config = {
                 "embed_batch_size": best_batch,
+                # --quick's 150 documents in the default 64 a task would make 3
+                # tasks: too few to spread over the workers.
+                "vectorize_batch_size": 16 if args.quick else config.vectorize_batch_size,
                 "torch_threads": max(1, n_cores // n_workers),
             }
             result = asyncio.run(end_to_end(workdir, es_url, n_docs, n_workers, app_config))
