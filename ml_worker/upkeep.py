@@ -28,6 +28,7 @@ from ml_worker.store import CONTENT, DOC_ID, VECTOR
 logger = logging.getLogger(__name__)
 
 VECTOR_INDEX = f"{VECTOR}_idx"
+VECTOR_INDEX_TYPE = "IvfRq"  # as LanceDB lists it
 FTS_INDEX = f"{CONTENT}_idx"
 
 VECTOR_INDEX_MIN_ROWS = 50_000
@@ -89,11 +90,13 @@ def ensure_indices(table: Table) -> str | None:
 
 def _ensure_indices(table: Table) -> str | None:
     n_rows = table.count_rows()
-    indices = {index.name for index in table.list_indices()}
-    if VECTOR_INDEX not in indices:
+    indices = {index.name: index.index_type for index in table.list_indices()}
+    # A table indexed by an earlier version: VECTOR_SEARCH's settings are not its.
+    outdated = indices.get(VECTOR_INDEX, VECTOR_INDEX_TYPE) != VECTOR_INDEX_TYPE
+    if VECTOR_INDEX not in indices or outdated:
         if n_rows < VECTOR_INDEX_MIN_ROWS:
             return None
-        create_vector_index(table, n_rows)
+        create_vector_index(table, n_rows, replace=outdated)
         create_filter_indices(table)
         return "vector index"
     unindexed = max(_unindexed_rows(table, name) for name in (VECTOR_INDEX, FTS_INDEX))
@@ -110,7 +113,7 @@ def _ensure_indices(table: Table) -> str | None:
     return None
 
 
-def create_vector_index(table: Table, n_rows: int) -> None:
+def create_vector_index(table: Table, n_rows: int, *, replace: bool = False) -> None:
     started = time.monotonic()
     device = resolve_device()
     config = IvfRq(
@@ -122,7 +125,7 @@ def create_vector_index(table: Table, n_rows: int) -> None:
         # k-means on the GPU when the model runs there.
         accelerator="cuda" if device.startswith("cuda") else None,
     )
-    table.create_index(VECTOR, config=config, name=VECTOR_INDEX, replace=False)
+    table.create_index(VECTOR, config=config, name=VECTOR_INDEX, replace=replace)
     logger.info(
         "table %s: vector index of %s rows built in %.1fs",
         table.name,

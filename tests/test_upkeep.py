@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from lancedb.index import IvfSq
 
 from ml_worker import store, upkeep
 from ml_worker.config import DEFAULT_MODEL
@@ -76,6 +77,18 @@ def test_vector_index_created_past_the_threshold(table, small_thresholds, center
         "tags": "LabelList",
         "doc_id": "BTree",
     }
+
+
+def test_an_index_of_an_earlier_type_is_rebuilt(table, small_thresholds, centers):
+    _add(table, _clustered(np.random.default_rng(1), 1_200, centers), 0)
+    earlier = IvfSq(distance_type="cosine", num_partitions=4)
+    table.create_index("vector", config=earlier, name=upkeep.VECTOR_INDEX)
+
+    assert upkeep.ensure_indices(table) == "vector index"
+    indices = {i.columns[0]: i.index_type for i in table.list_indices()}
+    assert indices["vector"] == "IvfRq"
+    assert indices["language"] == "Bitmap"
+    assert upkeep.ensure_indices(table) != "vector index"
 
 
 def test_optimize_folds_new_rows_in_and_keeps_them_searchable(
