@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-
 from lancedb.embeddings import register
 from lancedb.embeddings.sentence_transformers import SentenceTransformerEmbeddings
 from sentence_transformers import SentenceTransformer

@@ -248,16 +248,14 @@ def _fused(by_vector: list[dict], by_text: list[dict], query_vector, limit: int)
     best_bm25 = max((r["_score"] for r in by_text), default=0.0) or 1.0
     query_vector = np.asarray(query_vector, dtype=np.float32)
     candidates = {}
-    for row in by_vector:
+    for row in by_vector:  # a BM25 of 0 unless the full-text search found it too
         similarity = 1.0 - row.pop("_distance")  # exact: re-ranked on full vectors
-        candidates[row["row_id"]] = {**row, "similarity": similarity, "bm25": 0.0}
+        candidates[row["row_id"]] = {**row, "score": VECTOR_WEIGHT * similarity}
     for row in by_text:
         similarity = float(np.dot(np.asarray(row.pop(VECTOR)), query_vector))
         bm25 = row.pop("_score") / best_bm25
-        candidates[row["row_id"]] = {**row, "similarity": similarity, "bm25": bm25}
-    for row in candidates.values():
-        similarity, bm25 = row.pop("similarity"), row.pop("bm25")
-        row["score"] = VECTOR_WEIGHT * similarity + (1 - VECTOR_WEIGHT) * bm25
+        score = VECTOR_WEIGHT * similarity + (1 - VECTOR_WEIGHT) * bm25
+        candidates[row["row_id"]] = {**row, "score": score}
     return sorted(candidates.values(), key=lambda r: r["score"], reverse=True)[:limit]
 
 

@@ -119,7 +119,7 @@ def create_vector_index(table: Table, n_rows: int, *, replace: bool = False) -> 
     config = IvfRq(
         distance_type="cosine",
         num_bits=4,
-        # Partitions of about 2,000 rows: few enough to train k-means in about a
+        # Partitions of about 2,000 rows: few enough to train k-means in under a
         # minute per million rows on 2 cores, small enough to scan a few per query.
         num_partitions=max(1, n_rows // ROWS_PER_PARTITION),
         # k-means on the GPU when the model runs there.
