@@ -45,7 +45,7 @@ import torch  # noqa: E402
 
 from ml_worker import store, tasks, upkeep  # noqa: E402
 from ml_worker.config import DEFAULT_MODEL  # noqa: E402
-from ml_worker.search import passages_limit  # noqa: E402
+from ml_worker.search import nearest_passages, passages_limit  # noqa: E402
 
 PROJECT = "bench-search"
 CACHE_DIR = Path(".ml-worker/bench")
@@ -201,9 +201,10 @@ async def measure(n_rows: int, n_queries: int) -> dict:
     recalls, ann_latencies = [], []
     for vector in vectors:
         started = time.perf_counter()
-        ann = _row_ids(upkeep.tuned(_cosine(table, vector)), passages_limit(10))
+        nearest = nearest_passages(table, vector, passages_limit(10))
         ann_latencies.append((time.perf_counter() - started) * 1000)
-        exact = _row_ids(_cosine(table, vector).bypass_vector_index(), 10)
+        ann = set(sorted(nearest, key=nearest.get, reverse=True)[:10])
+        exact = _exact_row_ids(table, vector)
         recalls.append(len(ann & exact) / len(exact))
     return {
         "p50_ms": _percentile(latencies, 50),
@@ -215,15 +216,11 @@ async def measure(n_rows: int, n_queries: int) -> dict:
     }
 
 
-def _cosine(table, vector):
-    # The product's vector search (ml_worker.search): the index's distance type.
-    return table.search(vector, query_type="vector").distance_type("cosine")
-
-
-def _row_ids(builder, limit: int) -> set[int]:
-    """The best 10 rows of a query fetching ``limit``."""
-    rows = builder.with_row_id(True).select([store.DOC_ID, "_distance"]).limit(limit)
-    return set(rows.to_arrow()["_rowid"].to_pylist()[:10])
+def _exact_row_ids(table, vector) -> set[int]:
+    """The 10 nearest rows by cosine, from a scan of every vector."""
+    exact = table.search(vector, query_type="vector").distance_type("cosine")
+    exact = exact.bypass_vector_index().with_row_id(True).select(["_distance"])
+    return set(exact.limit(10).to_arrow()["_rowid"].to_pylist())
 
 
 def main() -> None:

@@ -5,8 +5,9 @@ Each query asks LanceDB for the best passages by vector similarity and by BM25 o
 of their vector similarity and relative BM25. Filters are SQL conditions LanceDB
 applies before ranking, so a filtered search returns the best matching documents,
 not a filtered short list.
-Passages are then grouped into documents: ``n_similar`` counts documents, each with
-its best passage as a snippet. The settings below are measured by bench.quality
+Ranking reads only row ids and scores; a row's fields are read once it is among the
+best. Passages are then grouped into documents: ``n_similar`` counts documents, each
+with its best passage as a snippet. The settings below are measured by bench.quality
 (docs/retrieval.md).
 """
 
@@ -17,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 
-import numpy as np
 from lancedb.table import Table
 
 from ml_worker.store import (
@@ -25,7 +25,6 @@ from ml_worker.store import (
     DOC_ID,
     NO_TEXT_PASSAGE,
     PASSAGE,
-    VECTOR,
     sql_string,
     table_embedder,
 )
@@ -135,128 +134,157 @@ def search_queries(
     queries: list[str],
     *,
     mode: SearchMode,
-    limit: int,
+    n_similar: int,
+    scoring: Scoring = Scoring.BEST_PASSAGE,
     where: str | None = None,
+    min_score: float | None = None,
+    vectors: list | None = None,
 ) -> list[list[dict]]:
-    """The best passages for each query, as ``search_passages`` gives them.
+    """For each query, its ``n_similar`` best documents as results, best first.
 
-    The full-text searches run while the model embeds the queries, so a search
-    waits for the slower of the two, not for both.
+    ``where``: a SQL condition on the table's columns, applied before ranking.
+    ``min_score`` leaves out documents scoring below it. ``vectors``: the queries'
+    vectors, when the caller has them; the table's embedding function computes them
+    otherwise. The full-text searches run while the model embeds the queries, so a
+    search waits for the slower of the two, not for both.
     """
+    limit = passages_limit(n_similar)
     n = len(queries)
     with ThreadPoolExecutor(max_workers=1) as pool:
         by_text = None
         if mode is not SearchMode.VECTOR:
             by_text = pool.submit(
-                lambda: [_text_rows(table, q, mode, limit, where) for q in queries]
+                lambda: [_by_text(table, q, limit, where) for q in queries]
             )
-        vectors = [None] * n
-        if mode is not SearchMode.TEXT:
+        if vectors is None and mode is not SearchMode.TEXT:
             vectors = table_embedder(table).compute_query_embeddings(queries)
-        text_rows = by_text.result() if by_text is not None else [None] * n
-    return [
-        _ranked(table, vector, rows, mode=mode, limit=limit, where=where)
-        for vector, rows in zip(vectors, text_rows)
-    ]
+        text_scores = by_text.result() if by_text is not None else [None] * n
+    grouping = {"n_similar": n_similar, "scoring": scoring, "min_score": min_score}
+    results = []
+    if vectors is None:
+        vectors = [None] * n
+    for vector, bm25 in zip(vectors, text_scores):
+        similarities = None
+        if mode is not SearchMode.TEXT:
+            similarities = nearest_passages(table, vector, limit, where)
+        hits, blank = _documents(table, _ranked(similarities, bm25, mode), **grouping)
+        if blank and len(hits) < n_similar and len(similarities or ()) == limit:
+            # Passages of documents without text took places in the nearest ones:
+            # look past them (see nearest_passages).
+            condition = f"{_PASSAGES_ONLY} AND ({where})" if where else _PASSAGES_ONLY
+            similarities = nearest_passages(table, vector, limit, condition)
+            hits, _ = _documents(table, _ranked(similarities, bm25, mode), **grouping)
+        results.append(hits)
+    return results
 
 
-def search_passages(
-    table: Table,
-    query: str,
-    query_vector,
-    *,
+def nearest_passages(
+    table: Table, query_vector, limit: int, where: str | None = None
+) -> dict[int, float]:
+    """The cosine similarity to the query of its ``limit`` nearest rows, by row id.
+
+    Only row ids and similarities are read: a result's fields are read for the few
+    rows that make it to the results. The nearest rows may include those of
+    documents without text (NO_TEXT_PASSAGE), which are dropped from the results:
+    excluding them by a condition would cost a scan of the table per query, as it
+    matches nearly every row.
+    """
+    builder = table.search(query_vector, query_type="vector").distance_type("cosine")
+    builder = tuned(builder).with_row_id(True)
+    if where is not None:
+        builder = builder.where(where, prefilter=True)
+    rows = builder.select(["_distance"]).limit(limit).to_arrow()
+    # Exact: the index re-ranks its candidates on their full vectors.
+    similarities = 1.0 - rows["_distance"].to_numpy()
+    return dict(zip(rows["_rowid"].to_pylist(), similarities.tolist()))
+
+
+def _by_text(table: Table, query: str, limit: int, where: str | None):
+    """The BM25 scores of the query's ``limit`` best rows, by row id."""
+    builder = table.search(query, query_type="fts", fts_columns=CONTENT)
+    builder = builder.with_row_id(True)
+    if where is not None:
+        builder = builder.where(where, prefilter=True)
+    rows = builder.select(["_score"]).limit(limit).to_arrow()
+    return dict(zip(rows["_rowid"].to_pylist(), rows["_score"].to_pylist()))
+
+
+def _ranked(
+    similarities: dict[int, float] | None,
+    bm25: dict[int, float] | None,
     mode: SearchMode,
-    limit: int,
-    where: str | None = None,
-) -> list[dict]:
-    """The best passages for one query, best first.
-
-    Each is ``{doc_id, passage, row_id, score}``: only what ranking needs is read,
-    the fields of a result are read by ``document_hits`` for the few documents kept.
-    ``where``: a SQL condition on the table's columns, applied before ranking.
-    """
-    text_rows = None
-    if mode is not SearchMode.VECTOR:
-        text_rows = _text_rows(table, query, mode, limit, where)
-    return _ranked(table, query_vector, text_rows, mode=mode, limit=limit, where=where)
-
-
-def _text_rows(table: Table, query: str, mode: SearchMode, limit: int, where):
-    # Hybrid scoring compares full-text candidates to the query on their vectors.
-    columns = [VECTOR, "_score"] if mode is SearchMode.HYBRID else ["_score"]
-    return _best_rows(_by_text(table, query), columns, limit, where)
-
-
-def _ranked(table: Table, query_vector, text_rows, *, mode, limit, where) -> list[dict]:
+) -> list[tuple[int, float]]:
+    """Row ids and their scores, best first."""
     if mode is SearchMode.TEXT:
-        for row in text_rows:
-            row["score"] = row.pop("_score")
-        return text_rows
-    by_vector = _by_vector(table, query_vector)
-    vector_rows = _best_rows(by_vector, ["_distance"], limit, where)
-    if mode is SearchMode.VECTOR:
-        for row in vector_rows:
-            row["score"] = 1.0 - row.pop("_distance") / 2  # cosine distance in [0, 2]
-        return vector_rows
-    return _fused(vector_rows, text_rows, query_vector, limit)
+        scores = bm25
+    elif mode is SearchMode.VECTOR:
+        scores = {row: (1.0 + s) / 2 for row, s in similarities.items()}  # in [0, 1]
+    else:
+        scores = _fused(similarities, bm25)
+    return sorted(scores.items(), key=lambda item: item[1], reverse=True)
 
 
-def _by_vector(table: Table, query_vector):
-    return lambda: tuned(
-        table.search(query_vector, query_type="vector").distance_type("cosine")
-    )
-
-
-def _by_text(table: Table, query: str):
-    return lambda: table.search(query, query_type="fts", fts_columns=CONTENT)
-
-
-def _best_rows(new_query, columns: list[str], limit: int, where: str | None):
-    """The query's best ``limit`` passages with text: their doc_id, passage, row id
-    and ``columns``, which name the query's score (``_distance`` or ``_score``).
-
-    Excluding the rows of documents with no text by a condition would cost a scan of
-    the table per query (the condition matches nearly every row), so they are
-    dropped from the results instead; only if they took places in a full list is
-    the query asked again, with the condition.
-    """
-
-    def run(condition: str | None) -> list[dict]:
-        builder = new_query().with_row_id(True)
-        if condition is not None:
-            builder = builder.where(condition, prefilter=True)
-        return builder.select([DOC_ID, PASSAGE, *columns]).limit(limit).to_list()
-
-    rows = run(where)
-    with_text = [row for row in rows if row[PASSAGE] != NO_TEXT_PASSAGE]
-    if len(with_text) < len(rows) == limit:
-        with_text = run(f"{_PASSAGES_ONLY} AND ({where})" if where else _PASSAGES_ONLY)
-    for row in with_text:
-        row["row_id"] = row.pop("_rowid")
-    return with_text
-
-
-def _fused(by_vector: list[dict], by_text: list[dict], query_vector, limit: int):
+def _fused(similarities: dict[int, float], bm25: dict[int, float]) -> dict[int, float]:
     """Vector and full-text candidates, scored by a linear combination.
 
     LanceDB's hybrid query min-max normalizes each list, which zeroes a list of one:
     a rare keyword found in a single passage would weigh nothing. Here BM25 is
-    divided by the query's best BM25, and every candidate's vector similarity is
-    exact: re-ranked vector candidates carry it, full-text ones are compared to the
-    query on their stored vectors.
+    divided by the query's best BM25. A full-text candidate that is not among the
+    nearest rows is given the similarity of the farthest of them, the most it can
+    have: reading its vector would cost more than it changes (bench.quality).
     """
-    best_bm25 = max((r["_score"] for r in by_text), default=0.0) or 1.0
-    query_vector = np.asarray(query_vector, dtype=np.float32)
-    candidates = {}
-    for row in by_vector:  # a BM25 of 0 unless the full-text search found it too
-        similarity = 1.0 - row.pop("_distance")  # exact: re-ranked on full vectors
-        candidates[row["row_id"]] = {**row, "score": VECTOR_WEIGHT * similarity}
-    for row in by_text:
-        similarity = float(np.dot(np.asarray(row.pop(VECTOR)), query_vector))
-        bm25 = row.pop("_score") / best_bm25
-        score = VECTOR_WEIGHT * similarity + (1 - VECTOR_WEIGHT) * bm25
-        candidates[row["row_id"]] = {**row, "score": score}
-    return sorted(candidates.values(), key=lambda r: r["score"], reverse=True)[:limit]
+    best_bm25 = max(bm25.values(), default=0.0) or 1.0
+    floor = min(similarities.values(), default=0.0)
+    return {
+        row: VECTOR_WEIGHT * similarities.get(row, floor)
+        + (1 - VECTOR_WEIGHT) * bm25.get(row, 0.0) / best_bm25
+        for row in similarities.keys() | bm25.keys()
+    }
+
+
+def _documents(
+    table: Table,
+    ranked: list[tuple[int, float]],
+    *,
+    n_similar: int,
+    scoring: Scoring,
+    min_score: float | None,
+) -> tuple[list[dict], bool]:
+    """The results of the best documents of ranked rows, and whether rows of
+    documents without text were dropped.
+
+    Reading a row's fields costs a read per row and column, so under
+    ``BEST_PASSAGE`` they are read a few rows at a time, until ``n_similar``
+    documents are found: a document's first row is its best.
+    """
+    if not ranked:
+        return [], False
+    step = n_similar if scoring is Scoring.BEST_PASSAGE else len(ranked)
+    passages, doc_ids, blank = [], set(), False
+    for start in range(0, len(ranked), step):
+        chunk = ranked[start : start + step]
+        rows = _fields(table, [row for row, _ in chunk])
+        for row_id, score in chunk:
+            row = rows[row_id]
+            if row[PASSAGE] == NO_TEXT_PASSAGE:
+                blank = True
+                continue
+            passages.append({**row, "score": score})
+            doc_ids.add(row[DOC_ID])
+        if scoring is Scoring.BEST_PASSAGE and (
+            len(doc_ids) >= n_similar
+            or (min_score is not None and chunk[-1][1] < min_score)
+        ):
+            break
+    ranked_docs = group_by_document(
+        passages, n_similar=n_similar, scoring=scoring, min_score=min_score
+    )
+    return [_hit(doc) for doc in ranked_docs], blank
+
+
+def _fields(table: Table, row_ids: list[int]) -> dict[int, dict]:
+    rows = table.take_row_ids(row_ids).with_row_id().select(_RESULT_FIELDS).to_list()
+    return {row.pop("_rowid"): row for row in rows}
 
 
 def group_by_document(
@@ -287,25 +315,12 @@ def group_by_document(
     return ranked[:n_similar]
 
 
-def document_hits(table: Table, ranked: list[dict]) -> list[dict]:
-    """The results of ranked documents: their fields and best passage as a snippet."""
-    if not ranked:
-        return []
-    rows = (
-        table.take_row_ids([r["row_id"] for r in ranked])
-        .with_row_id()
-        .select(_RESULT_FIELDS)
-        .to_list()
-    )
-    by_row_id = {row["_rowid"]: row for row in rows}
-    return [_hit(by_row_id[r["row_id"]], r["score"]) for r in ranked]
-
-
-def _hit(best: dict, score: float) -> dict:
+def _hit(best: dict) -> dict:
+    """A result: the document's fields, its score and its best passage as a snippet."""
     return {
         "doc_id": best[DOC_ID],
         "root_id": best["root_id"],
-        "score": score,
+        "score": best["score"],
         "snippet": best[CONTENT],
         "snippet_start": best["start"],
         "snippet_end": best["end"],

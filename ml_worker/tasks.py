@@ -27,16 +27,7 @@ from ml_worker.chunking import (
 from ml_worker.config import MLWorkerConfig
 from ml_worker.documents import Document
 from ml_worker.embedding import Embedder
-from ml_worker.search import (
-    Filters,
-    Scoring,
-    SearchMode,
-    document_hits,
-    group_by_document,
-    parse_enum,
-    passages_limit,
-    search_queries,
-)
+from ml_worker.search import Filters, Scoring, SearchMode, parse_enum, search_queries
 from ml_worker.task_client import TaskClient
 
 logger = logging.getLogger(__name__)
@@ -263,11 +254,11 @@ async def find_most_similar(
     vector_db = vector_db or deps.lifespan_vector_db()
     table = store.open_table(vector_db, project)
     return await asyncio.to_thread(
-        _search,
+        search_queries,
         table,
         queries,
-        n_similar=n_similar,
         mode=mode,
+        n_similar=n_similar,
         scoring=scoring,
         where=filters.sql(),
         min_score=min_score,
@@ -282,18 +273,3 @@ def _check_queries(queries) -> None:
     for i, query in enumerate(queries):
         if not isinstance(query, str) or not query.strip():
             raise ValueError(f"query {i} must be a non-empty string, got {query!r}")
-
-
-def _search(
-    table, queries, *, n_similar, mode, scoring, where, min_score
-) -> list[list[dict]]:
-    by_query = search_queries(
-        table, queries, mode=mode, limit=passages_limit(n_similar), where=where
-    )
-    results = []
-    for passages in by_query:
-        ranked = group_by_document(
-            passages, n_similar=n_similar, scoring=scoring, min_score=min_score
-        )
-        results.append(document_hits(table, ranked))
-    return results

@@ -15,8 +15,9 @@ from ml_worker.search import (
     Scoring,
     SearchMode,
     group_by_document,
+    nearest_passages,
     passages_limit,
-    search_passages,
+    search_queries,
 )
 
 QUERY = "the cat sat on the mat"
@@ -195,15 +196,25 @@ FILTERS = [
 async def test_filters_apply_inside_lancedb(corpus, mode, filters, expected):
     project, vector_db, _ = corpus
     table = store.open_table(vector_db, project)
-    vector = store.table_embedder(table).compute_query_embeddings([QUERY])[0]
-    unfiltered = search_passages(
-        table, QUERY, vector, mode=mode, limit=passages_limit(3)
-    )
-    assert expected not in {p["doc_id"] for p in unfiltered}  # not a post-filter
+    unfiltered = _candidate_doc_ids(table, QUERY, mode, passages_limit(3))
+    assert expected not in unfiltered  # not a post-filter of the unfiltered ones
 
     (hits,) = await _search(corpus, mode=mode, n_similar=3, **filters)
 
     assert [h["doc_id"] for h in hits] == [expected]
+
+
+def _candidate_doc_ids(table, query: str, mode: SearchMode, limit: int) -> set[str]:
+    """The documents of the passages an unfiltered search ranks."""
+    row_ids = set()
+    if mode is not SearchMode.TEXT:
+        vector = store.table_embedder(table).compute_query_embeddings([query])[0]
+        row_ids |= nearest_passages(table, vector, limit).keys()
+    if mode is not SearchMode.VECTOR:
+        by_text = table.search(query, query_type="fts").with_row_id(True).limit(limit)
+        row_ids |= set(by_text.to_arrow()["_rowid"].to_pylist())
+    rows = table.take_row_ids(sorted(row_ids)).select(["doc_id"]).to_arrow()
+    return set(rows["doc_id"].to_pylist())
 
 
 async def test_filters_combine(corpus):
@@ -213,6 +224,12 @@ async def test_filters_combine(corpus):
     assert {h["doc_id"] for h in hits} == {"attachment", "message"}
 
     (hits,) = await _search(corpus, languages=["FRENCH"], tags=["invoices"])
+    assert hits == []
+
+
+@pytest.mark.parametrize("scoring", list(Scoring))
+async def test_a_search_matching_nothing_finds_nothing(corpus, scoring):
+    (hits,) = await _search(corpus, languages=["KLINGON"], scoring=scoring.value)
     assert hits == []
 
 
@@ -305,9 +322,11 @@ def test_documents_without_text_never_take_the_places_of_passages(vector_db, mod
         rows.append(row(i, 0, v / np.linalg.norm(v), f"report number {i}"))
     table.add(rows)
 
-    passages = search_passages(table, "scan", blank, mode=mode, limit=50)
+    (hits,) = search_queries(
+        table, ["scan"], mode=mode, n_similar=10, vectors=[blank.tolist()]
+    )
 
-    assert sorted(p["doc_id"] for p in passages) == [f"d{i}" for i in range(60, 70)]
+    assert sorted(h["doc_id"] for h in hits) == [f"d{i}" for i in range(60, 70)]
 
 
 @pytest.mark.parametrize("scoring", list(Scoring))

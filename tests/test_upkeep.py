@@ -8,7 +8,12 @@ from lancedb.index import IvfSq
 
 from ml_worker import store, upkeep
 from ml_worker.config import DEFAULT_MODEL
-from ml_worker.search import SearchMode, passages_limit, search_passages
+from ml_worker.search import (
+    SearchMode,
+    nearest_passages,
+    passages_limit,
+    search_queries,
+)
 
 NDIMS = 384
 
@@ -105,11 +110,13 @@ def test_optimize_folds_new_rows_in_and_keeps_them_searchable(
     assert upkeep.ensure_indices(table) == "optimize"
     for index in (upkeep.VECTOR_INDEX, upkeep.FTS_INDEX):
         assert table.index_stats(index).num_unindexed_rows == 0
-    text = search_passages(
-        table, "zanzibar ledger", None, mode=SearchMode.TEXT, limit=5
+    (text,) = search_queries(
+        table, ["zanzibar ledger"], mode=SearchMode.TEXT, n_similar=5
     )
     assert text[0]["doc_id"] == "doc-1300"
-    vector = search_passages(table, "", new[150], mode=SearchMode.VECTOR, limit=5)
+    (vector,) = search_queries(
+        table, ["a new row"], mode=SearchMode.VECTOR, n_similar=5, vectors=[new[150]]
+    )
     assert vector[0]["doc_id"] == "doc-1350"
 
 
@@ -121,10 +128,10 @@ def test_indexed_search_recall_against_exact_search(table, small_thresholds, cen
     recalls = []
     for query in _clustered(rng, 20, centers):
         # As a search for 10 documents runs it: it fetches more passages than that.
-        ann = upkeep.tuned(table.search(query, query_type="vector"))
-        ann = ann.limit(passages_limit(10))
-        exact = table.search(query, query_type="vector").bypass_vector_index().limit(10)
-        found = {r["doc_id"] for r in ann.to_list()[:10]}
-        expected = {r["doc_id"] for r in exact.to_list()}
+        nearest = nearest_passages(table, query, passages_limit(10))
+        found = set(sorted(nearest, key=nearest.get, reverse=True)[:10])
+        exact = table.search(query, query_type="vector").distance_type("cosine")
+        exact = exact.bypass_vector_index().with_row_id(True).limit(10).to_arrow()
+        expected = set(exact["_rowid"].to_pylist())
         recalls.append(len(found & expected) / 10)
     assert np.mean(recalls) >= 0.95
