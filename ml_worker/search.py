@@ -168,7 +168,8 @@ def search_queries(
         if mode is not SearchMode.TEXT:
             similarities = nearest_passages(table, vector, limit, where)
         hits, blank = _documents(table, _ranked(similarities, bm25, mode), **grouping)
-        if blank and len(hits) < n_similar and len(similarities or ()) == limit:
+        nearest_full = similarities is not None and len(similarities) == limit
+        if blank and len(hits) < n_similar and nearest_full:
             # Passages of documents without text took places in the nearest ones:
             # look past them (see nearest_passages).
             condition = f"{_PASSAGES_ONLY} AND ({where})" if where else _PASSAGES_ONLY
@@ -190,23 +191,24 @@ def nearest_passages(
     matches nearly every row.
     """
     builder = table.search(query_vector, query_type="vector").distance_type("cosine")
-    builder = tuned(builder).with_row_id(True)
-    if where is not None:
-        builder = builder.where(where, prefilter=True)
-    rows = builder.select(["_distance"]).limit(limit).to_arrow()
+    distances = _scores_by_row(tuned(builder), "_distance", limit, where)
     # Exact: the index re-ranks its candidates on their full vectors.
-    similarities = 1.0 - rows["_distance"].to_numpy()
-    return dict(zip(rows["_rowid"].to_pylist(), similarities.tolist()))
+    return {row: 1.0 - distance for row, distance in distances.items()}
 
 
 def _by_text(table: Table, query: str, limit: int, where: str | None):
     """The BM25 scores of the query's ``limit`` best rows, by row id."""
     builder = table.search(query, query_type="fts", fts_columns=CONTENT)
+    return _scores_by_row(builder, "_score", limit, where)
+
+
+def _scores_by_row(builder, score: str, limit: int, where: str | None) -> dict:
+    """The ``score`` column of the query's ``limit`` best rows, by row id."""
     builder = builder.with_row_id(True)
     if where is not None:
         builder = builder.where(where, prefilter=True)
-    rows = builder.select(["_score"]).limit(limit).to_arrow()
-    return dict(zip(rows["_rowid"].to_pylist(), rows["_score"].to_pylist()))
+    rows = builder.select([score]).limit(limit).to_arrow()
+    return dict(zip(rows["_rowid"].to_pylist(), rows[score].to_pylist()))
 
 
 def _ranked(
