@@ -90,7 +90,7 @@ class TaskClient(ABC):
     async def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         url = f"{self._base_url}{path}"
         try:
-            res = await self._http.request(method, path, **kwargs)
+            res = await self._send(method, path, **kwargs)
         except httpx.TransportError as e:
             msg = f"task service unreachable at {url}: {e.__class__.__name__} {e}"
             raise TaskServiceUnavailable(msg) from e
@@ -108,6 +108,16 @@ class TaskClient(ABC):
             msg = f"task service refused {method} {url} ({status}){_body(res)}"
             raise TaskServiceError(msg)
         return res
+
+    async def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            if method != "GET":
+                raise
+            # The server dropped the connection, often a kept-alive one it had just
+            # closed: a read is safe to send once more, on a new connection.
+            return await self._http.request(method, path, **kwargs)
 
 
 def _body(res: httpx.Response) -> str:

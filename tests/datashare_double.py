@@ -24,7 +24,8 @@ to, and nothing more:
 What happens on creation is pluggable: ``on_create(task, group)`` is called with the
 stored task JSON after it is stored, so a test can forward the task to a real task
 service or change the stored task. ``fail_next(status, body)`` makes the next request
-answer with that status, as a failing server would.
+answer with that status, as a failing server would; ``drop_next()`` makes the server
+close the next request's connection without answering.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class DatashareDouble:
 
     tasks: dict[str, dict] = field(init=False, default_factory=dict)
     requests: list[RecordedRequest] = field(init=False, default_factory=list)
-    _failures: list[tuple[int, str]] = field(init=False, default_factory=list)
+    _failures: list[tuple[int | None, str]] = field(init=False, default_factory=list)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = field(init=False, default=None)
 
@@ -92,6 +93,10 @@ class DatashareDouble:
     def fail_next(self, status: int, body: str = "") -> None:
         with self._lock:
             self._failures.append((status, body))
+
+    def drop_next(self) -> None:
+        with self._lock:
+            self._failures.append((None, ""))
 
     def complete(self, task_id: str, value: Any) -> None:
         """The task is done with this result, as after a worker's result event."""
@@ -157,6 +162,9 @@ def _handler_for(double: DatashareDouble) -> type[BaseHTTPRequestHandler]:
             with double._lock:
                 double.requests.append(request)
                 failure = double._failures.pop(0) if double._failures else None
+            if failure is not None and failure[0] is None:
+                self.close_connection = True  # dropped: no answer at all
+                return
             if failure is not None:
                 self._send(failure[0], failure[1], "text/plain")
                 return

@@ -270,6 +270,21 @@ async def test_500_names_the_failure_and_the_url(client, datashare):
     assert "NullPointerException" in message
 
 
+async def test_a_dropped_connection_is_retried_for_a_read(client, datashare):
+    datashare.drop_next()
+
+    assert await client.get_tasks() == []
+    assert [r.method for r in datashare.requests] == ["GET", "GET"]
+
+
+async def test_a_dropped_create_is_not_sent_again(client, datashare):
+    datashare.drop_next()
+
+    with pytest.raises(TaskServiceUnavailable, match="unreachable"):
+        await client.create_task("ping", {}, group="PYTHON")
+    assert [r.method for r in datashare.requests] == ["PUT"]
+
+
 async def test_a_failing_create_callback_answers_500(datashare):
     def refuse(task, group):
         raise RuntimeError(f"no worker for group {group}")
