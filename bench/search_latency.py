@@ -50,7 +50,7 @@ from ml_worker.search import nearest_passages, passages_limit  # noqa: E402
 PROJECT = "bench-search"
 CACHE_DIR = Path(".ml-worker/bench")
 # Bump when the generated data changes, so stale cached tables are not reused.
-DATA_VERSION = 3
+DATA_VERSION = 4
 NDIMS = 384
 ROWS_PER_TOPIC = 500
 TOPIC_NOISE = 1.0
@@ -92,12 +92,17 @@ class Corpus:
         texts = self.texts(rng, n)
         rows = np.arange(first, first + n)
         lengths = np.array([len(t) for t in texts], dtype=np.int64)
+        # A document's passages follow one another: each starts after the last.
+        starts = np.zeros(n, dtype=np.int64)
+        for k in range(1, n):
+            if rows[k] % PASSAGES_PER_DOC:
+                starts[k] = starts[k - 1] + lengths[k - 1] + 1
         return {
             store.DOC_ID: [f"doc-{i // PASSAGES_PER_DOC:07d}" for i in rows],
             "root_id": [f"doc-{i // PASSAGES_PER_DOC:07d}" for i in rows],
             store.PASSAGE: (rows % PASSAGES_PER_DOC).astype(np.int32),
-            "start": np.zeros(n, dtype=np.int64),
-            "end": lengths,
+            "start": starts,
+            "end": starts + lengths,
             store.CONTENT: texts,
             store.VECTOR: self.vectors(rng, n),
             "path": [f"/bench/doc-{i // PASSAGES_PER_DOC:07d}.txt" for i in rows],
