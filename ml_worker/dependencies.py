@@ -55,8 +55,10 @@ def setup_embedding(**_) -> None:
         import torch
 
         torch.set_num_threads(config.torch_threads)
-    # Loaded now, once per process: the first task does not wait for it.
+    embedding.use_query_encoder(config.query_encoder)
+    # Loaded now, once per process: the first task does not wait for them.
     embedding.process_model(config.model)
+    embedding.process_query_encoder(config.model)
 
 
 async def setup_es_client(**_) -> None:

@@ -4,22 +4,29 @@ LanceDB stores the function's settings in the table's metadata and rebuilds it w
 the table is opened, so the table itself knows how to embed rows and queries. Only the
 model id is stored: the device and the precision are chosen by the process that opens
 the table, and a packaged model id is resolved to its files at run time, never stored
-as a path.
+as a path. On a CPU, queries are embedded by an ONNX export of the model
+(``query_encoder``), documents by the model itself.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 
 import numpy as np
 from lancedb.embeddings import register
 from lancedb.embeddings.sentence_transformers import SentenceTransformerEmbeddings
 from sentence_transformers import SentenceTransformer
 
+from ml_worker.query_encoder import QueryEncoder, onnx_query_encoder
+
+logger = logging.getLogger(__name__)
+
 EMBEDDING_FUNCTION_NAME = "ml-worker-sentence-transformers"
 
 _device = "auto"
 _precision = "auto"
+_query_encoder = "auto"
 
 
 def _packaged_models() -> dict[str, str]:
@@ -45,6 +52,14 @@ def use_device(device: str, precision: str = "auto") -> None:
     ``precision`` (`auto`: bfloat16 where the device computes it natively)."""
     global _device, _precision  # pylint: disable=global-statement
     _device, _precision = device, precision
+
+
+def use_query_encoder(kind: str) -> None:
+    """Embed this process's queries with ``kind``: `onnx` (ONNX Runtime), `torch`
+    (the model itself) or `auto` (ONNX Runtime when the model runs on the CPU)."""
+    global _query_encoder  # pylint: disable=global-statement
+    _query_encoder = kind
+    process_query_encoder.cache_clear()
 
 
 def resolve_device() -> str:
@@ -125,17 +140,48 @@ class Embedder(SentenceTransformerEmbeddings):
         vectors = self.embedding_model.encode(
             list(texts), batch_size=self.batch_size, convert_to_numpy=True
         )
-        if self.normalize:
-            # In float32: a bfloat16 model's own normalization is off by up to 0.2%.
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.maximum(norms, 1e-12)
-        return vectors.tolist()
+        return self._normalized(vectors).tolist()
+
+    def compute_query_embeddings(self, query, *args, **kwargs) -> list:
+        encoder = process_query_encoder(self.name)
+        if encoder is None:
+            return super().compute_query_embeddings(query, *args, **kwargs)
+        return self._normalized(encoder.encode(self.sanitize_input(query))).tolist()
+
+    def _normalized(self, vectors: np.ndarray) -> np.ndarray:
+        if not self.normalize:
+            return vectors
+        # In float32: a bfloat16 model's own normalization is off by up to 0.2%.
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
 
 
 def process_model(model: str) -> SentenceTransformer:
     """``model`` on this process's device, in its precision."""
     device = resolve_device()
     return load_model(model, device, resolve_precision(device))
+
+
+@functools.lru_cache(maxsize=4)
+def process_query_encoder(model: str) -> QueryEncoder | None:
+    """This process's ONNX encoder of ``model``'s queries, or None when the model
+    itself embeds them."""
+    import torch
+
+    on_cpu = resolve_device() == "cpu"
+    if _query_encoder == "torch" or (_query_encoder == "auto" and not on_cpu):
+        return None
+    try:
+        return onnx_query_encoder(
+            resolve_model(model), process_model(model), threads=torch.get_num_threads()
+        )
+    # Exporting can fail in many ways (a model torch.export cannot trace, a missing
+    # package...); under `auto` the model itself still embeds the queries.
+    except Exception as e:  # pylint: disable=broad-exception-caught
+        if _query_encoder == "onnx":
+            raise
+        logger.warning("queries of %s are embedded by torch, not ONNX: %s", model, e)
+        return None
 
 
 def embedder(model: str, batch_size: int = 64) -> Embedder:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from ml_worker import embedding
+from ml_worker import query_encoder as query_encoder_module
 from ml_worker.config import DEFAULT_MODEL
 
 
@@ -67,3 +68,53 @@ def test_vectors_are_unit_length_in_bfloat16_too(precision, monkeypatch):
     vectors = embedding.embedder(DEFAULT_MODEL).compute_query_embeddings(TEXTS)
 
     assert np.linalg.norm(vectors, axis=1) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.fixture
+def query_encoder(monkeypatch):
+    """Set this process's query encoder for one test, and put the setting back."""
+    monkeypatch.setattr(embedding, "_device", "cpu")
+    yield embedding.use_query_encoder
+    embedding.use_query_encoder("auto")
+
+
+def test_onnx_query_vectors_agree_with_the_model(query_encoder):
+    query_encoder("onnx")
+    assert embedding.process_query_encoder(DEFAULT_MODEL) is not None
+    # From one token to more than the model reads (its export takes any length).
+    queries = ["tax", *TEXTS, " ".join(TEXTS * 40)]
+    fast = embedding.embedder(DEFAULT_MODEL).compute_query_embeddings(queries)
+    exact = embedding.load_model(DEFAULT_MODEL, "cpu", "float32").encode(queries)
+
+    assert np.linalg.norm(fast, axis=1) == pytest.approx(1.0, abs=1e-5)
+    assert (_unit(exact) * _unit(fast)).sum(axis=1).min() >= 0.99
+
+
+def test_torch_query_encoder_is_the_model_itself(query_encoder):
+    query_encoder("torch")
+    assert embedding.process_query_encoder(DEFAULT_MODEL) is None
+
+
+def test_model_export_is_cached_on_disk(query_encoder, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    query_encoder("onnx")
+    assert embedding.process_query_encoder(DEFAULT_MODEL) is not None
+    assert list(tmp_path.rglob("*.onnx"))
+
+    def no_export(*_):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(query_encoder_module, "_export", no_export)
+    query_encoder("onnx")  # a new process's encoder, from the cached export
+    assert embedding.process_query_encoder(DEFAULT_MODEL) is not None
+
+
+def test_an_export_that_disagrees_is_not_used(query_encoder, monkeypatch, caplog):
+    monkeypatch.setattr(query_encoder_module, "MIN_AGREEMENT", 1.01)
+    query_encoder("auto")
+    assert embedding.process_query_encoder(DEFAULT_MODEL) is None
+    assert "disagrees with the model" in caplog.text
+
+    query_encoder("onnx")  # asked for explicitly: a clear error
+    with pytest.raises(ValueError, match="disagrees with the model"):
+        embedding.process_query_encoder(DEFAULT_MODEL)
