@@ -75,9 +75,11 @@ ENV PATH=/app/.venv/bin:$PATH \
 USER worker
 WORKDIR /home/worker
 
-# Fails the build if the packaged model does not load offline.
-RUN python -c "from ml_worker.embedding import load_model; \
-load_model('sentence-transformers/all-MiniLM-L6-v2', 'cpu')"
+# Fails the build if the packaged model does not load offline. Its ONNX export for
+# queries is made here too, in the worker's cache: workers load it, never export it.
+RUN python -c "from ml_worker import embedding; \
+embedding.use_device('cpu'); embedding.use_query_encoder('onnx'); \
+embedding.process_query_encoder('sentence-transformers/all-MiniLM-L6-v2')"
 
 VOLUME /data/vectors
 
