@@ -30,7 +30,7 @@ from ml_worker.local_stack import (
     wait_for_workers,
     worker_pool,
 )
-from ml_worker.tasks import passages_of
+from ml_worker.tasks import create_vectorization_tasks, passages_of
 from ml_worker.task_client import ICIJTaskClient
 from tests.corpus import datashare_corpus, filler
 from tests.faults import TcpProxy
@@ -175,18 +175,50 @@ async def test_rerun_embeds_only_new_and_changed_and_drops_deleted(
 
 
 async def test_elasticsearch_outage_mid_run(stack, es, client, project):
-    children = await _start_a_run_of_slow_batches(es, client, project)
-    await _cut_off(stack.proxy, seconds=8)
+    """Batches that meet an outage wait for Elasticsearch and then complete.
+
+    Batches take well under a second, so an outage started from outside would
+    often come after the run. Instead pool "b" is frozen while the run's tasks are
+    created: the batches the broker hands it wait there until Elasticsearch is cut
+    off, while pool "a" writes others before the outage.
+    """
+    failed = f"Elasticsearch at {stack.proxy.url} failed"
+    failures_before = stack.worker_logs().count(failed)
+    await _seed_long_docs(es, project)
+    frozen = stack.pools[1]
+    os.killpg(frozen.pid, signal.SIGSTOP)
+    try:
+        # Run here rather than as a task, which the broker might hand to pool "b".
+        children = await create_vectorization_tasks(
+            project,
+            batch_size=2,
+            config=MLWorkerConfig(**stack.config),
+            es_client=es,
+            task_client=client,
+            vector_db=store.connect(stack.config["vector_db_uri"]),
+        )
+        await _wait_state(client, children, TaskState.DONE, at_least=1)
+        stack.proxy.stop()
+    finally:
+        os.killpg(frozen.pid, signal.SIGCONT)
+    try:
+        await _wait_for_log(stack, failed, more_than=failures_before, timeout_s=30)
+        await asyncio.sleep(2)
+    finally:
+        stack.proxy.start()
     await wait_done(client, children)
     await _assert_table_exact(stack, es, project)
-    assert f"Elasticsearch at {stack.proxy.url} failed" in stack.worker_logs()
+
+
+async def _seed_long_docs(es, project) -> None:
+    rng = random.Random(11)
+    long_docs = {f"doc-{i:04d}": filler(rng, 60) for i in range(48)}
+    await _seed(es, project, 60, special=long_docs)
 
 
 async def _start_a_run_of_slow_batches(es, client, project) -> list[str]:
     """A run's batch tasks, once the first is done and the others pending."""
-    rng = random.Random(11)
-    long_docs = {f"doc-{i:04d}": filler(rng, 60) for i in range(48)}
-    await _seed(es, project, 60, special=long_docs)
+    await _seed_long_docs(es, project)
     children = await run_task(
         client, "create_vectorization_tasks", {"project": project, "batch_size": 2}
     )
@@ -309,7 +341,7 @@ async def test_cancelling_the_fan_out_stops_it(stack, es, client, project):
         {"project": project, "batch_size": 1},
         group="PYTHON",
     )
-    await _wait_running(client, [parent], at_least=1)
+    await _wait_state(client, [parent], TaskState.RUNNING, at_least=1)
     await asyncio.sleep(2)
     await client.cancel_task(parent)
     states = await wait_ended(client, [parent])
@@ -335,7 +367,7 @@ async def test_a_worker_killed_mid_batch(stack, es, client, project):
         client, "create_vectorization_tasks", {"project": project, "batch_size": 2}
     )
     # Pool "a" has two workers: with three batches running, one runs in pool "b".
-    await _wait_running(client, children, at_least=3)
+    await _wait_state(client, children, TaskState.RUNNING, at_least=3)
     victim = stack.pools[1]
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
@@ -344,10 +376,18 @@ async def test_a_worker_killed_mid_batch(stack, es, client, project):
     await _assert_table_exact(stack, es, project)
 
 
-async def _wait_running(client, task_ids, *, at_least: int) -> None:
-    for _ in range(600):
-        states = [(await client.get_task(t)).state for t in task_ids]
-        if states.count(TaskState.RUNNING) >= at_least:
+async def _wait_for_log(stack, line: str, *, more_than: int, timeout_s: float) -> None:
+    for _ in range(int(timeout_s * 10)):
+        if stack.worker_logs().count(line) > more_than:
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"never {at_least} tasks running at once")
+    raise AssertionError(f"workers never logged {line!r} in {timeout_s}s")
+
+
+async def _wait_state(client, task_ids, state: TaskState, *, at_least: int) -> None:
+    for _ in range(600):
+        states = [(await client.get_task(t)).state for t in task_ids]
+        if states.count(state) >= at_least:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never {at_least} tasks {state.value} at once")
