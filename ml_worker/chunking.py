@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tokenizers import models
 from transformers import PreTrainedTokenizerBase
 
 # Passage length and overlap, in model tokens (bench.quality, docs/retrieval.md):
@@ -46,15 +47,19 @@ def split_passages(
     if not 0 <= overlap_tokens < window // 2:
         raise ValueError(f"overlap must be in [0, {window // 2}), got {overlap_tokens}")
     offsets, word_starts = _tokens(content, tokenizer)
+    words_alone = _tokenizes_words_alone(tokenizer)
     passages = []
     first = 0
     while first < len(offsets):
         last = _passage_end(word_starts, first, window)
         start, end = offsets[first][0], offsets[last - 1][1]
         text = content[start:end]
-        while last - first > 1 and _n_tokens(text, tokenizer) > window:
-            # Cut inside a word longer than the window: its pieces re-tokenize
-            # differently, so give back tokens until the text fits.
+        # Whole words re-tokenize to the tokens they were cut from when the tokenizer
+        # reads each word alone. Otherwise (a word cut in pieces, a tokenizer that
+        # reads across words) the text may need more: give back tokens until it fits.
+        whole_words = word_starts[first] and (last == len(offsets) or word_starts[last])
+        exact = words_alone and whole_words
+        while not exact and last - first > 1 and _n_tokens(text, tokenizer) > window:
             last -= 1
             end = offsets[last - 1][1]
             text = content[start:end]
@@ -80,6 +85,14 @@ def _tokens(content: str, tokenizer) -> tuple[list[tuple[int, int]], list[bool]]
         i == 0 or w is None or w != word_ids[i - 1] for i, w in enumerate(word_ids)
     ]
     return offsets, starts
+
+
+def _tokenizes_words_alone(tokenizer) -> bool:
+    """Whether each word's tokens depend on that word alone, as WordPiece's do: a
+    passage of whole words then re-tokenizes to the very tokens it was cut from,
+    and re-tokenizing it to check (a third of the splitting's time) is not needed."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and isinstance(backend.model, models.WordPiece)
 
 
 def _n_tokens(text: str, tokenizer) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ml_worker import chunking
 from ml_worker.chunking import (
     PASSAGE_OVERLAP_TOKENS,
     PASSAGE_TOKENS,
@@ -111,6 +112,24 @@ def test_a_word_longer_than_a_passage_is_cut_and_still_fits(tokenizer):
     assert len(passages) > 1
     _check(content, passages, tokenizer, 32)
     assert passages[-1].text.endswith("end")
+
+
+def test_whole_word_passages_skip_the_check_and_come_out_the_same(
+    tokenizer, monkeypatch
+):
+    """WordPiece reads each word alone: its passages of whole words need no check."""
+    assert chunking._tokenizes_words_alone(tokenizer)
+    pieces = [
+        _long_text(300), "Café naïve façade, l'été!", "日本語のテキスト", "🙂 ok",
+        "x9" * 60, "e-mail: a.b@c.d (2019-03-04)", "nul\x00 bell\x07 tab\t",
+    ]
+    content = " ".join(pieces * 6)
+    fast = split_passages(content, tokenizer, max_tokens=64, overlap_tokens=8)
+    monkeypatch.setattr(chunking, "_tokenizes_words_alone", lambda _: False)
+    checked = split_passages(content, tokenizer, max_tokens=64, overlap_tokens=8)
+
+    assert fast == checked
+    _check(content, fast, tokenizer, 64)
 
 
 @pytest.mark.parametrize("overlap", [-1, 15, 100])
