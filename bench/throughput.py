@@ -192,9 +192,9 @@ async def end_to_end(
     """The figures of the median of ``runs`` runs, each compared to the ceiling
     measured right before and right after it.
 
-    This machine's speed drifts by up to a third over minutes (other machines share
-    its host): the ceiling of the moment is compared, and the median of several runs
-    is kept. Every run after the first rebuilds the project's table.
+    A machine sharing its host with others can change speed by a third within
+    minutes: the ceiling of the moment is compared, and the median of several runs
+    kept. Every run after the first rebuilds the project's table.
     """
     rabbitmq, postgres = RabbitMQ(), Postgres()
     rabbitmq.check()
