@@ -24,6 +24,12 @@ logger = logging.getLogger(__name__)
 
 EMBEDDING_FUNCTION_NAME = "ml-worker-sentence-transformers"
 
+# Each new input shape makes torch's CPU kernels build and cache code for it: padded
+# only to its longest passage, every batch was a new shape, and a worker's memory
+# grew with the passages it embedded (+430 MiB over 1,200 documents). Padded to a
+# multiple of 32 tokens, a model of 256 tokens sees 8 widths; no slower, measured.
+PAD_TO_MULTIPLE_OF = 32
+
 _device = "auto"
 _precision = "auto"
 _query_encoder = "auto"
@@ -138,9 +144,17 @@ class Embedder(SentenceTransformerEmbeddings):
 
     def generate_embeddings(self, texts) -> list:
         vectors = self.embedding_model.encode(
-            list(texts), batch_size=self.batch_size, convert_to_numpy=True
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            processing_kwargs={"text": {"pad_to_multiple_of": self._padding()}},
         )
         return self._normalized(vectors).tolist()
+
+    def _padding(self) -> int | None:
+        # Never wider than the model reads: its position embeddings may end there.
+        fits = self.max_tokens % PAD_TO_MULTIPLE_OF == 0
+        return PAD_TO_MULTIPLE_OF if fits else None
 
     def compute_query_embeddings(self, query, *args, **kwargs) -> list:
         encoder = process_query_encoder(self.name)

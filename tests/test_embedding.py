@@ -70,6 +70,27 @@ def test_vectors_are_unit_length_in_bfloat16_too(precision, monkeypatch):
     assert np.linalg.norm(vectors, axis=1) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_passages_reach_the_model_padded_to_a_few_widths():
+    # A bounded set of input shapes keeps torch's per-shape kernel caches, and so
+    # a worker's memory, from growing with every batch.
+    function = embedding.embedder(DEFAULT_MODEL, batch_size=2)
+    model = function.embedding_model
+    widths = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args: widths.append(args[0]["input_ids"].shape[1])
+    )
+    texts = [" ".join(["word"] * n) for n in (3, 40, 70, 250)]
+    try:
+        vectors = function.compute_source_embeddings(texts)
+    finally:
+        hook.remove()
+
+    # Unpadded, the two batches (longest first) would be 252 and 42 tokens wide.
+    assert sorted(widths) == [64, 256]
+    unpadded = model.encode(texts, batch_size=2)
+    assert (_unit(vectors) * _unit(unpadded)).sum(axis=1).min() >= 0.9999
+
+
 @pytest.fixture
 def query_encoder(monkeypatch):
     """Set this process's query encoder for one test, and put the setting back."""
