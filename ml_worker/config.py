@@ -16,6 +16,9 @@ from pydantic import Field, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Bounds of LanceDB's caches in each process (its own defaults: 6 GiB and 1 GiB).
+VECTOR_DB_INDEX_CACHE_MB = 1024
+VECTOR_DB_METADATA_CACHE_MB = 256
 
 
 class TaskServiceKind(str, Enum):
@@ -77,6 +80,15 @@ class MLWorkerConfig(BaseSettings):
     vector_db_uri: str = Field(
         default="data/vectors",
         description="LanceDB database: a local directory or any LanceDB URI",
+    )
+    vector_db_index_cache_mb: PositiveInt = Field(
+        default=VECTOR_DB_INDEX_CACHE_MB,
+        description="Memory each process may keep of the tables' indices: searches"
+        " and writes re-read less from disk",
+    )
+    vector_db_metadata_cache_mb: PositiveInt = Field(
+        default=VECTOR_DB_METADATA_CACHE_MB,
+        description="Memory each process may keep of the tables' metadata",
     )
     model: str = Field(
         default=DEFAULT_MODEL,

@@ -88,7 +88,12 @@ async def teardown_task_client(exc_type=None, exc_value=None, tb=None) -> None:
 
 def setup_vector_db(**_) -> None:
     global _VECTOR_DB
-    _VECTOR_DB = store.connect(lifespan_config().vector_db_uri)
+    config = lifespan_config()
+    _VECTOR_DB = store.connect(
+        config.vector_db_uri,
+        index_cache_mb=config.vector_db_index_cache_mb,
+        metadata_cache_mb=config.vector_db_metadata_cache_mb,
+    )
 
 
 def teardown_vector_db(*_) -> None:

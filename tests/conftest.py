@@ -13,6 +13,7 @@ import uuid
 # Before any Hugging Face import: tests never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import lancedb  # noqa: E402
 import pytest  # noqa: E402
 from elasticsearch import AsyncElasticsearch  # noqa: E402
 
@@ -50,6 +51,21 @@ def project() -> str:
 @pytest.fixture
 def vector_db(tmp_path):
     return store.connect(str(tmp_path / "vectors"))
+
+
+@pytest.fixture
+def lancedb_sessions(monkeypatch) -> list:
+    """The LanceDB sessions (a connection's caches) created during a test, each
+    with the sizes it was given."""
+    sessions, session_type = [], lancedb.Session
+
+    def recorded_session(**sizes):
+        session = session_type(**sizes)
+        sessions.append((sizes, session))
+        return session
+
+    monkeypatch.setattr(lancedb, "Session", recorded_session)
+    return sessions
 
 
 @pytest.fixture

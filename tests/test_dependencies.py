@@ -22,6 +22,21 @@ async def test_lifespan_sets_up_and_tears_down(monkeypatch, es_url, tmp_path):
         dependencies.lifespan_es_client()
 
 
+async def test_vector_db_caches_are_bounded_by_the_settings(
+    monkeypatch, lancedb_sessions, es_url, tmp_path
+):
+    from ml_worker.app import app
+
+    monkeypatch.setenv("ML_WORKER_ES_ADDRESS", es_url)
+    monkeypatch.setenv("ML_WORKER_VECTOR_DB_URI", str(tmp_path / "vectors"))
+    monkeypatch.setenv("ML_WORKER_VECTOR_DB_INDEX_CACHE_MB", "7")
+    monkeypatch.setenv("ML_WORKER_VECTOR_DB_METADATA_CACHE_MB", "3")
+    async with app.lifetime_dependencies(worker_config=None, worker_id="w"):
+        pass
+    ((sizes, _),) = lancedb_sessions
+    assert sizes == {"index_cache_size_bytes": 7 << 20, "metadata_cache_size_bytes": 3 << 20}
+
+
 async def test_secrets_stay_out_of_logs_and_errors(monkeypatch, caplog, tmp_path):
     from ml_worker import documents
     from ml_worker.app import app

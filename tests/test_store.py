@@ -103,3 +103,20 @@ def test_concurrent_writes_of_the_same_documents_leave_each_passage_once(tmp_pat
     table = store.open_table(store.connect(uri), "p")
     keys = [(r["doc_id"], r["passage"]) for r in table.search().limit(None).to_list()]
     assert sorted(keys) == sorted((r["doc_id"], r["passage"]) for r in rows)
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+def test_a_connection_bounds_its_caches(tmp_path, lancedb_sessions, bounded):
+    # Each write commits versions whose metadata LanceDB caches: without a bound,
+    # a worker's memory would grow with every batch it writes.
+    limits = {"index_cache_mb": 1, "metadata_cache_mb": 1} if bounded else {}
+    db = store.connect(str(tmp_path / "vectors"), **limits)
+    table = store.open_or_create_table(db, "p", model=DEFAULT_MODEL, embed_batch_size=8)
+    for batch in range(60):
+        row = dict(doc_id=f"d{batch}", root_id=None, passage=0, start=0, end=1,
+                   content=f"document {batch}", path=None, title=None,
+                   content_type=None, language=None, tags=[])
+        store.replace_documents(table, [row["doc_id"]], [row])
+
+    ((_, session),) = lancedb_sessions
+    assert (session.size_bytes <= 2 * 2**20) is bounded
