@@ -88,12 +88,7 @@ async def teardown_task_client(exc_type=None, exc_value=None, tb=None) -> None:
 
 def setup_vector_db(**_) -> None:
     global _VECTOR_DB
-    config = lifespan_config()
-    _VECTOR_DB = store.connect(
-        config.vector_db_uri,
-        index_cache_mb=config.vector_db_index_cache_mb,
-        metadata_cache_mb=config.vector_db_metadata_cache_mb,
-    )
+    _VECTOR_DB = store.connect_from(lifespan_config())
 
 
 def teardown_vector_db(*_) -> None:

@@ -18,7 +18,11 @@ from lancedb.embeddings import EmbeddingFunctionConfig
 from lancedb.index import FTS
 from lancedb.table import Table
 
-from ml_worker.config import VECTOR_DB_INDEX_CACHE_MB, VECTOR_DB_METADATA_CACHE_MB
+from ml_worker.config import (
+    VECTOR_DB_INDEX_CACHE_MB,
+    VECTOR_DB_METADATA_CACHE_MB,
+    MLWorkerConfig,
+)
 from ml_worker.embedding import Embedder, embedder
 
 CONTENT = "content"
@@ -90,7 +94,7 @@ def connect(
 
     Unbounded, a worker's memory would grow with the projects it writes: every
     version a write commits (two a batch) leaves its manifest, which lists all the
-    table's fragments, in the metadata cache: 140 MiB after 450 batches of one
+    table's fragments, in the metadata cache: 142 MiB after 450 batches of one
     project. A search of a million passages keeps about 220 MiB of index data.
     """
     session = lancedb.Session(
@@ -98,6 +102,15 @@ def connect(
         metadata_cache_size_bytes=metadata_cache_mb * _MIB,
     )
     return lancedb.connect(uri, session=session)
+
+
+def connect_from(config: MLWorkerConfig) -> lancedb.DBConnection:
+    """The database of these settings, with their cache bounds."""
+    return connect(
+        config.vector_db_uri,
+        index_cache_mb=config.vector_db_index_cache_mb,
+        metadata_cache_mb=config.vector_db_metadata_cache_mb,
+    )
 
 
 def open_or_create_table(

@@ -96,7 +96,7 @@ def _check_vector_store(config: MLWorkerConfig) -> Check:
     from ml_worker import store
 
     try:
-        names = store.connect(config.vector_db_uri).table_names(limit=None)
+        names = store.connect_from(config).table_names(limit=None)
     except Exception as e:  # pylint: disable=broad-except
         return Check("vector store", config.vector_db_uri, False, one_line(e))
     return Check(
@@ -117,7 +117,7 @@ class ProjectTable:
 def project_tables(config: MLWorkerConfig) -> list[ProjectTable]:
     from ml_worker import store
 
-    db = store.connect(config.vector_db_uri)
+    db = store.connect_from(config)
     return [_describe_table(db, name) for name in sorted(db.table_names(limit=None))]
 
 
