@@ -87,10 +87,15 @@ class TaskClient(ABC):
     @abstractmethod
     async def cancel_task(self, task_id: str) -> None: ...
 
-    async def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+    async def _request(
+        self, method: str, path: str, *, idempotent: bool = False, **kwargs
+    ) -> httpx.Response:
+        """``idempotent``: the request only reads, as every GET does, so it may be
+        sent again."""
         url = f"{self._base_url}{path}"
         try:
-            res = await self._send(method, path, **kwargs)
+            idempotent = idempotent or method == "GET"
+            res = await self._send(method, path, idempotent, **kwargs)
         except httpx.TransportError as e:
             msg = f"task service unreachable at {url}: {e.__class__.__name__} {e}"
             raise TaskServiceUnavailable(msg) from e
@@ -109,14 +114,17 @@ class TaskClient(ABC):
             raise TaskServiceError(msg)
         return res
 
-    async def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
+    async def _send(
+        self, method: str, path: str, idempotent: bool, **kwargs
+    ) -> httpx.Response:
         try:
             return await self._http.request(method, path, **kwargs)
         except (httpx.ReadError, httpx.RemoteProtocolError):
-            if method != "GET":
+            if not idempotent:
                 raise
             # The server dropped the connection, often a kept-alive one it had just
-            # closed: a read is safe to send once more, on a new connection.
+            # closed (icij-worker's service closes it after each 500): a read is safe
+            # to send once more, on a new connection.
             return await self._http.request(method, path, **kwargs)
 
 
@@ -165,7 +173,10 @@ class ICIJTaskClient(TaskClient):
         return [ErrorEvent.model_validate(e) for e in res.json()]
 
     async def get_tasks(self, name: str | None = None) -> list[Task]:
-        res = await self._request("POST", "/api/tasks", json={"name": name})
+        # A query, sent as a POST.
+        res = await self._request(
+            "POST", "/api/tasks", idempotent=True, json={"name": name}
+        )
         tasks = [Task.model_validate(t) for t in res.json()]
         # The service ignores the name it is given.
         return [t for t in tasks if name is None or t.name == name]
