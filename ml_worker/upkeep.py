@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from lancedb.index import Bitmap, BTree, IvfRq, LabelList
 from lancedb.table import Table
@@ -36,6 +37,12 @@ ROWS_PER_PARTITION = 2_000
 # Unindexed rows are scanned on every query: fold them in past this share of rows.
 MAX_UNINDEXED_SHARE = 0.05
 MIN_UNINDEXED_TO_OPTIMIZE = 5_000
+# ``optimize`` rewrites the table's small fragments and its full-text index, then
+# deletes the files that only versions older than this still use. LanceDB's default
+# keeps 7 days of versions, so the disk held every rewrite of a growing project: 8
+# optimizes of a table of 41,000 rows left 349 MB on disk for 63 MB of rows. Readers
+# hold a version for seconds (a search, a batch): an hour leaves them ample time.
+KEEP_OLD_VERSIONS = timedelta(hours=1)
 
 _RETRIES = 5
 
@@ -102,7 +109,7 @@ def _ensure_indices(table: Table) -> str | None:
     unindexed = max(_unindexed_rows(table, name) for name in (VECTOR_INDEX, FTS_INDEX))
     if unindexed >= max(MIN_UNINDEXED_TO_OPTIMIZE, MAX_UNINDEXED_SHARE * n_rows):
         started = time.monotonic()
-        table.optimize()
+        table.optimize(cleanup_older_than=KEEP_OLD_VERSIONS)
         logger.info(
             "table %s: %s unindexed rows folded into its indices in %.1fs",
             table.name,

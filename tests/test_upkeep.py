@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
 from lancedb.index import IvfSq
@@ -135,3 +137,24 @@ def test_indexed_search_recall_against_exact_search(table, small_thresholds, cen
         expected = set(exact["_rowid"].to_pylist())
         recalls.append(len(found & expected) / 10)
     assert np.mean(recalls) >= 0.95
+
+
+@pytest.mark.parametrize(
+    "keep, kept", [(upkeep.KEEP_OLD_VERSIONS, True), (timedelta(milliseconds=1), False)]
+)
+def test_optimize_deletes_the_versions_it_supersedes_once_old(
+    table, small_thresholds, centers, monkeypatch, keep, kept
+):
+    monkeypatch.setattr(upkeep, "KEEP_OLD_VERSIONS", keep)
+    rng = np.random.default_rng(1)
+    _add(table, _clustered(rng, 1_200, centers), 0)
+    while upkeep.ensure_indices(table) is not None:
+        pass
+    for first in range(1_200, 1_500, 50):
+        _add(table, _clustered(rng, 50, centers), first)
+    versions = len(table.list_versions())
+
+    assert upkeep.ensure_indices(table) == "optimize"
+    assert (len(table.list_versions()) > versions) is kept
+    assert table.count_rows() == 1_500
+    assert len(table.search(None).limit(None).to_arrow()) == 1_500
