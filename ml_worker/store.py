@@ -171,7 +171,6 @@ def table_model(table: Table) -> str:
     return table_embedder(table).name
 
 
-
 def replace_documents(table: Table, doc_ids: list[str], rows: list[dict]) -> None:
     """Make ``rows`` the only passages of these documents.
 
