@@ -93,8 +93,8 @@ class TaskClient(ABC):
         """``idempotent``: the request only reads, as every GET does, so it may be
         sent again."""
         url = f"{self._base_url}{path}"
+        idempotent = idempotent or method == "GET"
         try:
-            idempotent = idempotent or method == "GET"
             res = await self._send(method, path, idempotent, **kwargs)
         except httpx.TransportError as e:
             msg = f"task service unreachable at {url}: {e.__class__.__name__} {e}"
