@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,8 +185,13 @@ def worker_pool(
     rabbitmq: RabbitMQ,
     vhost: str,
     ml_worker_config: dict,
+    wrap: Callable[[list[str]], list[str]] | None = None,
 ):
-    """``n_workers`` worker processes consuming the PYTHON task group."""
+    """``n_workers`` worker processes consuming the PYTHON task group.
+
+    ``wrap`` turns the pool's command into the one to run (e.g. inside a network
+    namespace).
+    """
     app_config_path = workdir / "ml-worker.json"
     app_config_path.write_text(json.dumps(ml_worker_config, indent=2))
     worker_config = {
@@ -208,6 +214,8 @@ def worker_pool(
         str(config_path),
     ]
     env = {"ICIJ_WORKER_TYPE": "amqp", "HF_HUB_OFFLINE": "1"}
+    if wrap is not None:
+        cmd = wrap(cmd)
     with _process(cmd, workdir / "workers.log", env=env) as process:
         yield process
 

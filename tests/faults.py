@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
+from collections.abc import Callable
+
+# A trap's action: called with the client's (host, port) before its connection is cut.
+TrapAction = Callable[[tuple[str, int]], None]
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target; ``stop`` cuts it as if it crashed.
+    """Forwards <listen_host>:<port> to a target; ``stop`` cuts it as if it crashed.
 
     Stopping closes the listening socket and every open connection; ``start``
     listens again on the same port, so clients configured with the proxy's address
     see their server go away and come back.
     """
 
-    def __init__(self, target_host: str, target_port: int, port: int):
+    def __init__(
+        self, target_host: str, target_port: int, port: int, *, listen_host="127.0.0.1"
+    ):
         self._target = (target_host, target_port)
-        self.port = port
+        self.host, self.port = listen_host, port
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._trap: tuple[re.Pattern[bytes], TrapAction] | None = None
+        self.sprung = threading.Event()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
         self._run(self._start())
@@ -38,11 +47,21 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
 
+    def trap(self, pattern: bytes, action: TrapAction) -> None:
+        """Once: when a client sends bytes matching ``pattern``, hold them, call
+        ``action`` with the client's address, then cut its connection.
+
+        The matching bytes never reach the server: a request caught this way is cut
+        in the middle, as when its sender dies.
+        """
+        self.sprung.clear()
+        self._trap = (re.compile(pattern), action)
+
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     async def _start(self):
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
 
     async def _stop(self):
         if self._server is not None:
@@ -60,13 +79,19 @@ class TcpProxy:
             writer.close()
             return
         self._writers.update((writer, up_writer))
+        client = writer.get_extra_info("peername")[:2]
         await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer)
+            self._pipe(reader, up_writer, client), self._pipe(up_reader, writer)
         )
 
-    async def _pipe(self, reader, writer):
+    async def _pipe(self, reader, writer, client=None):
         try:
             while data := await reader.read(65536):
+                action = self._take_trap(data) if client is not None else None
+                if action is not None:
+                    await asyncio.to_thread(action, client)
+                    self.sprung.set()
+                    break
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -74,3 +99,11 @@ class TcpProxy:
         finally:
             writer.close()
             self._writers.discard(writer)
+
+    def _take_trap(self, data: bytes) -> TrapAction | None:
+        """The trap's action if ``data`` springs it; a trap springs once."""
+        if self._trap is None or not self._trap[0].search(data):
+            return None
+        _, action = self._trap
+        self._trap = None
+        return action

@@ -83,3 +83,15 @@ async def wait_ended(client: TaskClient, task_ids: list[str]) -> dict[str, TaskS
             raise AssertionError(f"{len(pending)} tasks not ended after {TIMEOUT_S}s")
         await asyncio.sleep(0.5)
     return states
+
+
+async def wait_state(client: TaskClient, task_ids, state: TaskState, *, at_least: int):
+    """Until ``at_least`` of these tasks are in ``state`` at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT_S
+    while loop.time() < deadline:
+        states = [(await client.get_task(t)).state for t in task_ids]
+        if states.count(state) >= at_least:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never {at_least} tasks {state.value} at once")

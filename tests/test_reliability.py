@@ -30,11 +30,18 @@ from ml_worker.local_stack import (
     wait_for_workers,
     worker_pool,
 )
-from ml_worker.tasks import create_vectorization_tasks, passages_of
+from ml_worker.tasks import create_vectorization_tasks
 from ml_worker.task_client import ICIJTaskClient
-from tests.corpus import datashare_corpus, filler
+from tests.corpus import filler
 from tests.faults import TcpProxy
-from tests.stack import run_failing_task, run_task, wait_done, wait_ended
+from tests.stack import (
+    run_failing_task,
+    run_task,
+    wait_done,
+    wait_ended,
+    wait_state,
+)
+from tests.tables import assert_table_exact, seed
 
 pytestmark = pytest.mark.reliability
 
@@ -91,42 +98,8 @@ async def client(stack):
         yield client
 
 
-async def _seed(es, project, n_docs, *, seed=0, special=None) -> set[str]:
-    items, doc_ids = datashare_corpus(n_docs, seed=seed, special=special)
-    await create_project_index(es, project)
-    await bulk_index(es, project, items)
-    return doc_ids
-
-
-def _expected_passages(table, contents: dict[str, str]) -> set[tuple]:
-    """(doc_id, passage, start, end) of every passage these contents must give."""
-    embedder = store.table_embedder(table)
-    max_chars = MLWorkerConfig().max_content_chars
-    return {
-        (doc_id, p.index, p.start, p.end)
-        for doc_id, content in contents.items()
-        for p in passages_of(content[:max_chars], embedder)
-    }
-
-
-def _table_passages(table) -> list[tuple]:
-    rows = table.search().select(["doc_id", "passage", "start", "end"]).limit(None)
-    return [(r["doc_id"], r["passage"], r["start"], r["end"]) for r in rows.to_list()]
-
-
-async def _contents(es, project) -> dict[str, str]:
-    res = await es.search(
-        index=project, query={"term": {"type": "Document"}}, size=10000,
-        _source_includes=["content"],
-    )
-    return {h["_id"]: h["_source"].get("content") or "" for h in res["hits"]["hits"]}
-
-
 async def _assert_table_exact(stack, es, project):
-    table = stack.table(project)
-    passages = _table_passages(table)
-    assert len(passages) == len(set(passages)), "duplicate passages"
-    assert set(passages) == _expected_passages(table, await _contents(es, project))
+    await assert_table_exact(stack.table(project), es, project)
 
 
 async def _vectorize(client, project, **args) -> tuple[list[str], int]:
@@ -139,7 +112,7 @@ async def _vectorize(client, project, **args) -> tuple[list[str], int]:
 
 
 async def test_many_workers_write_one_table(stack, es, client, project):
-    doc_ids = await _seed(es, project, 200)
+    doc_ids = await seed(es, project, 200)
     children, written = await _vectorize(client, project, batch_size=4)
     assert len(children) == 50
     assert written == len(doc_ids)
@@ -149,7 +122,7 @@ async def test_many_workers_write_one_table(stack, es, client, project):
 async def test_rerun_embeds_only_new_and_changed_and_drops_deleted(
     stack, es, client, project
 ):
-    doc_ids = await _seed(es, project, 60)
+    doc_ids = await seed(es, project, 60)
     await _vectorize(client, project, batch_size=10)
     rng = random.Random(7)
     await bulk_index(es, project, [
@@ -197,7 +170,7 @@ async def test_elasticsearch_outage_mid_run(stack, es, client, project):
             task_client=client,
             vector_db=store.connect(stack.config["vector_db_uri"]),
         )
-        await _wait_state(client, children, TaskState.DONE, at_least=1)
+        await wait_state(client, children, TaskState.DONE, at_least=1)
         stack.proxy.stop()
     finally:
         os.killpg(frozen.pid, signal.SIGCONT)
@@ -213,7 +186,7 @@ async def test_elasticsearch_outage_mid_run(stack, es, client, project):
 async def _seed_long_docs(es, project) -> None:
     rng = random.Random(11)
     long_docs = {f"doc-{i:04d}": filler(rng, 60) for i in range(48)}
-    await _seed(es, project, 60, special=long_docs)
+    await seed(es, project, 60, special=long_docs)
 
 
 async def _start_a_run_of_slow_batches(es, client, project) -> list[str]:
@@ -253,7 +226,7 @@ async def test_bad_task_input_is_a_clear_task_error(client, name, args, message)
 
 
 async def test_bad_search_input(stack, es, client, project):
-    await _seed(es, project, 4)
+    await seed(es, project, 4)
     await _vectorize(client, project)
     for args, message in [
         ({"queries": []}, "queries is empty"),
@@ -267,7 +240,7 @@ async def test_bad_search_input(stack, es, client, project):
 
 
 async def test_unknown_model_leaves_no_table(stack, es, client, project):
-    await _seed(es, project, 4)
+    await seed(es, project, 4)
     error = await run_failing_task(
         client,
         "create_vectorization_tasks",
@@ -335,13 +308,13 @@ async def test_broker_connection_lost_mid_run(stack, es, client, project):
 
 async def test_cancelling_the_fan_out_stops_it(stack, es, client, project):
     n_docs = 1500
-    await _seed(es, project, n_docs)
+    await seed(es, project, n_docs)
     parent = await client.create_task(
         "create_vectorization_tasks",
         {"project": project, "batch_size": 1},
         group="PYTHON",
     )
-    await _wait_state(client, [parent], TaskState.RUNNING, at_least=1)
+    await wait_state(client, [parent], TaskState.RUNNING, at_least=1)
     await asyncio.sleep(2)
     await client.cancel_task(parent)
     states = await wait_ended(client, [parent])
@@ -362,12 +335,12 @@ async def test_cancelling_the_fan_out_stops_it(stack, es, client, project):
 async def test_a_worker_killed_mid_batch(stack, es, client, project):
     rng = random.Random(3)
     long_docs = {f"doc-{i:04d}": filler(rng, 400) for i in range(0, 40, 2)}
-    await _seed(es, project, 48, special=long_docs)
+    await seed(es, project, 48, special=long_docs)
     children = await run_task(
         client, "create_vectorization_tasks", {"project": project, "batch_size": 2}
     )
     # Pool "a" has two workers: with three batches running, one runs in pool "b".
-    await _wait_state(client, children, TaskState.RUNNING, at_least=3)
+    await wait_state(client, children, TaskState.RUNNING, at_least=3)
     victim = stack.pools[1]
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
@@ -382,12 +355,3 @@ async def _wait_for_log(stack, line: str, *, more_than: int, timeout_s: float) -
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"workers never logged {line!r} in {timeout_s}s")
-
-
-async def _wait_state(client, task_ids, state: TaskState, *, at_least: int) -> None:
-    for _ in range(600):
-        states = [(await client.get_task(t)).state for t in task_ids]
-        if states.count(state) >= at_least:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"never {at_least} tasks {state.value} at once")
