@@ -166,6 +166,35 @@ def test_entry_script_without_a_command_shows_its_usage():
     assert "./ml-worker demo" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--help"], "Usage: ml-worker [OPTIONS] COMMAND"),
+        (["--debug", "tasks", "--help"], "Usage: ml-worker tasks"),
+        (["search", "--help"], "Usage: ml-worker search"),
+    ],
+)
+def test_entry_script_gives_global_options_to_the_cli(args, expected):
+    result = subprocess.run(
+        [str(ROOT / "ml-worker"), *args], capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout
+    assert "docker: " not in result.stderr  # docker never saw them
+    assert "Usage:  docker" not in result.stdout
+
+
+def test_entry_script_refuses_unknown_words_itself():
+    result = subprocess.run(
+        [str(ROOT / "ml-worker"), "nonsense"], capture_output=True, text=True,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "No such command 'nonsense'" in result.stderr
+
+
 # Against the real stack
 
 
