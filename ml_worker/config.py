@@ -81,6 +81,13 @@ class MLWorkerConfig(BaseSettings):
         default="data/vectors",
         description="LanceDB database: a local directory or any LanceDB URI",
     )
+    vector_db_storage_options: dict[str, SecretStr] = Field(
+        default={},
+        description="Options of the vector database's object store, handed to LanceDB"
+        " (for `s3://`: `aws_endpoint`, `aws_region`, `aws_access_key_id`,"
+        " `aws_secret_access_key`, `allow_http`...); a JSON object in the"
+        " environment. Its values are secrets: never logged",
+    )
     vector_db_index_cache_mb: PositiveInt = Field(
         default=VECTOR_DB_INDEX_CACHE_MB,
         description="Memory each process may keep of the tables' indices: searches"

@@ -136,6 +136,24 @@ def es_emulator():
         server.close()
 
 
+@contextmanager
+def s3_emulator(workdir: Path):
+    """moto's in-memory server of the S3 API, in its own process; yields its URL.
+
+    It honours conditional writes (``If-None-Match``: 412), as Lance's commits on
+    ``s3://`` require. Any bucket name is accepted with any key pair.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = workdir / "s3.log"
+    cmd = [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    with _process(cmd, log) as process:
+        _wait_until(
+            lambda: _port_open("127.0.0.1", port), process, what=f"S3 at {url}", log=log
+        )
+        yield url
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -65,7 +65,8 @@ async def create_vectorization_tasks(
     config = config or deps.lifespan_config()
     es_client = es_client or deps.lifespan_es_client()
     task_client = task_client or deps.lifespan_task_client()
-    vector_db = vector_db or deps.lifespan_vector_db()
+    if vector_db is None:  # a database without tables is falsy
+        vector_db = deps.lifespan_vector_db()
     model = model or config.model
     if batch_size is None:
         batch_size = config.vectorize_batch_size
@@ -123,8 +124,9 @@ async def vectorize_docs(
     """
     config = config or deps.lifespan_config()
     es_client = es_client or deps.lifespan_es_client()
-    vector_db = vector_db or deps.lifespan_vector_db()
-    table = store.open_table(vector_db, project)
+    if vector_db is None:  # a database without tables is falsy
+        vector_db = deps.lifespan_vector_db()
+    table = await asyncio.to_thread(store.writable_table, vector_db, project)
     fetched = await documents.fetch_documents(
         es_client, project, docs, retry_s=config.es_retry_s
     )
@@ -151,7 +153,7 @@ async def vectorize_docs(
 
 def _changed_documents(table, docs: list[Document]) -> list[Document]:
     stored = store.stored_hashes(table, [d.id for d in docs])
-    return [d for d in docs if stored.get(d.id) != d.content_hash]
+    return [d for d in docs if stored.get(d.id) != {d.content_hash}]
 
 
 def _capped(docs: list[Document], max_chars: int) -> list[Document]:
@@ -251,7 +253,8 @@ async def find_most_similar(
         path_prefix=path_prefix,
         tags=tags,
     )
-    vector_db = vector_db or deps.lifespan_vector_db()
+    if vector_db is None:  # a database without tables is falsy
+        vector_db = deps.lifespan_vector_db()
     table = store.open_table(vector_db, project)
     return await asyncio.to_thread(
         search_queries,

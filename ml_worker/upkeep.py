@@ -6,7 +6,8 @@ RaBitQ-quantized vectors (4 bits per dimension), the best candidates re-ranked o
 the full vectors; scalar indices on the filtered columns come with it, so that a
 filtered search does not scan the table. Rows written after an index was built are
 still found, by a slower scan of them alone, so once they are numerous ``optimize``
-folds them into every index.
+folds them into every index. B-trees on what a batch's write looks rows up by (the
+document id, the passage key) are there from the table's first rows.
 
 Workers call ``ensure_indices`` after each batch they write; several may do so at
 once, so a commit that loses a race with another worker's is retried.
@@ -24,7 +25,7 @@ from lancedb.index import Bitmap, BTree, IvfRq, LabelList
 from lancedb.table import Table
 
 from ml_worker.embedding import resolve_device
-from ml_worker.store import CONTENT, DOC_ID, VECTOR
+from ml_worker.store import CONTENT, DOC_ID, PASSAGE_ID, VECTOR
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,10 @@ FILTER_INDICES = {
     "language": Bitmap(),
     "content_type": Bitmap(),
     "tags": LabelList(),
-    DOC_ID: BTree(),  # also the lookups of a batch's stored documents
 }
+# What a batch's write looks rows up by (see store.replace_documents): indexed from
+# the table's first rows on, so that no write scans a large table.
+WRITE_INDICES = {DOC_ID: BTree(), PASSAGE_ID: BTree()}
 
 
 def tuned(builder):
@@ -98,6 +101,10 @@ def ensure_indices(table: Table) -> str | None:
 def _ensure_indices(table: Table) -> str | None:
     n_rows = table.count_rows()
     indices = {index.name: index.index_type for index in table.list_indices()}
+    for column, config in WRITE_INDICES.items():
+        # Missing on a table's first rows, or on a table of an earlier version.
+        if n_rows and f"{column}_idx" not in indices:
+            table.create_index(column, config=config, replace=False)
     # A table indexed by an earlier version: VECTOR_SEARCH's settings are not its.
     outdated = indices.get(VECTOR_INDEX, VECTOR_INDEX_TYPE) != VECTOR_INDEX_TYPE
     if VECTOR_INDEX not in indices or outdated:
@@ -142,7 +149,7 @@ def create_vector_index(table: Table, n_rows: int, *, replace: bool = False) -> 
 
 
 def create_filter_indices(table: Table) -> None:
-    for column, config in FILTER_INDICES.items():
+    for column, config in {**FILTER_INDICES, **WRITE_INDICES}.items():
         table.create_index(column, config=config, replace=True)
 
 

@@ -2,17 +2,22 @@
 
 Elasticsearch: the server at ``ML_WORKER_TEST_ES_URL`` when set (a real
 Elasticsearch 7.17, e.g. from docker-compose.yml), otherwise an in-memory emulator of
-its API started for the session. RabbitMQ and PostgreSQL: the machine's own.
+its API started for the session. RabbitMQ and PostgreSQL: the machine's own. S3: the
+endpoint at ``ML_WORKER_TEST_S3_URL`` when set (AWS S3, MinIO...: its key pair in
+``ML_WORKER_TEST_S3_ACCESS_KEY_ID`` and ``ML_WORKER_TEST_S3_SECRET_ACCESS_KEY``, its
+region in ``ML_WORKER_TEST_S3_REGION``), otherwise moto's server of its API.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 
 # Before any Hugging Face import: tests never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import boto3  # noqa: E402
 import lancedb  # noqa: E402
 import pytest  # noqa: E402
 from elasticsearch import AsyncElasticsearch  # noqa: E402
@@ -20,9 +25,15 @@ from elasticsearch import AsyncElasticsearch  # noqa: E402
 from ml_worker import store  # noqa: E402
 from ml_worker.config import MLWorkerConfig  # noqa: E402
 from ml_worker.documents import es_client  # noqa: E402
-from ml_worker.local_stack import Postgres, RabbitMQ, es_emulator  # noqa: E402
+from ml_worker.local_stack import (  # noqa: E402
+    Postgres,
+    RabbitMQ,
+    es_emulator,
+    s3_emulator,
+)
 
 ES_URL_ENV = "ML_WORKER_TEST_ES_URL"
+S3_ENV = "ML_WORKER_TEST_S3_"
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +44,66 @@ def es_url():
         return
     with es_emulator() as url:
         yield url
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    url: str
+    access_key_id: str
+    secret_access_key: str
+    region: str
+
+    def storage_options(self, url: str | None = None) -> dict[str, str]:
+        """LanceDB's options to reach it, at ``url`` if given (a proxy of it)."""
+        return {
+            "aws_endpoint": url or self.url,
+            "aws_region": self.region,
+            "aws_access_key_id": self.access_key_id,
+            "aws_secret_access_key": self.secret_access_key,
+            "allow_http": "true",
+        }
+
+    def client(self):
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory) -> S3Endpoint:
+    url = os.environ.get(f"{S3_ENV}URL")
+    if url:
+        yield S3Endpoint(
+            url,
+            os.environ[f"{S3_ENV}ACCESS_KEY_ID"],
+            os.environ[f"{S3_ENV}SECRET_ACCESS_KEY"],
+            os.environ.get(f"{S3_ENV}REGION", "us-east-1"),
+        )
+        return
+    with s3_emulator(tmp_path_factory.mktemp("s3")) as url:
+        # moto takes any key pair: these are told apart from anything else in logs.
+        yield S3Endpoint(url, "moto-key-id", "moto-secret-key", "us-east-1")
+
+
+@pytest.fixture
+def s3_bucket(s3) -> str:
+    """A fresh bucket, emptied and deleted after the test."""
+    name = f"ml-worker-test-{uuid.uuid4().hex[:12]}"
+    client = s3.client()
+    location = {}
+    if s3.region != "us-east-1":
+        location = {"CreateBucketConfiguration": {"LocationConstraint": s3.region}}
+    client.create_bucket(Bucket=name, **location)
+    yield name
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=name, Delete={"Objects": keys})
+    client.delete_bucket(Bucket=name)
 
 
 @pytest.fixture

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import re
 import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # A trap's action: called with the client's (host, port) before its connection is cut.
 TrapAction = Callable[[tuple[str, int]], None]
@@ -107,3 +109,72 @@ class TcpProxy:
         _, action = self._trap
         self._trap = None
         return action
+
+
+class ConditionalWritesIgnored:
+    """An HTTP proxy in front of an S3 server that drops the conditions of requests.
+
+    It strips ``If-None-Match`` and ``If-Match``: through it, the server behaves as a
+    store that ignores conditional writes, as some S3-compatible servers do. (moto
+    does not check request signatures, so the changed requests still pass.)
+    """
+
+    STRIPPED = frozenset({"if-none-match", "if-match"})
+
+    def __init__(self, target_host: str, target_port: int):
+        target = (target_host, target_port)
+        stripped = self.STRIPPED
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def forward(self):
+                if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                    self.send_error(501, "chunked request bodies are not forwarded")
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                upstream = http.client.HTTPConnection(*target, timeout=60)
+                try:
+                    upstream.putrequest(
+                        self.command, self.path, skip_host=True, skip_accept_encoding=True
+                    )
+                    for name, value in self.headers.items():
+                        if name.lower() not in stripped:
+                            upstream.putheader(name, value)
+                    upstream.endheaders(body)
+                    response = upstream.getresponse()
+                    data = response.read()
+                finally:
+                    upstream.close()
+                self.send_response(response.status, response.reason)
+                for name, value in response.getheaders():
+                    # A HEAD's Content-Length is the object's, not this empty body's.
+                    if name.lower() not in ("transfer-encoding", "connection") and (
+                        name.lower() != "content-length" or self.command == "HEAD"
+                    ):
+                        self.send_header(name, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

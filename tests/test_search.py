@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from ml_worker import store, tasks
@@ -308,6 +309,7 @@ def test_documents_without_text_never_take_the_places_of_passages(vector_db, mod
     def row(i: int, passage: int, vector, content: str) -> dict:
         return {
             "doc_id": f"d{i}",
+            "passage_id": store.passage_id(f"d{i}", None, passage),
             "root_id": f"d{i}",
             "passage": passage,
             "start": 0,
@@ -320,7 +322,7 @@ def test_documents_without_text_never_take_the_places_of_passages(vector_db, mod
     for i in range(60, 70):
         v = blank + rng.standard_normal(384).astype(np.float32)
         rows.append(row(i, 0, v / np.linalg.norm(v), f"report number {i}"))
-    table.add(rows)
+    table.add(pa.Table.from_pylist(rows, schema=table.schema))
 
     (hits,) = search_queries(
         table, ["scan"], mode=mode, n_similar=10, vectors=[blank.tolist()]

@@ -1,3 +1,6 @@
+import threading
+
+import pyarrow as pa
 import pytest
 
 from ml_worker import store
@@ -74,8 +77,6 @@ def test_search_on_a_project_never_vectorized(vector_db):
 
 
 def test_concurrent_writes_of_the_same_documents_leave_each_passage_once(tmp_path):
-    import threading
-
     uri = str(tmp_path / "vectors")
     store.open_or_create_table(
         store.connect(uri), "p", model=DEFAULT_MODEL, embed_batch_size=8
@@ -120,3 +121,92 @@ def test_a_connection_bounds_its_caches(tmp_path, lancedb_sessions, bounded):
 
     ((_, session),) = lancedb_sessions
     assert (session.size_bytes <= 2 * 2**20) is bounded
+
+
+def _earlier_table(db, name: str, n_docs: int):
+    """A table as an earlier version made it: no passage key."""
+    from lancedb.embeddings import EmbeddingFunctionConfig
+
+    from ml_worker.embedding import embedder
+
+    function = embedder(DEFAULT_MODEL, 8)
+    schema = store.passage_schema(function.ndims())
+    table = db.create_table(
+        name,
+        schema=pa.schema([f for f in schema if f.name != store.PASSAGE_ID]),
+        embedding_functions=[
+            EmbeddingFunctionConfig(
+                source_column="content", vector_column="vector", function=function
+            )
+        ],
+    )
+    rows = [
+        dict(doc_id=f"d{d}", passage=i, start=i, end=i + 1, content=f"passage {i}",
+             vector=[0.1] * function.ndims(), content_hash=f"h{d}", tags=[])
+        for d in range(n_docs)
+        for i in range(2)
+    ]
+    table.add(pa.Table.from_pylist(rows, schema=table.schema))
+    return table
+
+
+def test_a_table_of_an_earlier_version_gets_its_passage_key(vector_db):
+    _earlier_table(vector_db, "p", n_docs=3)
+    barrier = threading.Barrier(4)
+    tables = []
+
+    def open_for_writes():  # as workers of the new version do, all at once
+        barrier.wait()
+        tables.append(store.writable_table(store.connect(vector_db.uri), "p"))
+
+    threads = [threading.Thread(target=open_for_writes) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(tables) == 4
+    table = store.open_table(vector_db, "p")
+    assert not table.schema.field(store.PASSAGE_ID).nullable
+    assert store._next_key_step(table) is None  # declared the primary key too
+    rows = table.search().limit(None).to_list()
+    assert sorted(r[store.PASSAGE_ID] for r in rows) == sorted(
+        store.passage_id(r["doc_id"], r["content_hash"], r["passage"]) for r in rows
+    )
+    # Written again with a new version, a document keeps that version alone.
+    new = [dict(doc_id="d1", root_id=None, passage=0, start=0, end=3, content="new",
+                path=None, title=None, content_type=None, language=None, tags=[],
+                content_hash="h1-new")]
+    store.replace_documents(table, ["d1"], new)
+    assert store.stored_hashes(table, ["d0", "d1"]) == {"d0": {"h0"}, "d1": {"h1-new"}}
+    assert table.count_rows() == 5
+
+
+def test_storage_options_are_handed_to_boto3_as_lancedb_reads_them():
+    args = store._boto3_client_args({
+        "AWS_ENDPOINT": "http://minio:9000",
+        "region": "eu-west-3",
+        "access_key_id": "id",
+        "aws_secret_access_key": "secret",
+        "token": "session",
+        "allow_http": "true",
+        "virtual_hosted_style_request": "true",
+    })
+    config = args.pop("config")
+    assert args == {
+        "endpoint_url": "http://minio:9000",
+        "region_name": "eu-west-3",
+        "aws_access_key_id": "id",
+        "aws_secret_access_key": "secret",
+        "aws_session_token": "session",
+    }
+    assert config.s3 == {"addressing_style": "virtual"}
+    assert store._boto3_client_args({})["config"].s3 == {"addressing_style": "path"}
+
+
+def test_a_local_database_is_never_probed(vector_db, monkeypatch):
+    import boto3
+
+    monkeypatch.setattr(boto3, "client", None)  # any probe would fail
+    store.open_or_create_table(vector_db, "p", model=DEFAULT_MODEL, embed_batch_size=8)
+    store.drop_table(vector_db, "p")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from lancedb.index import IvfSq
 
@@ -41,10 +42,11 @@ def _clustered(rng, n: int, centers: np.ndarray) -> np.ndarray:
 
 
 def _add(table, vectors: np.ndarray, first: int, words=None) -> None:
-    table.add(
+    rows = pa.Table.from_pylist(
         [
             {
                 "doc_id": f"doc-{first + i}",
+                "passage_id": store.passage_id(f"doc-{first + i}", None, 0),
                 "passage": 0,
                 "start": 0,
                 "end": 10,
@@ -52,8 +54,10 @@ def _add(table, vectors: np.ndarray, first: int, words=None) -> None:
                 "vector": v.tolist(),
             }
             for i, v in enumerate(vectors)
-        ]
+        ],
+        schema=table.schema,
     )
+    table.add(rows)
 
 
 @pytest.fixture
@@ -82,7 +86,9 @@ def test_vector_index_created_past_the_threshold(table, small_thresholds, center
         "language": "Bitmap",
         "content_type": "Bitmap",
         "tags": "LabelList",
+        # What a batch's write looks rows up by.
         "doc_id": "BTree",
+        "passage_id": "BTree",
     }
 
 

@@ -1,0 +1,277 @@
+"""Project tables in object storage (S3's API), written by many processes at once.
+
+Every scenario checks the table passage by passage against what the documents'
+contents must give. Writer processes are spawned, never forked: a process forked
+after LanceDB was used writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import signal
+import time
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+from ml_worker import documents, store, tasks
+from ml_worker.app import app
+from ml_worker.clients import task_client_from
+from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
+from ml_worker.datashare_index import bulk_index, create_project_index, document_source
+from ml_worker.documents import Document
+from tests.corpus import filler
+from tests.faults import ConditionalWritesIgnored
+
+pytestmark = pytest.mark.scale
+
+N_DOCS = 96
+BATCH_DOCS = 8
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _document(doc_id: str, content: str) -> Document:
+    """The document Elasticsearch would give for this content (hash included)."""
+    return documents._to_document({"_id": doc_id, "_source": {"content": content}})
+
+
+def _version(seed: int, n_docs: int = N_DOCS) -> list[Document]:
+    """One version of every document: lengths from none to several passages."""
+    rng = random.Random(seed)
+    return [
+        _document(f"doc-{i:03d}", "" if i % 17 == 0 else filler(rng, rng.randint(1, 40)))
+        for i in range(n_docs)
+    ]
+
+
+def _rows(table, docs: list[Document]) -> list[dict]:
+    """The rows the product writes for these documents, with stand-in vectors:
+    writers then need no model, and the test no time embedding."""
+    embedder = store.table_embedder(table)
+    rows = [
+        tasks._passage_row(doc, passage)
+        for doc in docs
+        for passage in tasks.passages_of(doc.content, embedder)
+    ]
+    rng = np.random.default_rng(len(rows))
+    vectors = rng.standard_normal((len(rows), 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return [{**row, store.VECTOR: v.tolist()} for row, v in zip(rows, vectors)]
+
+
+def _batches(table, docs: list[Document]) -> list[tuple[list[str], list[dict]]]:
+    return [
+        ([d.id for d in docs[i : i + BATCH_DOCS]], _rows(table, docs[i : i + BATCH_DOCS]))
+        for i in range(0, len(docs), BATCH_DOCS)
+    ]
+
+
+def _assert_exact(table, docs: list[Document]) -> None:
+    """Each document has exactly the passages of its version, each once."""
+    table.checkout_latest()
+    rows = table.search().select(
+        ["doc_id", "passage", "start", "end", "content_hash"]
+    ).limit(None).to_list()
+    passages = [(r["doc_id"], r["passage"], r["start"], r["end"]) for r in rows]
+    assert len(passages) == len(set(passages)), "duplicate passages"
+    embedder = store.table_embedder(table)
+    expected = {
+        (d.id, p.index, p.start, p.end)
+        for d in docs
+        for p in tasks.passages_of(d.content, embedder)
+    }
+    assert set(passages) == expected
+    hashes = store.stored_hashes(table, [d.id for d in docs])
+    assert hashes == {d.id: {d.content_hash} for d in docs}
+
+
+@pytest.fixture
+def s3_db(s3, s3_bucket):
+    """(uri, storage options) of a database in a fresh bucket."""
+    return f"s3://{s3_bucket}/vectors", s3.storage_options()
+
+
+@pytest.fixture
+def s3_table(s3_db, project):
+    uri, options = s3_db
+    db = store.connect(uri, storage_options=options)
+    return store.open_or_create_table(
+        db, project, model=DEFAULT_MODEL, embed_batch_size=8
+    )
+
+
+def _write(uri: str, options: dict, project: str, phases: list[list], sync) -> None:
+    """A writer process: each phase's batches in order, through the product's
+    write path; every writer starts a phase at the same time."""
+    table = store.writable_table(store.connect(uri, storage_options=options), project)
+    for batches in phases:
+        sync.wait()
+        for doc_ids, rows in batches:
+            store.replace_documents(table, doc_ids, rows)
+        sync.wait()
+
+
+def test_four_writers_each_batch_twice(s3_db, s3_table, project):
+    uri, options = s3_db
+    # Every document written, then every document changed.
+    versions = [_version(1), _version(2)]
+    plans = [[], [], [], []]
+    for docs in versions:
+        batches = _batches(s3_table, docs)
+        half = len(batches) // 2
+        # Writers 0 and 1 write the same batches at the same time; writers 2 and 3
+        # the others, in opposite orders: one after the other, crossing midway.
+        for plan, batches in zip(
+            plans, [batches[:half], batches[:half], batches[half:], batches[half:][::-1]]
+        ):
+            plan.append(batches)
+    # Started once for both versions: a process takes seconds to import the model's
+    # libraries.
+    sync = SPAWN.Barrier(len(plans) + 1, timeout=300)
+    writers = [
+        SPAWN.Process(target=_write, args=(uri, options, project, plan, sync))
+        for plan in plans
+    ]
+    for writer in writers:
+        writer.start()
+    try:
+        for docs in versions:
+            sync.wait()  # the writers start
+            sync.wait()  # the writers are done
+            _assert_exact(s3_table, docs)
+    except BaseException:
+        sync.abort()  # no writer waits for a phase that will not come
+        raise
+    finally:
+        for writer in writers:
+            writer.join(timeout=60)
+            if writer.exitcode is None:
+                writer.kill()
+    assert [w.exitcode for w in writers] == [0] * len(writers)
+
+
+def _killed_writer(uri, options, project, batches, between_commits, started) -> None:
+    """Writes the batches over and over until it is killed."""
+    table = store.writable_table(store.connect(uri, storage_options=options), project)
+    if between_commits:
+        # The merge-insert is committed; the delete of the old version never comes.
+        def stall(_where):
+            started.set()
+            time.sleep(3600)
+
+        table.delete = stall
+    else:
+        started.set()
+    while True:
+        for doc_ids, rows in batches:
+            store.replace_documents(table, doc_ids, rows)
+
+
+@pytest.mark.parametrize("between_commits", [True, False], ids=["between", "anywhere"])
+def test_a_writer_killed_mid_write_then_the_batch_again(
+    s3_db, s3_table, project, between_commits
+):
+    uri, options = s3_db
+    old, new = _version(1, 24), _version(2, 24)
+    for doc_ids, rows in _batches(s3_table, old):
+        store.replace_documents(s3_table, doc_ids, rows)
+    started = SPAWN.Event()
+    batches = _batches(s3_table, new) + _batches(s3_table, old)
+    writer = SPAWN.Process(
+        target=_killed_writer,
+        args=(uri, options, project, batches, between_commits, started),
+    )
+    writer.start()
+    try:
+        assert started.wait(120), "the writer did not start"
+        delay = 0.5 if between_commits else random.uniform(0.5, 4.0)
+        time.sleep(delay)
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.join()
+    table = store.writable_table(store.connect(uri, storage_options=options), project)
+    if between_commits:
+        # The first batch's changed documents have the rows of two versions.
+        first = [n.id for o, n in zip(old, new[:BATCH_DOCS]) if o.content != n.content]
+        assert {len(h) for h in store.stored_hashes(table, first).values()} == {2}
+
+    # The batch again, as a redelivered task writes it (its model, its check).
+    for i in range(0, len(new), BATCH_DOCS):
+        changed = tasks._changed_documents(table, new[i : i + BATCH_DOCS])
+        tasks._write_passages(table, changed)
+
+    _assert_exact(table, new)
+
+
+async def test_a_store_ignoring_conditional_writes_is_refused(
+    s3, s3_bucket, es, es_url, project
+):
+    url = urlparse(s3.url)
+    if url.scheme != "http":
+        pytest.skip("the fault proxy speaks plain HTTP only")
+    await create_project_index(es, project)
+    source = document_source("The lease.", path="/lease.txt")
+    await bulk_index(es, project, [("doc-1", source, None)])
+    proxy = ConditionalWritesIgnored(url.hostname, url.port)
+    config = MLWorkerConfig(
+        es_address=es_url,
+        vector_db_uri=f"s3://{s3_bucket}/vectors",
+        vector_db_storage_options=s3.storage_options(proxy.url),
+    )
+    vector_db = store.connect_from(config)
+    try:
+        with pytest.raises(store.UnsafeObjectStore, match=r"s3\+ddb://") as error:
+            await tasks.create_vectorization_tasks(
+                project,
+                config=config,
+                es_client=es,
+                task_client=task_client_from(config),
+                vector_db=vector_db,
+            )
+        assert f"s3://{s3_bucket}/vectors" in str(error.value)
+        assert _objects(s3, s3_bucket) == []
+
+        # A table made through the store itself: a batch written through the
+        # proxy is refused before it writes anything.
+        direct = store.connect(config.vector_db_uri, storage_options=s3.storage_options())
+        store.open_or_create_table(
+            direct, project, model=DEFAULT_MODEL, embed_batch_size=8
+        )
+        before = _objects(s3, s3_bucket)
+        with pytest.raises(store.UnsafeObjectStore, match=r"s3\+ddb://"):
+            await tasks.vectorize_docs(
+                ["doc-1"], project, config=config, es_client=es, vector_db=vector_db
+            )
+        assert _objects(s3, s3_bucket) == before
+    finally:
+        proxy.close()
+
+
+def _objects(s3, bucket: str) -> list[tuple[str, str]]:
+    listed = s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+    return sorted((o["Key"], o["ETag"]) for o in listed)
+
+
+async def test_storage_options_stay_out_of_the_logs(
+    s3, s3_bucket, es_url, monkeypatch, caplog
+):
+    monkeypatch.setenv("ML_WORKER_ES_ADDRESS", es_url)
+    monkeypatch.setenv("ML_WORKER_VECTOR_DB_URI", f"s3://{s3_bucket}/vectors")
+    monkeypatch.setenv(
+        "ML_WORKER_VECTOR_DB_STORAGE_OPTIONS", json.dumps(s3.storage_options())
+    )
+    caplog.set_level("DEBUG")
+    from ml_worker import dependencies
+
+    async with app.lifetime_dependencies(worker_config=None, worker_id="w"):
+        # The options reach the store: the worker lists its (empty) database.
+        vector_db = dependencies.lifespan_vector_db()
+        assert await asyncio.to_thread(lambda: vector_db.list_tables().tables) == []
+    assert "worker config" in caplog.text and "vector_db_storage_options" in caplog.text
+    for value in (s3.secret_access_key, s3.access_key_id, s3.url):
+        assert value not in caplog.text
