@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-from ml_worker import documents, store, tasks
+from ml_worker import documents, store, tasks, upkeep
 from ml_worker.app import app
 from ml_worker.clients import task_client_from
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
@@ -146,6 +146,43 @@ def test_four_writers_each_batch_twice(s3_db, s3_table, project):
             _assert_exact(s3_table, docs)
     except BaseException:
         sync.abort()  # no writer waits for a phase that will not come
+        raise
+    finally:
+        for writer in writers:
+            writer.join(timeout=60)
+            if writer.exitcode is None:
+                writer.kill()
+    assert [w.exitcode for w in writers] == [0] * len(writers)
+
+
+def test_writers_of_the_same_batches_at_once_on_an_indexed_table(
+    s3_db, s3_table, project
+):
+    """Lance misses concurrent inserts of one key when the writes look keys up in
+    its scalar index (lance-format/lance#9238): the writes count their keys after
+    committing and leave one row each."""
+    uri, options = s3_db
+    seed = [_document("doc-seed", "A first document, so that the table has indices.")]
+    for doc_ids, rows in _batches(s3_table, seed):
+        store.replace_documents(s3_table, doc_ids, rows)
+    upkeep.ensure_indices(s3_table)
+    assert {i.name for i in s3_table.list_indices()} >= {"passage_id_idx", "doc_id_idx"}
+    docs = _version(3, n_docs=48)
+    batches = _batches(s3_table, docs)
+    plans = [[batches] for _ in range(4)]  # every writer, every batch, at once
+    sync = SPAWN.Barrier(len(plans) + 1, timeout=300)
+    writers = [
+        SPAWN.Process(target=_write, args=(uri, options, project, plan, sync))
+        for plan in plans
+    ]
+    for writer in writers:
+        writer.start()
+    try:
+        sync.wait()
+        sync.wait()
+        _assert_exact(s3_table, seed + docs)
+    except BaseException:
+        sync.abort()
         raise
     finally:
         for writer in writers:
