@@ -364,7 +364,10 @@ def replace_documents(table: Table, doc_ids: list[str], rows: list[dict]) -> Non
 
     Between the two commits a document has the passages of two versions, never
     none; a writer killed there leaves both until the batch is written again
-    (``stored_hashes`` then reports two hashes: the document is changed).
+    (``stored_hashes`` then reports two hashes: the document is changed). Two
+    *different* versions of a document written at once (its text changed in
+    Elasticsearch while a batch was written twice) may delete each other's rows:
+    the next incremental run sees the document changed and writes it again.
 
     Not a delete, then an append: Lance sees no conflict between the two, and on
     s3:// (no lock file) 4 writers writing every batch twice left 120 duplicate
