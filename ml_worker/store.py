@@ -374,7 +374,10 @@ def replace_documents(table: Table, doc_ids: list[str], rows: list[dict]) -> Non
 
     Between the two commits a document has the passages of two versions, never
     none; a writer killed there leaves both until the batch is written again
-    (``stored_hashes`` then reports two hashes: the document is changed). After
+    (``stored_hashes`` then reports two hashes: the document is changed). Two
+    *different* versions of a document written at once (its text changed in
+    Elasticsearch while a batch was written twice) may delete each other's rows:
+    the next incremental run sees the document changed and writes it again. After
     the merge-insert, the batch's passages are counted once more: see
     ``_one_row_each``.
 

@@ -35,3 +35,14 @@ def test_secrets_are_masked(monkeypatch):
     config = MLWorkerConfig()
     assert "hunter2" not in config.model_dump_json()
     assert "hunter2" not in repr(config)
+
+
+def test_storage_options_are_read_from_json_and_masked(monkeypatch):
+    options = {"aws_endpoint": "http://minio:9000", "aws_secret_access_key": "hunter3"}
+    monkeypatch.setenv("ML_WORKER_VECTOR_DB_STORAGE_OPTIONS", json.dumps(options))
+    config = MLWorkerConfig()
+    assert {
+        k: v.get_secret_value() for k, v in config.vector_db_storage_options.items()
+    } == options
+    for text in (config.model_dump_json(), repr(config)):
+        assert "hunter3" not in text and "minio" not in text
