@@ -448,14 +448,15 @@ def test_a_crowding_document_leaves_room_for_n_filtered_documents(crowded, mode)
     assert {h["language"] for h in hits} == {"ENGLISH"}
 
 
+@pytest.mark.parametrize("scoring", list(Scoring))
 @pytest.mark.parametrize("mode", MODES)
-def test_a_crowding_document_leaves_room_above_min_score(crowded, mode):
-    hits = _crowd_search(crowded, mode)
+def test_a_crowding_document_leaves_room_above_min_score(crowded, mode, scoring):
+    hits = _crowd_search(crowded, mode, scoring=scoring)
     threshold = hits[-1]["score"]
 
-    assert _crowd_search(crowded, mode, min_score=threshold) == hits
+    assert _crowd_search(crowded, mode, scoring=scoring, min_score=threshold) == hits
     threshold = hits[4]["score"]
-    above = _crowd_search(crowded, mode, min_score=threshold)
+    above = _crowd_search(crowded, mode, scoring=scoring, min_score=threshold)
     assert above == [h for h in hits if h["score"] >= threshold]
 
 
