@@ -7,8 +7,9 @@ applies before ranking, so a filtered search returns the best matching documents
 not a filtered short list.
 Ranking reads only row ids and scores; a row's fields are read once it is among the
 best. Passages are then grouped into documents: ``n_similar`` counts documents, each
-with its best passage as a snippet. The settings below are measured by bench.quality
-(docs/retrieval.md).
+with its best passage as a snippet. When a few documents' passages took every place,
+a next round of candidates excludes them (``_Search``). The settings below are
+measured by bench.quality (docs/retrieval.md).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from ml_worker.store import (
 from ml_worker.upkeep import tuned
 
 # Passages fetched per requested document: several passages of one document often
-# fill the top of the list, and grouping must still yield n_similar documents.
+# fill the top of the list, and grouping must still yield n_similar documents
+# without a second round of candidates.
 PASSAGES_PER_DOC = 5
 _MIN_PASSAGES = 50
 
@@ -41,6 +43,15 @@ VECTOR_WEIGHT = 0.6
 
 # Rows without text (documents with no content) have no passage to find.
 _PASSAGES_ONLY = f"{PASSAGE} >= 0"
+
+# Rounds of candidates a search may ask for (see _Search): each later one cost 5 to
+# 10 ms on a million passages (docs/retrieval.md), and four get past three documents
+# that each fill a round's candidates.
+MAX_ROUNDS = 4
+
+_ROW_ID = "_rowid"
+# What tells the documents of candidate rows apart.
+_KEYS = [DOC_ID, PASSAGE]
 
 _RESULT_FIELDS = [
     DOC_ID,
@@ -159,24 +170,165 @@ def search_queries(
         if vectors is None and mode is not SearchMode.TEXT:
             vectors = table_embedder(table).compute_query_embeddings(queries)
         text_scores = by_text.result() if by_text is not None else [None] * n
-    grouping = {"n_similar": n_similar, "scoring": scoring, "min_score": min_score}
-    results = []
     if vectors is None:
         vectors = [None] * n
-    for vector, bm25 in zip(vectors, text_scores):
-        similarities = None
-        if mode is not SearchMode.TEXT:
-            similarities = nearest_passages(table, vector, limit, where)
-        hits, blank = _documents(table, _ranked(similarities, bm25, mode), **grouping)
-        nearest_full = similarities is not None and len(similarities) == limit
-        if blank and len(hits) < n_similar and nearest_full:
-            # Passages of documents without text took places in the nearest ones:
-            # look past them (see nearest_passages).
-            condition = f"{_PASSAGES_ONLY} AND ({where})" if where else _PASSAGES_ONLY
-            similarities = nearest_passages(table, vector, limit, condition)
-            hits, _ = _documents(table, _ranked(similarities, bm25, mode), **grouping)
-        results.append(hits)
-    return results
+    search = _Search(
+        table,
+        mode=mode,
+        limit=limit,
+        where=where,
+        n_similar=n_similar,
+        scoring=scoring,
+        min_score=min_score,
+    )
+    return [
+        search.documents(query, vector, bm25)
+        for query, vector, bm25 in zip(queries, vectors, text_scores)
+    ]
+
+
+@dataclass(frozen=True)
+class _Search:
+    """How one search call finds each query's documents, in rounds of candidates.
+
+    A round ranks ``limit`` passages by each ranking and groups them by document.
+    When that leaves fewer than ``n_similar`` documents although the candidate
+    lists were full, a few passages took every place: the passages of one long
+    document of near-identical pages, or rows of documents without text. The next
+    round then asks again, excluding the documents already found (a ``doc_id NOT IN``
+    condition, answered by the doc_id index) and, when some were found, documents
+    without text. Each round finds at least one more document, and there are at
+    most ``MAX_ROUNDS``: a search stays bounded.
+    """
+
+    table: Table
+    mode: SearchMode
+    limit: int
+    where: str | None
+    n_similar: int
+    scoring: Scoring
+    min_score: float | None
+
+    def documents(self, query: str, vector, bm25: dict | None) -> list[dict]:
+        """The query's results, given its vector and its first full-text scores."""
+        # Scores of later rounds stay relative to the query's best BM25 overall.
+        best_bm25 = max((bm25 or {}).values(), default=0.0) or 1.0
+        scores: dict[int, float] = {}
+        read: dict[int, dict] = {}  # the fields read so far, by row id
+        condition, ranked, hits = self.where, [], []
+        for round_ in range(MAX_ROUNDS):
+            if round_:
+                condition = self._excluding(ranked, read)
+            similarities = None
+            if self.mode is not SearchMode.TEXT:
+                similarities = nearest_passages(
+                    self.table, vector, self.limit, condition
+                )
+            if round_ and bm25 is not None:
+                bm25 = self._next_text_scores(query, bm25, condition)
+            scores.update(_ranked(similarities, bm25, self.mode, best_bm25))
+            ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
+            hits = self._documents(ranked, read)
+            if len(hits) >= self.n_similar:
+                break
+            if not self._more(similarities, bm25, best_bm25):
+                break
+        return hits
+
+    def _next_text_scores(
+        self, query: str, previous: dict[int, float], condition: str
+    ) -> dict[int, float]:
+        """The BM25 scores of a next round, at most the previous round's lowest.
+
+        Where the full-text index does not cover the rows (a small project's, the
+        latest ones), LanceDB weighs a word by its frequency among the rows the
+        condition leaves: excluding a document of 2,000 near-identical passages made
+        its words rare, and the next round's best BM25 rose from 0.09 to 3.5. These
+        rows rank below the previous round's, by the first round's weights: their
+        scores are scaled down, their order kept. Where the index covers them, the
+        weights do not change, nor the scores.
+        """
+        if len(previous) < self.limit:
+            return {}  # the previous list held every row the full-text search finds
+        scores = _by_text(self.table, query, self.limit, condition)
+        ceiling, best = min(previous.values()), max(scores.values(), default=0.0)
+        if best <= ceiling:
+            return scores
+        return {row: score * ceiling / best for row, score in scores.items()}
+
+    def _more(self, similarities, bm25, best_bm25: float) -> bool:
+        """Whether rows outside these candidates may still make a result."""
+        ceiling = _ceiling(similarities, bm25, self.mode, self.limit, best_bm25)
+        if ceiling is None:
+            return False
+        if self.min_score is None:
+            return True
+        if self.scoring is Scoring.WEIGHTED_SUM:
+            ceiling = max(ceiling, 2 * ceiling)  # 1 + 1/2 + 1/4... of the best passage
+        return ceiling >= self.min_score
+
+    def _excluding(self, ranked: list[tuple[int, float]], read: dict[int, dict]) -> str:
+        """The condition of a next round: none of the documents of ``ranked``."""
+        _read(self.table, [row for row, _ in ranked], read, _KEYS)
+        rows = [read[row] for row, _ in ranked]
+        blank = [r[PASSAGE] == NO_TEXT_PASSAGE for r in rows]
+        found = tuple(sorted({r[DOC_ID] for r, b in zip(rows, blank) if not b}))
+        conditions = [f"{DOC_ID} NOT IN ({_sql_list(found)})"] if found else []
+        if any(blank):
+            # Documents without text are many rows, often of one vector: a condition
+            # excludes them all, at the cost of a scan (see nearest_passages).
+            conditions.append(_PASSAGES_ONLY)
+        if self.where:
+            conditions.append(f"({self.where})")
+        return " AND ".join(conditions)
+
+    def _documents(
+        self, ranked: list[tuple[int, float]], read: dict[int, dict]
+    ) -> list[dict]:
+        """The results of the best documents of ranked rows.
+
+        Reading a row's fields costs a read per row and column. Under
+        ``BEST_PASSAGE`` the first ``n_similar`` rows are read whole, and they are
+        usually ``n_similar`` documents, a document's first row being its best.
+        Otherwise the document of each row is read, then the whole best rows.
+        """
+        grouping = {
+            "n_similar": self.n_similar,
+            "scoring": self.scoring,
+            "min_score": self.min_score,
+        }
+        if self.scoring is Scoring.BEST_PASSAGE:
+            head = ranked[: self.n_similar]
+            _read(self.table, [row for row, _ in head], read, _RESULT_FIELDS)
+            best = group_by_document(_passages(head, read), **grouping)
+            # The rows past the first ones score less than min_score, or are none.
+            done = len(head) == len(ranked) or (
+                self.min_score is not None and head[-1][1] < self.min_score
+            )
+            if len(best) == self.n_similar or done:
+                return [_hit(passage) for passage in best]
+        _read(self.table, [row for row, _ in ranked], read, _KEYS)
+        best = group_by_document(_passages(ranked, read), **grouping)
+        _read(self.table, [p[_ROW_ID] for p in best], read, _RESULT_FIELDS)
+        return [_hit({**read[p[_ROW_ID]], "score": p["score"]}) for p in best]
+
+
+def _passages(ranked: list[tuple[int, float]], read: dict[int, dict]) -> list[dict]:
+    """The ranked rows of documents with text, with their row id and score."""
+    return [
+        {**read[row], _ROW_ID: row, "score": score}
+        for row, score in ranked
+        if read[row][PASSAGE] != NO_TEXT_PASSAGE
+    ]
+
+
+def _read(table: Table, row_ids: list[int], read: dict[int, dict], fields) -> None:
+    """Read ``fields`` of the rows that lack some of them into ``read``."""
+    missing = [row for row in row_ids if not read.get(row, {}).keys() >= set(fields)]
+    if missing:
+        rows = table.take_row_ids(missing).with_row_id().select(fields).to_list()
+        for row in rows:
+            read[row.pop(_ROW_ID)] = row
 
 
 def nearest_passages(
@@ -188,7 +340,8 @@ def nearest_passages(
     rows that make it to the results. The nearest rows may include those of
     documents without text (NO_TEXT_PASSAGE), which are dropped from the results:
     excluding them by a condition would cost a scan of the table per query, as it
-    matches nearly every row.
+    matches nearly every row, so only a search whose candidates they crowded out
+    asks again without them.
     """
     builder = table.search(query_vector, query_type="vector").distance_type("cosine")
     distances = _scores_by_row(tuned(builder), "_distance", limit, where)
@@ -208,25 +361,26 @@ def _scores_by_row(builder, score: str, limit: int, where: str | None) -> dict:
     if where is not None:
         builder = builder.where(where, prefilter=True)
     rows = builder.select([score]).limit(limit).to_arrow()
-    return dict(zip(rows["_rowid"].to_pylist(), rows[score].to_pylist()))
+    return dict(zip(rows[_ROW_ID].to_pylist(), rows[score].to_pylist()))
 
 
 def _ranked(
     similarities: dict[int, float] | None,
     bm25: dict[int, float] | None,
     mode: SearchMode,
-) -> list[tuple[int, float]]:
-    """Row ids and their scores, best first."""
+    best_bm25: float,
+) -> dict[int, float]:
+    """The rows' scores, by row id."""
     if mode is SearchMode.TEXT:
-        scores = bm25
-    elif mode is SearchMode.VECTOR:
-        scores = {row: (1.0 + s) / 2 for row, s in similarities.items()}  # in [0, 1]
-    else:
-        scores = _fused(similarities, bm25)
-    return sorted(scores.items(), key=lambda item: item[1], reverse=True)
+        return bm25
+    if mode is SearchMode.VECTOR:
+        return {row: (1.0 + s) / 2 for row, s in similarities.items()}  # in [0, 1]
+    return _fused(similarities, bm25, best_bm25)
 
 
-def _fused(similarities: dict[int, float], bm25: dict[int, float]) -> dict[int, float]:
+def _fused(
+    similarities: dict[int, float], bm25: dict[int, float], best_bm25: float
+) -> dict[int, float]:
     """Vector and full-text candidates, scored by a linear combination.
 
     LanceDB's hybrid query min-max normalizes each list, which zeroes a list of one:
@@ -235,7 +389,6 @@ def _fused(similarities: dict[int, float], bm25: dict[int, float]) -> dict[int, 
     nearest rows is given the similarity of the farthest of them, the most it can
     have: reading its vector would cost more than it changes (bench.quality).
     """
-    best_bm25 = max(bm25.values(), default=0.0) or 1.0
     floor = min(similarities.values(), default=0.0)
     return {
         row: VECTOR_WEIGHT * similarities.get(row, floor)
@@ -244,49 +397,25 @@ def _fused(similarities: dict[int, float], bm25: dict[int, float]) -> dict[int, 
     }
 
 
-def _documents(
-    table: Table,
-    ranked: list[tuple[int, float]],
-    *,
-    n_similar: int,
-    scoring: Scoring,
-    min_score: float | None,
-) -> tuple[list[dict], bool]:
-    """The results of the best documents of ranked rows, and whether rows of
-    documents without text were dropped.
-
-    Reading a row's fields costs a read per row and column, so under
-    ``BEST_PASSAGE`` they are read a few rows at a time, until ``n_similar``
-    documents are found: a document's first row is its best.
-    """
-    if not ranked:
-        return [], False
-    step = n_similar if scoring is Scoring.BEST_PASSAGE else len(ranked)
-    passages, doc_ids, blank = [], set(), False
-    for start in range(0, len(ranked), step):
-        chunk = ranked[start : start + step]
-        rows = _fields(table, [row for row, _ in chunk])
-        for row_id, score in chunk:
-            row = rows[row_id]
-            if row[PASSAGE] == NO_TEXT_PASSAGE:
-                blank = True
-                continue
-            passages.append({**row, "score": score})
-            doc_ids.add(row[DOC_ID])
-        if scoring is Scoring.BEST_PASSAGE and (
-            len(doc_ids) >= n_similar
-            or (min_score is not None and chunk[-1][1] < min_score)
-        ):
-            break
-    ranked_docs = group_by_document(
-        passages, n_similar=n_similar, scoring=scoring, min_score=min_score
-    )
-    return [_hit(doc) for doc in ranked_docs], blank
-
-
-def _fields(table: Table, row_ids: list[int]) -> dict[int, dict]:
-    rows = table.take_row_ids(row_ids).with_row_id().select(_RESULT_FIELDS).to_list()
-    return {row.pop("_rowid"): row for row in rows}
+def _ceiling(
+    similarities: dict[int, float] | None,
+    bm25: dict[int, float] | None,
+    mode: SearchMode,
+    limit: int,
+    best_bm25: float,
+) -> float | None:
+    """The highest score a row outside these candidates can have, or None when
+    every row the search can find is among them (a list shorter than ``limit``)."""
+    if mode is SearchMode.TEXT:
+        return min(bm25.values()) if len(bm25) == limit else None
+    # The vector search finds every row: short, it left none out.
+    if len(similarities) < limit:
+        return None
+    floor = min(similarities.values())
+    if mode is SearchMode.VECTOR:
+        return (1.0 + floor) / 2
+    text_floor = min(bm25.values()) / best_bm25 if len(bm25) == limit else 0.0
+    return VECTOR_WEIGHT * floor + (1 - VECTOR_WEIGHT) * text_floor
 
 
 def group_by_document(

@@ -341,6 +341,48 @@ async def _wait_done(stack: Stack, task_id: str) -> None:
         await asyncio.wait_for(wait_for_task(client, task_id), TIMEOUT_S)
 
 
+# Escape sequences (a window title, a screen clear, an 8-bit CSI), a right-to-left
+# override and rich markup, as a hostile document or client may send them.
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\x9b31m\u202e[bold red]x"
+RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+@pytest.mark.e2e
+def test_tasks_print_hostile_arguments_and_errors_as_text(stack):
+    # An unknown argument: the task's error quotes its name as it is.
+    args = {"project": HOSTILE, "queries": [HOSTILE], HOSTILE: 1}
+    task_id = asyncio.run(_create_task(stack, "find_most_similar", args))
+    asyncio.run(_wait_done(stack, task_id))
+
+    shown = cli("tasks", "show", task_id, env=stack.env)
+    result = cli("tasks", "result", task_id, env=stack.env)
+    listed = cli("tasks", "list", "--name", "find_most_similar", env=stack.env)
+    debug = cli("--debug", "tasks", "result", task_id, env=stack.env)
+
+    assert shown.returncode == 0, shown.stderr
+    assert RAW.findall(shown.stdout) == []
+    error = r"error\s+ValueError: unknown argument.*\\x1b\]0;owned\\x07"
+    assert re.search(error, shown.stdout, re.DOTALL)
+    assert re.search(r"args\.\\x1b\]0;owned\\x07\\x1b\[", shown.stdout)
+    assert "[bold red]x" in shown.stdout
+    assert result.returncode == 1
+    assert RAW.findall(result.stderr) == []
+    assert "\\x1b]0;owned\\x07" in error_line(result)
+    assert listed.returncode == 0 and RAW.findall(listed.stdout) == []
+    assert "Traceback" in debug.stderr and RAW.findall(debug.stderr) == []
+    as_json = cli("tasks", "show", task_id, "--json", env=stack.env)
+    assert json.loads(as_json.stdout)["args"] == args
+    assert RAW.findall(as_json.stdout) == []
+
+
+async def _create_task(stack: Stack, name: str, args: dict) -> str:
+    from ml_worker.clients import task_client_from
+
+    config = MLWorkerConfig(task_service_url=stack.env["ML_WORKER_TASK_SERVICE_URL"])
+    async with task_client_from(config) as client:
+        return await client.create_task(name, args, group=GROUP)
+
+
 @pytest.mark.e2e
 def test_unknown_project_exits_4(stack):
     vectorize = cli("vectorize", "no-such-project", env=stack.env)

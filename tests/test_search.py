@@ -8,11 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ml_worker import store, tasks
+from ml_worker import store, tasks, upkeep
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
 from ml_worker.datashare_index import bulk_index, create_project_index, document_source
 from ml_worker.documents import es_client, list_document_ids
 from ml_worker.search import (
+    Filters,
     Scoring,
     SearchMode,
     group_by_document,
@@ -359,3 +360,139 @@ async def test_bad_arguments_are_clear_errors(vector_db, args, message):
     args = {"queries": [QUERY], **args}
     with pytest.raises(ValueError, match=message):
         await tasks.find_most_similar("p", vector_db=vector_db, **args)
+
+
+# A manual of near-identical pages (one page repeated), whose passages all rank first.
+CROWD_QUERY = "create a temporary file in a safe manner"
+CROWD_PAGES = 2_000
+N_ORDINARY = 60
+_TOPICS = [
+    "mkstemp opens a temporary file that only its owner can read",
+    "a temporary directory and its files are removed when the block ends",
+    "write the report to a named temporary file, then rename it",
+    "the shipping ledger file was created in the harbour office",
+    "a safe manner to store passwords is a salted hash",
+    "the budget file was created and reviewed by the board",
+]
+
+
+def _crowded_rows(table) -> list[dict]:
+    """Rows of the manual and of ordinary documents, every other one in German."""
+    texts = [f"How to {CROWD_QUERY}: manual page, see the tempfile module."]
+    texts += [f"{_TOPICS[i % len(_TOPICS)]} (note {i})." for i in range(N_ORDINARY)]
+    # Each distinct text embedded once: the manual's pages differ by a little noise.
+    vectors = np.array(store.table_embedder(table).compute_source_embeddings(texts))
+    noise = np.random.default_rng(5).standard_normal((CROWD_PAGES, vectors.shape[1]))
+    pages = vectors[0] + 0.002 * noise
+    pages /= np.linalg.norm(pages, axis=1, keepdims=True)
+
+    def row(doc_id: str, passage: int, text: str, vector, language: str) -> dict:
+        return {
+            "doc_id": doc_id,
+            "root_id": doc_id,
+            "passage": passage,
+            "start": passage * (len(text) + 1),
+            "end": passage * (len(text) + 1) + len(text),
+            "content": text,
+            "vector": vector,
+            "path": f"/docs/{doc_id}.txt",
+            "title": f"{doc_id}.txt",
+            "language": language,
+        }
+
+    rows = [
+        row("manual", i, texts[0], page, "ENGLISH") for i, page in enumerate(pages)
+    ]
+    for i, (text, vector) in enumerate(zip(texts[1:], vectors[1:])):
+        language = "ENGLISH" if i % 2 else "GERMAN"
+        rows.append(row(f"doc-{i:02d}", 0, text, vector, language))
+    return rows
+
+
+@pytest.fixture(scope="module", params=["scanned", "indexed"])
+def crowded(request, tmp_path_factory):
+    """A project where one document's passages fill every candidate place, without
+    indices (scanned) and with those of a large project (``ensure_indices``')."""
+    db = store.connect(str(tmp_path_factory.mktemp("crowded")))
+    table = store.open_or_create_table(
+        db, "crowded", model=DEFAULT_MODEL, embed_batch_size=32
+    )
+    table.add(_crowded_rows(table))
+    if request.param == "indexed":
+        upkeep.create_vector_index(table, table.count_rows())
+        upkeep.create_filter_indices(table)
+        table.optimize()  # the rows into the full-text index
+    return table
+
+
+def _crowd_search(table, mode, **kwargs) -> list[dict]:
+    (hits,) = search_queries(table, [CROWD_QUERY], mode=mode, n_similar=10, **kwargs)
+    return hits
+
+
+@pytest.mark.parametrize("scoring", list(Scoring))
+@pytest.mark.parametrize("mode", MODES)
+def test_a_crowding_document_leaves_room_for_n_documents(crowded, mode, scoring):
+    hits = _crowd_search(crowded, mode, scoring=scoring)
+
+    assert len({h["doc_id"] for h in hits}) == len(hits) == 10
+    assert hits[0]["doc_id"] == "manual"  # relevant, and still found
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_crowding_document_leaves_room_for_n_filtered_documents(crowded, mode):
+    hits = _crowd_search(crowded, mode, where=Filters.of(languages="ENGLISH").sql())
+
+    assert len({h["doc_id"] for h in hits}) == len(hits) == 10
+    assert hits[0]["doc_id"] == "manual"
+    assert {h["language"] for h in hits} == {"ENGLISH"}
+
+
+@pytest.mark.parametrize("scoring", list(Scoring))
+@pytest.mark.parametrize("mode", MODES)
+def test_a_crowding_document_leaves_room_above_min_score(crowded, mode, scoring):
+    hits = _crowd_search(crowded, mode, scoring=scoring)
+    threshold = hits[-1]["score"]
+
+    assert _crowd_search(crowded, mode, scoring=scoring, min_score=threshold) == hits
+    threshold = hits[4]["score"]
+    above = _crowd_search(crowded, mode, scoring=scoring, min_score=threshold)
+    assert above == [h for h in hits if h["score"] >= threshold]
+
+
+@pytest.mark.parametrize("mode", [SearchMode.VECTOR, SearchMode.TEXT])
+def test_the_documents_past_a_crowding_one_are_the_best_ones(crowded, mode):
+    hits = _crowd_search(crowded, mode)
+
+    assert hits[0]["doc_id"] == "manual"
+    scanned = crowded.index_stats(upkeep.FTS_INDEX).num_unindexed_rows > 0
+    if mode is SearchMode.TEXT and scanned:
+        # Unindexed, BM25 weighs words among the rows searched: without the manual,
+        # its words are rare. The others rank by these weights, their scores scaled.
+        rest = _best_scores(crowded, mode, "doc_id != 'manual'")
+    else:
+        rest = _best_scores(crowded, mode)
+        assert [h["score"] for h in hits] == pytest.approx(
+            [rest[h["doc_id"]] for h in hits]
+        )
+    rest.pop("manual", None)
+    found = [rest[h["doc_id"]] for h in hits[1:]]
+    assert found == pytest.approx(sorted(rest.values(), reverse=True)[:9])
+
+
+def _best_scores(table, mode: SearchMode, where: str | None = None) -> dict:
+    """Each document's best passage score, from a search of every row."""
+    if mode is SearchMode.VECTOR:
+        query = table.search(CROWD_QUERY, query_type="vector").distance_type("cosine")
+        query = query.bypass_vector_index()
+    else:
+        query = table.search(CROWD_QUERY, query_type="fts", fts_columns="content")
+    if where is not None:
+        query = query.where(where, prefilter=True)
+    best: dict[str, float] = {}
+    for row in query.limit(table.count_rows()).to_list():
+        score = 1 - row["_distance"] / 2 if mode is SearchMode.VECTOR else row["_score"]
+        best[row["doc_id"]] = max(best.get(row["doc_id"], score), score)
+    return best

@@ -36,6 +36,14 @@ Errors are one line on stderr (the stack trace with `--debug`) and an exit code:
 | 4 | unknown project, task or model |
 | 130 | interrupted (Ctrl-C) |
 
+Titles, paths and snippets of documents, and the names, arguments and errors of
+tasks, may hold anything a leaked document or another client of the task service
+put there. The CLI prints them as text: control characters, terminal escape
+sequences and bidirectional controls appear as escapes (`\\x1b[2J`, `\\u202e`), and
+square brackets never turn into styling. `--json` gives back the strings intact
+once parsed: beside the control characters JSON escapes, it escapes DEL, C1
+controls and bidirectional controls too (`\\u009b`).
+
 This page is generated from the commands' `--help`:
 `python -m ml_worker.cli docs > docs/cli.md`.
 """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from ml_worker.cli.output import printable
+
 
 class ExitCode(IntEnum):
     OK = 0
@@ -67,7 +69,8 @@ def exit_code_for(error: BaseException) -> ExitCode:
 
 
 def one_line(error: BaseException, *, hint: bool = False) -> str:
-    """What went wrong, in one line; with ``hint``, says when ``--debug`` tells more."""
+    """What went wrong, in one printable line (errors quote servers' answers and
+    documents); with ``hint``, says when ``--debug`` tells more."""
     from pydantic import ValidationError
 
     if isinstance(error, ValidationError):
@@ -75,7 +78,7 @@ def one_line(error: BaseException, *, hint: bool = False) -> str:
             f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}"
             for e in error.errors()
         )
-        return f"invalid {error.title} settings: {problems}"
+        return printable(f"invalid {error.title} settings: {problems}")
     lines = str(error).strip().splitlines() or [error.__class__.__name__]
     more = " (more with --debug)" if hint and len(lines) > 1 else ""
-    return lines[0] + more
+    return printable(lines[0]) + more

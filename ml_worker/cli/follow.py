@@ -16,7 +16,7 @@ from icij_worker.objects import READY_STATES
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
 from ml_worker.cli.errors import CLIError, remote_error_code
-from ml_worker.cli.output import duration, err, out
+from ml_worker.cli.output import duration, err, out, printable, shown
 from ml_worker.task_client import TaskClient
 
 # ml_worker.tasks.GROUP: importing ml_worker.tasks would load the model libraries,
@@ -50,8 +50,10 @@ async def wait_for_task(
             and not hinted
         ):
             err.print(
-                f"task {task_id} is still queued after {queued_for:.0f} s:"
-                " is a worker running? (`ml-worker workers start`)"
+                shown(
+                    f"task {task_id} is still queued after {queued_for:.0f} s:"
+                    " is a worker running? (`ml-worker workers start`)"
+                )
             )
             hinted = True
         await asyncio.sleep(POLL_S)
@@ -74,18 +76,21 @@ async def last_error(client: TaskClient, task_id: str) -> TaskError | None:
 
 
 def describe(error: TaskError | None) -> str:
-    return f"{error.name}: {error.message}" if error else "no error recorded"
+    """A task's error, printable: its message may quote documents."""
+    if error is None:
+        return "no error recorded"
+    return printable(f"{error.name}: {error.message}")
 
 
 async def run_task(client: TaskClient, name: str, args: dict[str, Any]) -> Any:
     """Submit a task, wait for it and return its result."""
     task_id = await client.create_task(name, args, group=GROUP)
-    with err.status(f"{name} {task_id}: waiting for a worker…") as status:
+    with err.status(shown(f"{name} {task_id}: waiting for a worker…")) as status:
         task = await wait_for_task(
             client,
             task_id,
             on_poll=lambda t: status.update(
-                f"{name} {task_id}: {t.state.value.lower()}…"
+                shown(f"{name} {task_id}: {t.state.value.lower()}…")
             ),
         )
     await raise_if_failed(client, task)
@@ -207,7 +212,7 @@ def print_vectorization_summary(run: VectorizationRun) -> None:
         soft_wrap=True,
     )
     for batch_id, error in run.failures.items():
-        out.print(f"  failed batch {batch_id}: {error}", markup=False, highlight=False)
+        out.print(shown(f"  failed batch {batch_id}: {error}"))
     if run.failures or run.cancelled:
         raise CLIError(
             f"{len(run.failures) + run.cancelled} of {run.batches} batches of"

@@ -21,7 +21,7 @@ import click
 import typer
 
 from ml_worker.cli.errors import CLIError, ExitCode, exit_code_for, one_line
-from ml_worker.cli.output import err, out, print_json
+from ml_worker.cli.output import err, out, print_json, printable, shown
 
 T = TypeVar("T")
 
@@ -117,9 +117,9 @@ def vectorize(
         )
     )
     if no_wait:
-        out.print(task_id, markup=False, highlight=False)
+        out.print(shown(task_id))
         return
-    err.print(f"Task {task_id} submitted.", markup=False, highlight=False)
+    err.print(shown(f"Task {task_id} submitted."))
     try:
         run = _with_client(
             lambda client: follow_vectorization(client, task_id, project)
@@ -336,7 +336,7 @@ def tasks_cancel(task_id: TaskId) -> None:
         await client.cancel_task(task_id)
 
     _with_client(cancel)
-    out.print(f"Cancellation of {task_id} requested.", markup=False, highlight=False)
+    out.print(shown(f"Cancellation of {task_id} requested."))
 
 
 async def _get_task(client, task_id: str):
@@ -443,11 +443,20 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 def _fail(error: Exception) -> NoReturn:
     if _debug:
-        err.print_exception()
+        _print_traceback(error)
     err.print(
-        f"ml-worker: error: {one_line(error, hint=not _debug)}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
+        shown(f"ml-worker: error: {one_line(error, hint=not _debug)}"), soft_wrap=True
     )
     sys.exit(exit_code_for(error))
+
+
+def _print_traceback(error: Exception) -> None:
+    """rich's traceback of ``error``, its messages printable: they may quote
+    documents or a server's answer."""
+    from rich.traceback import Traceback
+
+    traceback = Traceback.from_exception(type(error), error, error.__traceback__)
+    for stack in traceback.trace.stacks:
+        stack.exc_value = printable(stack.exc_value)
+        stack.notes = [printable(note) for note in stack.notes]
+    err.print(traceback)

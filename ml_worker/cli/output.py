@@ -1,11 +1,15 @@
 """What the CLI prints: results on stdout, progress and errors on stderr.
 
-rich colours output only on a terminal, so piped output stays plain text.
+rich colours output only on a terminal, so piped output stays plain text. Text that
+comes from documents or from the task service (titles, paths, snippets, task ids,
+arguments and errors) is hostile input: it is printed through ``shown``, so that a
+terminal only ever displays it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from datetime import datetime
 from typing import Any
@@ -21,18 +25,43 @@ err = Console(stderr=True)
 
 SNIPPET_CHARS = 200
 
+# What a terminal may act on instead of displaying: C0 controls but tab and newline
+# (ESC starts escape sequences, BEL ends OSC ones), DEL, C1 controls (U+009B is an
+# 8-bit CSI), the marks, embeddings, overrides and isolates that reorder the text
+# after them ("Trojan Source", CVE-2021-42574), and line and paragraph separators.
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+    "\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal may act on written as its escape,
+    as Python writes it: ESC as ``\\x1b``, a right-to-left override as ``\\u202e``."""
+    return _UNSAFE.sub(lambda c: c.group().encode("unicode_escape").decode(), text)
+
+
+def shown(text: str, style: str = "") -> Text:
+    """Remote text as the CLI prints it: ``printable``, and never read as markup."""
+    return Text(printable(text), style=style)
+
 
 def print_json(value: Any) -> None:
-    # Plain print: rich would wrap long lines and colour the JSON.
-    sys.stdout.write(
-        json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n"
-    )
+    """``value`` as JSON, its strings intact once parsed.
+
+    JSON escapes C0 controls, not DEL, C1 or bidirectional controls: those are
+    escaped here too (``\\u009b``), as JSON allows anywhere in a string.
+    """
+    dumped = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    escaped = _UNSAFE.sub(lambda c: f"\\u{ord(c.group()):04x}", dumped)
+    # Plain write: rich would wrap long lines and colour the JSON.
+    sys.stdout.write(escaped + "\n")
 
 
 def hits_table(query: str, hits: list[dict]) -> Table:
     """Documents ranked for one query: rank, score, title (or path) and snippet."""
     table = Table(
-        title=Text(f"“{query}”", style="bold"), title_justify="left", show_lines=True
+        title=shown(f"“{query}”", style="bold"), title_justify="left", show_lines=True
     )
     table.add_column("#", justify="right", style="bold")
     table.add_column("score", justify="right")
@@ -43,7 +72,7 @@ def hits_table(query: str, hits: list[dict]) -> Table:
             str(rank),
             f"{hit['score']:.4f}",
             _document_label(hit),
-            Text(snippet(hit["snippet"])),
+            shown(snippet(hit["snippet"])),
         )
     if not hits:
         table.add_row("", "", "no match", "")
@@ -51,7 +80,7 @@ def hits_table(query: str, hits: list[dict]) -> Table:
 
 
 def _document_label(hit: dict) -> Text:
-    return Text(hit.get("title") or hit.get("path") or hit["doc_id"])
+    return shown(hit.get("title") or hit.get("path") or hit["doc_id"])
 
 
 def snippet(text: str, max_chars: int = SNIPPET_CHARS) -> str:
@@ -72,8 +101,8 @@ def duration(seconds: float) -> str:
 
 
 def tasks_table(tasks: list[Task], *, total: int) -> Table:
-    shown = f"{len(tasks)} of {total}" if total > len(tasks) else str(total)
-    table = Table(title=f"Tasks ({shown})", title_justify="left")
+    count = f"{len(tasks)} of {total}" if total > len(tasks) else str(total)
+    table = Table(title=f"Tasks ({count})", title_justify="left")
     table.add_column("id", overflow="fold", ratio=1)
     table.add_column("state", no_wrap=True)
     table.add_column("created", no_wrap=True)
@@ -81,7 +110,7 @@ def tasks_table(tasks: list[Task], *, total: int) -> Table:
         state = _state(task.state)
         if task.state is TaskState.RUNNING and task.progress is not None:
             state.append(f" {_progress(task.progress)}")
-        table.add_row(Text(task.id), state, _time(task.created_at))
+        table.add_row(shown(task.id), state, _time(task.created_at))
     return table
 
 
@@ -89,17 +118,17 @@ def task_details(task: Task, errors: list[ErrorEvent]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row("id", Text(task.id))
-    table.add_row("name", Text(task.name))
+    table.add_row("id", shown(task.id))
+    table.add_row("name", shown(task.name))
     table.add_row("state", _state(task.state))
     table.add_row("progress", _progress(task.progress))
     table.add_row("created", _time(task.created_at))
     table.add_row("completed", _time(task.completed_at))
     for name, value in (task.args or {}).items():
-        table.add_row(f"args.{name}", Text(_short(value)))
+        table.add_row(shown(f"args.{name}"), shown(_short(value)))
     for event in errors:
         error = event.error
-        table.add_row("error", Text(f"{error.name}: {error.message}", style="red"))
+        table.add_row("error", shown(f"{error.name}: {error.message}", style="red"))
     return table
 
 

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ml_worker.cli.errors import one_line
+from ml_worker.cli.output import shown
 from ml_worker.config import MLWorkerConfig
 from ml_worker.local_stack import RabbitMQ, ServiceUnreachable
 
@@ -151,7 +152,7 @@ def services_table(checks: list[Check]) -> Table:
         status = (
             Text("up", style="green") if check.ok else Text("down", style="bold red")
         )
-        table.add_row(check.service, status, Text(check.where), Text(check.detail))
+        table.add_row(check.service, status, shown(check.where), shown(check.detail))
     return table
 
 
@@ -161,13 +162,18 @@ def projects_table(tables: list[ProjectTable]) -> Table:
         justify = "right" if column in ("documents", "passages") else "left"
         table.add_column(column, justify=justify, overflow="fold")
     for t in tables:
+        # Table names and their metadata are the store's: shown, never markup.
         if t.error:
             table.add_row(
-                t.project, "", "", Text(f"unreadable: {t.error}", style="red"), ""
+                shown(t.project), "", "", shown(f"unreadable: {t.error}", "red"), ""
             )
         else:
             table.add_row(
-                t.project, str(t.documents), str(t.passages), t.model, t.indexes
+                shown(t.project),
+                str(t.documents),
+                str(t.passages),
+                shown(t.model),
+                shown(t.indexes),
             )
     if not tables:
         table.add_row("none yet", "", "", "", "")
