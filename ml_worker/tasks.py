@@ -131,11 +131,10 @@ async def _delete_gone_documents(
             es_client, project, chunk, retry_s=config.es_retry_s
         )
         missing = set(chunk) - indexed
-        if missing - previous:
-            await asyncio.to_thread(
-                store.delete_documents, table, sorted(missing - previous)
-            )
-        gone += len(missing - previous)
+        to_delete = sorted(missing - previous)
+        if to_delete:
+            await asyncio.to_thread(store.delete_documents, table, to_delete)
+        gone += len(to_delete)
         previous = missing
     return gone
 
