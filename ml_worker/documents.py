@@ -136,7 +136,7 @@ async def indexed_document_ids(
 ) -> set[str]:
     """Those of ``ids`` that are documents of the project's index.
 
-    One query: at most 10,000 ids, Elasticsearch's default ``max_result_window``.
+    One query: at most the index's ``max_result_window`` ids (10,000 by default).
     """
     if not ids:
         return set()
