@@ -69,11 +69,11 @@ async def vectorize(
         model=model,
         embed_batch_size=config.embed_batch_size,
     )
-    ids = await documents.list_document_ids(es, project, page_size=1000)
     written = 0
-    for first in range(0, len(ids), VECTORIZE_BATCH):
+    pages = documents.document_id_pages(es, project, page_size=VECTORIZE_BATCH)
+    async for ids in pages:
         written += await tasks.vectorize_docs(
-            ids[first : first + VECTORIZE_BATCH],
+            ids,
             project,
             config=config,
             es_client=es,

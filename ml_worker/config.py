@@ -48,7 +48,17 @@ class MLWorkerConfig(BaseSettings):
         " the task fails (and is retried by the worker)",
     )
     es_page_size: PositiveInt = Field(
-        default=1000, description="Document ids read per Elasticsearch scroll page"
+        default=10_000,
+        description="Document ids read per Elasticsearch page when listing a project;"
+        " each page is a search over the whole index, so fewer, larger pages list it"
+        " faster (at most the index's max_result_window, 10,000 by default)",
+    )
+    gone_check_chunk_size: PositiveInt = Field(
+        default=10_000,
+        description="Rows of a project's table read at a time when looking for"
+        " documents gone from the index; each chunk's ids are looked up with one"
+        " Elasticsearch query (at most the index's max_result_window, 10,000 by"
+        " default)",
     )
 
     task_service: TaskServiceKind = Field(

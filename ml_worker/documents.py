@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import AsyncIterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from elasticsearch import AsyncElasticsearch, ConnectionError, NotFoundError
 from elasticsearch import TransportError
-from elasticsearch.helpers import async_scan
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -24,6 +24,8 @@ from tenacity import (
 )
 
 _DOCUMENTS_ONLY = {"bool": {"filter": [{"term": {"type": "Document"}}]}}
+# Answers cut down to their hits' ids: no index name, score or sort values to parse.
+_HIT_IDS = "hits.hits._id"
 _SOURCE_FIELDS = [
     "content",
     "rootDocument",
@@ -72,27 +74,82 @@ def es_client(address: str, *, username=None, password=None, timeout_s=30.0):
     return client
 
 
-async def list_document_ids(
+async def count_documents(
+    es: AsyncElasticsearch, project: str, *, retry_s: float = DEFAULT_RETRY_S
+) -> int:
+    """How many documents the project's index holds, its named entities left out."""
+    async for attempt in _retrying(es, retry_s):
+        with attempt, _project_index(es, project):
+            res = await es.count(index=project, body={"query": _DOCUMENTS_ONLY})
+    return res["count"]
+
+
+async def document_id_pages(
     es: AsyncElasticsearch,
     project: str,
     *,
     page_size: int,
     retry_s: float = DEFAULT_RETRY_S,
-) -> list[str]:
-    """Every document id of the project, without reading the documents' sources.
+) -> AsyncIterator[list[str]]:
+    """Every document id of the project, a page at a time, in id order.
 
-    An outage restarts the scroll from the beginning.
+    Each page is asked for by the last id read (``search_after`` on ``_id``), so a
+    page that meets an outage is asked again as it was and the listing resumes where
+    it stopped; a scroll cannot, as a page whose answer was lost is gone from its
+    context. Nothing is held for the whole listing, here or on the server.
     """
+    after = None
+    while True:
+        page = await _id_page(es, project, page_size, after, retry_s)
+        if page:
+            yield page
+        if len(page) < page_size:
+            return
+        after = page[-1]
+
+
+async def _id_page(
+    es: AsyncElasticsearch, project: str, size: int, after: str | None, retry_s: float
+) -> list[str]:
+    search_after = {} if after is None else {"search_after": [after]}
     async for attempt in _retrying(es, retry_s):
         with attempt, _project_index(es, project):
-            hits = async_scan(
-                es,
+            res = await es.search(
                 index=project,
-                query={"query": _DOCUMENTS_ONLY},
+                query=_DOCUMENTS_ONLY,
+                sort=[{"_id": "asc"}],
+                size=size,
                 _source=False,
-                size=page_size,
+                track_total_hits=False,
+                filter_path=_HIT_IDS,
+                **search_after,
             )
-            return [hit["_id"] async for hit in hits]
+    return _hit_ids(res)
+
+
+async def indexed_document_ids(
+    es: AsyncElasticsearch,
+    project: str,
+    ids: list[str],
+    *,
+    retry_s: float = DEFAULT_RETRY_S,
+) -> set[str]:
+    """Those of ``ids`` that are documents of the project's index.
+
+    One query: at most the index's ``max_result_window`` ids (10,000 by default).
+    """
+    if not ids:
+        return set()
+    async for attempt in _retrying(es, retry_s):
+        with attempt, _project_index(es, project):
+            res = await es.search(
+                index=project,
+                query=_documents_with_ids(ids),
+                size=len(ids),
+                _source=False,
+                filter_path=_HIT_IDS,
+            )
+    return set(_hit_ids(res))
 
 
 async def fetch_documents(
@@ -103,14 +160,25 @@ async def fetch_documents(
     retry_s: float = DEFAULT_RETRY_S,
 ) -> list[Document]:
     """The documents with these ids (unknown ids are left out), in ``ids`` order."""
-    query = {"bool": {"filter": [{"ids": {"values": ids}}, {"term": {"type": "Document"}}]}}
     async for attempt in _retrying(es, retry_s):
         with attempt, _project_index(es, project):
             res = await es.search(
-                index=project, query=query, size=len(ids), _source_includes=_SOURCE_FIELDS
+                index=project,
+                query=_documents_with_ids(ids),
+                size=len(ids),
+                _source_includes=_SOURCE_FIELDS,
             )
     by_id = {hit["_id"]: _to_document(hit) for hit in res["hits"]["hits"]}
     return [by_id[i] for i in ids if i in by_id]
+
+
+def _documents_with_ids(ids: list[str]) -> dict:
+    return {"bool": {"filter": [{"ids": {"values": ids}}, {"term": {"type": "Document"}}]}}
+
+
+def _hit_ids(res: dict) -> list[str]:
+    # Filtered to the hits' ids, an answer without hits has no "hits" at all.
+    return [hit["_id"] for hit in res.get("hits", {}).get("hits", [])]
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import lancedb
 from elasticsearch import AsyncElasticsearch
@@ -60,12 +60,12 @@ async def create_vectorization_tasks(
 
     Incremental unless ``rebuild``: rows of documents no longer in the index are
     deleted, and the batch tasks skip documents whose content did not change.
-    ``user``: added by Datashare, ignored.
+    Returns the batch tasks' ids. ``user``: added by Datashare, ignored.
     """
     config = config or deps.lifespan_config()
     es_client = es_client or deps.lifespan_es_client()
     task_client = task_client or deps.lifespan_task_client()
-    if vector_db is None:  # a database without tables is falsy
+    if vector_db is None:  # not `or`: a database without tables is falsy
         vector_db = deps.lifespan_vector_db()
     model = model or config.model
     if batch_size is None:
@@ -73,10 +73,8 @@ async def create_vectorization_tasks(
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     store.table_name(project)
-    # Read every id before creating any task: an outage then retries a read, and a
-    # retried task re-creates batches whose writes are idempotent anyway.
-    ids = await documents.list_document_ids(
-        es_client, project, page_size=config.es_page_size, retry_s=config.es_retry_s
+    total = await documents.count_documents(
+        es_client, project, retry_s=config.es_retry_s
     )
     if rebuild:
         await asyncio.to_thread(store.drop_table, vector_db, project)
@@ -87,18 +85,73 @@ async def create_vectorization_tasks(
         model=model,
         embed_batch_size=config.embed_batch_size,
     )
-    gone = await asyncio.to_thread(store.stored_document_ids, table) - set(ids)
+    # Before the batches: the deletes then never compete with the run's own batch
+    # writes for the table's commits, and a document deleted from the index stops
+    # being found before the run starts.
+    gone = await _delete_gone_documents(es_client, table, project, config)
     if gone:
-        await asyncio.to_thread(store.delete_documents, table, sorted(gone))
-        logger.info("project %s: removed %s documents gone from the index", project, len(gone))
-    task_ids = []
-    for start in range(0, len(ids), batch_size):
-        batch = ids[start : start + batch_size]
+        logger.info("project %s: removed %s documents gone from the index", project, gone)
+    # Each batch task is created as soon as its ids are read: memory stays that of a
+    # page and a batch, whatever the project's size. Each page is retried through an
+    # outage; one that outlasts es_retry_s fails the task, and the worker runs it
+    # again from the start. The batches it then creates again are harmless: writing
+    # a batch is idempotent, and its unchanged documents are skipped by their hash.
+    pages = documents.document_id_pages(
+        es_client, project, page_size=config.es_page_size, retry_s=config.es_retry_s
+    )
+    task_ids, created = [], 0
+    async for batch in _batches(pages, batch_size):
         task_ids.append(await _create_batch_task(task_client, project, batch))
+        created += len(batch)
         if progress is not None:
-            await progress((start + len(batch)) / len(ids))
+            # Counted at the start: documents indexed since may outnumber it.
+            await progress(created / max(total, created))
+    if progress is not None and created < total:
+        await progress(1.0)  # documents deleted since the count
     logger.info("project %s: %s batch tasks created", project, len(task_ids))
     return task_ids
+
+
+async def _delete_gone_documents(
+    es_client: AsyncElasticsearch, table, project: str, config: MLWorkerConfig
+) -> int:
+    """Deletes the rows of documents no longer in the index; returns how many.
+
+    The table's doc_ids are read by chunks, and Elasticsearch asked which of each
+    chunk's are still documents: memory stays that of a chunk.
+    """
+    chunks = store.stored_document_id_chunks(
+        table, chunk_rows=config.gone_check_chunk_size
+    )
+    # A document's rows follow each other and may span chunks: it is deleted once.
+    previous: set[str] = set()
+    gone = 0
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        indexed = await documents.indexed_document_ids(
+            es_client, project, chunk, retry_s=config.es_retry_s
+        )
+        missing = set(chunk) - indexed
+        to_delete = sorted(missing - previous)
+        if to_delete:
+            await asyncio.to_thread(store.delete_documents, table, to_delete)
+        gone += len(to_delete)
+        previous = missing
+    return gone
+
+
+async def _batches(
+    pages: AsyncIterator[list[str]], size: int
+) -> AsyncIterator[list[str]]:
+    """The ids of ``pages`` regrouped ``size`` at a time."""
+    batch: list[str] = []
+    async for page in pages:
+        for doc_id in page:
+            batch.append(doc_id)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
 
 
 async def _create_batch_task(client: TaskClient, project: str, batch: list[str]) -> str:

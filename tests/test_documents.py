@@ -13,9 +13,26 @@ async def seeded(es, project):
     return doc_ids
 
 
-async def test_list_document_ids_gives_documents_only(es, project, seeded):
-    ids = await documents.list_document_ids(es, project, page_size=7)
-    assert sorted(ids) == sorted(seeded)
+async def test_document_id_pages_give_documents_only_in_id_order(es, project, seeded):
+    pages = [p async for p in documents.document_id_pages(es, project, page_size=7)]
+
+    ids = [i for page in pages for i in page]
+    assert ids == sorted(seeded)
+    assert [len(p) for p in pages] == [7] * (len(ids) // 7) + [len(ids) % 7]
+    assert await documents.count_documents(es, project) == len(seeded)
+
+
+async def test_no_empty_page_follows_a_full_last_one(es, project, seeded):
+    page_size = len(seeded)
+    pages = documents.document_id_pages(es, project, page_size=page_size)
+    assert [p async for p in pages] == [sorted(seeded)]
+
+
+async def test_indexed_document_ids_are_documents_embedded_or_not(es, project, seeded):
+    asked = ["doc-0004-attachment", "doc-0001", "unknown", "doc-0001-ne-0"]
+    indexed = await documents.indexed_document_ids(es, project, asked)
+    assert indexed == {"doc-0004-attachment", "doc-0001"}
+    assert await documents.indexed_document_ids(es, project, ["unknown"]) == set()
 
 
 async def test_fetch_documents_reads_routed_embedded_documents(es, project, seeded):
@@ -33,7 +50,9 @@ async def test_fetch_documents_reads_routed_embedded_documents(es, project, seed
 
 async def test_unknown_project_names_the_index_and_server(es, es_url):
     with pytest.raises(documents.UnknownProject, match="no-such-project.*has no"):
-        await documents.list_document_ids(es, "no-such-project", page_size=5)
+        await anext(documents.document_id_pages(es, "no-such-project", page_size=5))
+    with pytest.raises(documents.UnknownProject, match="no-such-project.*has no"):
+        await documents.count_documents(es, "no-such-project")
     with pytest.raises(documents.UnknownProject, match="127.0.0.1"):
         await documents.fetch_documents(es, "no-such-project", ["a"])
 

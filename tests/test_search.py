@@ -11,7 +11,7 @@ import pytest
 from ml_worker import store, tasks, upkeep
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
 from ml_worker.datashare_index import bulk_index, create_project_index, document_source
-from ml_worker.documents import es_client, list_document_ids
+from ml_worker.documents import document_id_pages, es_client
 from ml_worker.search import (
     Filters,
     Scoring,
@@ -94,7 +94,8 @@ async def corpus(es_url, tmp_path_factory):
         store.open_or_create_table(
             vector_db, project, model=DEFAULT_MODEL, embed_batch_size=32
         )
-        ids = await list_document_ids(es, project, page_size=100)
+        pages = document_id_pages(es, project, page_size=100)
+        ids = [i async for page in pages for i in page]
         written = await tasks.vectorize_docs(
             ids, project, config=config, es_client=es, vector_db=vector_db
         )

@@ -1,0 +1,262 @@
+"""Fan-out memory: create_vectorization_tasks over projects of growing size.
+
+For each size, a synthetic Datashare index (tiny contents, one named-entity child
+per 100 documents) in an Elasticsearch-API server (``ML_WORKER_ES_ADDRESS``, or the
+in-memory emulator started here), and the project's vector table as a re-run finds
+it: one row per document, plus rows of 1 % more documents that are gone from the
+index (vectors left out: the fan-out reads doc_ids only). Then
+``create_vectorization_tasks`` runs in a fresh process, creating its batch tasks
+through icij-worker's HTTP task service (PostgreSQL storage, a temporary RabbitMQ
+vhost, no workers: the tasks just queue). Reported for each run: the process's peak
+RSS (VmHWM, its imports, connections and model included), its RSS before the
+fan-out, the seconds the fan-out took and the tasks it created per second.
+
+The task service creates about 50 tasks a second on 2 busy cores, so the default
+batch is 640 documents (3,125 tasks at 2 M documents). Each page of ids is a search
+over the whole index, which the emulator answers in time proportional to the index,
+hence pages of 100,000 (``--page-size``; the bench index's ``max_result_window`` is
+raised to match). The emulator is the slow part at 2 M documents: it holds about
+2.5 KiB a document (over 7 GiB while still indexing them) and indexed them for more
+than 13 minutes on 2 busy cores; a real Elasticsearch is faster at both.
+
+    uv run python -m bench.fanout [--sizes 200000 2000000] [--batch-size 640]
+        [--page-size 100000] [--before PATH]
+
+``--before PATH``: also run the fan-out of the checkout at PATH on the same data
+(before this one's, as its table is left as it found it), to compare. The last line
+printed is ``fanout docs=N rss_mib=X rss_ratio=Y tasks_s=Z`` for the largest size,
+the ratio being to the peak RSS at the smallest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pyarrow as pa  # noqa: E402
+from elasticsearch.helpers import async_bulk  # noqa: E402
+
+from ml_worker import store  # noqa: E402
+from ml_worker.config import DEFAULT_MODEL  # noqa: E402
+from ml_worker.datashare_index import (  # noqa: E402
+    MAPPING,
+    document_source,
+    named_entity_source,
+)
+from ml_worker.documents import es_client  # noqa: E402
+from ml_worker.local_stack import (  # noqa: E402
+    Postgres,
+    RabbitMQ,
+    es_emulator,
+    free_port,
+    task_service,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+GONE_FRACTION = 100  # 1 stored document in 100 is gone from the index
+ROWS_PER_ADD = 100_000
+MIB = 1024 * 1024
+
+
+def doc_id(project: str, i: int) -> str:
+    """64 hex digits, like Datashare's ids."""
+    return hashlib.sha256(f"{project}/{i}".encode()).hexdigest()
+
+
+async def index_project(es_url: str, project: str, n_docs: int, page_size: int) -> None:
+    es = es_client(es_url, timeout_s=600)
+    try:
+        await es.indices.create(
+            index=project,
+            mappings=MAPPING,
+            settings={"max_result_window": max(10_000, page_size)},
+        )
+        await async_bulk(es, _actions(project, n_docs), chunk_size=10_000)
+        await es.indices.refresh(index=project)
+    finally:
+        await es.close()
+
+
+def _actions(project: str, n_docs: int):
+    for i in range(n_docs):
+        doc = doc_id(project, i)
+        source = document_source(f"text {i}", path=f"/bench/{i}.txt")
+        yield {"_index": project, "_id": doc, "_source": source}
+        if i % 100 == 0:
+            entity = named_entity_source(f"person {i}", doc_id=doc)
+            yield {"_index": project, "_id": f"{doc}-ne", "_routing": doc, "_source": entity}
+
+
+def store_project(vectors: str, project: str, n_docs: int) -> None:
+    """The table a re-run finds: every document's row, and rows of gone ones."""
+    db = store.connect(vectors)
+    table = store.open_or_create_table(
+        db, project, model=DEFAULT_MODEL, embed_batch_size=64
+    )
+    gone = [doc_id(f"{project}-gone", i) for i in range(n_docs // GONE_FRACTION)]
+    ids = [doc_id(project, i) for i in range(n_docs)] + gone
+    for start in range(0, len(ids), ROWS_PER_ADD):
+        rows = _rows(table.schema, ids[start : start + ROWS_PER_ADD])
+        table.add(rows, on_bad_vectors="null")
+
+
+def _rows(schema: pa.Schema, ids: list[str]) -> pa.Table:
+    n = len(ids)
+    ndims = schema.field(store.VECTOR).type.list_size
+    # One vector given: LanceDB embeds a batch only when all its vectors are missing.
+    vectors = [[0.0] * ndims] + [None] * (n - 1)
+    columns = {
+        store.DOC_ID: ids,
+        store.PASSAGE: [0] * n,
+        "start": [0] * n,
+        "end": [0] * n,
+        store.CONTENT: [""] * n,
+        store.VECTOR: vectors,
+    }
+    return pa.Table.from_pydict(
+        {f.name: columns.get(f.name, [None] * n) for f in schema}, schema=schema
+    )
+
+
+def run_child(code: Path, args: dict) -> dict:
+    """create_vectorization_tasks of the checkout at ``code``, in a fresh process."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(args)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"fan-out process failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+async def child(args: dict) -> dict:
+    from ml_worker.clients import es_client_from, task_client_from
+    from ml_worker.config import MLWorkerConfig
+    from ml_worker.tasks import create_vectorization_tasks
+
+    config = MLWorkerConfig(
+        es_address=args["es_url"],
+        es_timeout_s=600,
+        es_page_size=args["page_size"],
+        task_service_url=args["task_service_url"],
+        vector_db_uri=args["vectors"],
+    )
+    es = es_client_from(config)
+    vector_db = store.connect_from(config)
+    try:
+        async with task_client_from(config) as task_client:
+            rss_before = _status_kib("VmRSS") / 1024
+            start = time.monotonic()
+            task_ids = await create_vectorization_tasks(
+                args["project"],
+                batch_size=args["batch_size"],
+                config=config,
+                es_client=es,
+                task_client=task_client,
+                vector_db=vector_db,
+            )
+            seconds = time.monotonic() - start
+    finally:
+        await es.close()
+    return {
+        "tasks": len(task_ids),
+        "seconds": seconds,
+        "rss_before_mib": rss_before,
+        "rss_mib": _status_kib("VmHWM") / 1024,
+    }
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _line(label: str, n_docs: int, result: dict) -> str:
+    return (
+        f"fanout {label} docs={n_docs} tasks={result['tasks']}"
+        f" seconds={result['seconds']:.1f}"
+        f" tasks_s={result['tasks'] / result['seconds']:.0f}"
+        f" rss_before_mib={result['rss_before_mib']:.0f}"
+        f" rss_mib={result['rss_mib']:.0f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 2_000_000])
+    parser.add_argument("--batch-size", type=int, default=640)
+    parser.add_argument("--page-size", type=int, default=100_000)
+    parser.add_argument("--before", type=Path, help="a checkout to compare with")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(asyncio.run(child(json.loads(args.child)))))
+        return
+    rabbitmq, postgres = RabbitMQ(), Postgres()
+    rabbitmq.check()
+    postgres.check()
+    print(
+        "task API: icij-worker's HTTP task service (PostgreSQL storage, RabbitMQ);"
+        f" batch size {args.batch_size}, page size {args.page_size}",
+        flush=True,
+    )
+    peaks = {}
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        es_url = os.environ.get("ML_WORKER_ES_ADDRESS") or stack.enter_context(
+            es_emulator()
+        )
+        vhost = stack.enter_context(rabbitmq.temporary_vhost())
+        service_url = stack.enter_context(
+            task_service(
+                workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres,
+                port=free_port(),
+            )
+        )
+        for n_docs in sorted(args.sizes):
+            project = f"bench-fanout-{n_docs}-{os.getpid()}"
+            start = time.monotonic()
+            asyncio.run(index_project(es_url, project, n_docs, args.page_size))
+            store_project(str(workdir / "vectors"), project, n_docs)
+            print(f"docs={n_docs}: indexed and stored in {time.monotonic() - start:.0f}s",
+                  flush=True)
+            child_args = {
+                "project": project,
+                "es_url": es_url,
+                "task_service_url": service_url,
+                "vectors": str(workdir / "vectors"),
+                "batch_size": args.batch_size,
+                "page_size": args.page_size,
+            }
+            if args.before is not None:
+                before = run_child(args.before.resolve(), child_args)
+                print(_line("before", n_docs, before), flush=True)
+                # It deleted the gone documents' rows: this run finds them too.
+                store.drop_table(store.connect(str(workdir / "vectors")), project)
+                store_project(str(workdir / "vectors"), project, n_docs)
+            result = run_child(ROOT, child_args)
+            print(_line("now", n_docs, result), flush=True)
+            peaks[n_docs] = result
+    largest, smallest = max(peaks), min(peaks)
+    result = peaks[largest]
+    print(
+        f"fanout docs={largest} rss_mib={result['rss_mib']:.0f}"
+        f" rss_ratio={result['rss_mib'] / peaks[smallest]['rss_mib']:.3f}"
+        f" tasks_s={result['tasks'] / result['seconds']:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
