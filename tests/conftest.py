@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 # Before any Hugging Face import: tests never reach a model hub.
@@ -63,6 +64,24 @@ class S3Endpoint:
             "allow_http": "true",
         }
 
+    @contextmanager
+    def bucket(self):
+        """A fresh bucket, emptied and deleted afterwards; yields its name."""
+        name = f"ml-worker-test-{uuid.uuid4().hex[:12]}"
+        client = self.client()
+        location = {}
+        if self.region != "us-east-1":
+            location = {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
+        client.create_bucket(Bucket=name, **location)
+        try:
+            yield name
+        finally:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    client.delete_objects(Bucket=name, Delete={"Objects": keys})
+            client.delete_bucket(Bucket=name)
+
     def client(self):
         return boto3.client(
             "s3",
@@ -91,19 +110,8 @@ def s3(tmp_path_factory) -> S3Endpoint:
 
 @pytest.fixture
 def s3_bucket(s3) -> str:
-    """A fresh bucket, emptied and deleted after the test."""
-    name = f"ml-worker-test-{uuid.uuid4().hex[:12]}"
-    client = s3.client()
-    location = {}
-    if s3.region != "us-east-1":
-        location = {"CreateBucketConfiguration": {"LocationConstraint": s3.region}}
-    client.create_bucket(Bucket=name, **location)
-    yield name
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=name, Delete={"Objects": keys})
-    client.delete_bucket(Bucket=name)
+    with s3.bucket() as name:
+        yield name
 
 
 @pytest.fixture

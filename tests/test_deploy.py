@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -84,16 +85,30 @@ def test_workers_consume_the_python_group(compose):
 
     assert worker["command"] == [*WORKER_COMMAND, "-n", "1", "-g", "PYTHON"]
     assert worker["deploy"]["replicas"] == 2
-    assert "vectors:/data/vectors" in worker["volumes"]
-    assert "vectors" in compose["volumes"]
+
+
+def test_workers_share_tables_on_the_object_store(compose):
+    worker = compose["services"]["ml-worker"]
+    env = worker["environment"]
+    options = json.loads(env["ML_WORKER_VECTOR_DB_STORAGE_OPTIONS"])
+
+    assert env["ML_WORKER_VECTOR_DB_URI"] == "s3://ml-worker/vectors"
+    assert options["aws_endpoint"] == "http://minio:9000"
+    assert "volumes" not in worker  # nothing shared but the store
+    bucket = compose["services"]["minio-bucket"]
+    assert "store/ml-worker" in bucket["entrypoint"][-1]
+    assert worker["depends_on"]["minio-bucket"] == {
+        "condition": "service_completed_successfully"
+    }
 
 
 def test_workers_wait_for_healthy_dependencies(compose):
     depends_on = compose["services"]["ml-worker"]["depends_on"]
 
     assert {"elasticsearch", "rabbitmq", "datashare"} <= set(depends_on)
-    for dependency in depends_on.values():
-        assert dependency["condition"] == "service_healthy"
+    for name, dependency in depends_on.items():
+        if name != "minio-bucket":  # a one-off job: it completes
+            assert dependency["condition"] == "service_healthy"
 
 
 def test_worker_environment_names_real_settings(compose):
