@@ -123,6 +123,7 @@ def _rows(schema: pa.Schema, ids: list[str]) -> pa.Table:
         "end": [0] * n,
         store.CONTENT: [""] * n,
         store.VECTOR: vectors,
+        store.PASSAGE_ID: [store.passage_id(i, None, 0) for i in ids],
     }
     return pa.Table.from_pydict(
         {f.name: columns.get(f.name, [None] * n) for f in schema}, schema=schema
