@@ -1,10 +1,11 @@
 """Runs the pipeline's services on one machine, for the demo and the tests.
 
 The pieces are the real ones: the machine's RabbitMQ and PostgreSQL, icij-worker's
-HTTP task service and worker processes started with their own CLIs, and either the
-configured Elasticsearch or an in-memory emulator of its API. Each run gets its own
-RabbitMQ virtual host, so it never consumes another run's tasks. Everything started
-here is stopped on exit, Ctrl-C included.
+HTTP task service started with its CLI, a worker pool started with
+``ml-worker workers start``, and either the configured Elasticsearch or an in-memory
+emulator of its API. Each run gets its own RabbitMQ virtual host, so it never
+consumes another run's tasks. Everything started here is stopped on exit, Ctrl-C
+included.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from icij_worker.routing_strategy import RoutingStrategy
 
 APP_PATH = "ml_worker.app.app"
 TASK_GROUP = "PYTHON"
-# This environment's console scripts: icij-worker's CLIs, and dbmate for the
-# task storage's migrations.
+# This environment's console scripts: icij-worker's task service, ml-worker's CLI,
+# and dbmate for the task storage's migrations.
 _SCRIPTS = Path(sys.executable).parent
 _READY_TIMEOUT_S = 120.0
 
@@ -185,7 +186,9 @@ def worker_pool(
     vhost: str,
     ml_worker_config: dict,
 ):
-    """``n_workers`` worker processes consuming the PYTHON task group."""
+    """``n_workers`` worker processes consuming the PYTHON task group, run by
+    ``ml-worker workers start``, which restarts those that exit; the Popen's process
+    group is the whole pool."""
     app_config_path = workdir / "ml-worker.json"
     app_config_path.write_text(json.dumps(ml_worker_config, indent=2))
     worker_config = {
@@ -196,10 +199,9 @@ def worker_pool(
     config_path = workdir / "workers.json"
     config_path.write_text(json.dumps(worker_config, indent=2))
     cmd = [
-        _bin("icij-worker"),
+        _bin("ml-worker"),
         "workers",
         "start",
-        APP_PATH,
         "-n",
         str(n_workers),
         "-g",

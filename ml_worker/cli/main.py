@@ -9,7 +9,6 @@ so that ``--help`` and usage errors answer at once.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -365,17 +364,24 @@ def workers_start(
             " [default: from ICIJ_WORKER_* variables].",
         ),
     ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "-g",
+            "--group",
+            show_default=False,
+            help="Task group the workers consume [default: PYTHON].",
+        ),
+    ] = None,
 ) -> None:
-    """Start N worker processes in the foreground; Ctrl-C stops them."""
+    """Run N worker processes in the foreground, each started again when it exits
+    (killed, out of memory, RabbitMQ lost), after 1 s doubling to 30 s. Ctrl-C or
+    SIGTERM stops them all within 10 s."""
     from ml_worker.cli.follow import GROUP
     from ml_worker.local_stack import APP_PATH
+    from ml_worker.pool import run_pool
 
-    cmd = [sys.executable, "-m", "icij_worker", "workers", "start", APP_PATH]
-    cmd += ["-n", str(n), "-g", GROUP]
-    if config is not None:
-        cmd += ["-c", str(config)]
-    env = {"ICIJ_WORKER_TYPE": "amqp", **os.environ}
-    os.execve(sys.executable, cmd, env)
+    run_pool(n, app=APP_PATH, group=group or GROUP, config=config)
 
 
 @app.command()
