@@ -79,14 +79,21 @@ class RabbitMQ:
                 client.delete(f"/api/vhosts/{quote(vhost)}")
 
 
-    def task_queue_consumers(self, vhost: str) -> int:
-        """How many workers consume the task group's queue in ``vhost``."""
+    def task_queue_consumers(self, vhost: str, *, quoted: bool = False) -> int:
+        """How many workers consume the task group's queue in ``vhost``: 0 until one
+        declared it. ``quoted``: ``vhost`` is URL-encoded already, as icij-worker's
+        ``rabbitmq_vhost`` setting is (``%2F`` for ``/``). Raises httpx.HTTPError when
+        the management API does not tell."""
         queue = RoutingStrategy.amqp_task_routing(TASK_GROUP).queue_name
-        path = f"/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}"
+        vhost = vhost if quoted else quote(vhost, safe="")
+        path = f"/api/queues/{vhost}/{quote(queue, safe='')}"
         res = httpx.get(
             f"{self.management_url}{path}", auth=(self.user, self.password), timeout=5
         )
-        return res.json().get("consumers", 0) if res.status_code == 200 else 0
+        if res.status_code == 404:
+            return 0
+        res.raise_for_status()
+        return res.json().get("consumers", 0)
 
 
 def wait_for_workers(

@@ -105,10 +105,12 @@ def vectorize(
 ) -> None:
     """Vectorize a project's documents, following the run until every batch is done."""
     from ml_worker.cli.follow import (
+        QueueWatch,
         follow_vectorization,
         print_vectorization_summary,
         submit_vectorization,
     )
+    from ml_worker.cli.status import task_queue_consumers_from_env
 
     task_id = _with_client(
         lambda client: submit_vectorization(
@@ -119,9 +121,10 @@ def vectorize(
         out.print(task_id, markup=False, highlight=False)
         return
     err.print(f"Task {task_id} submitted.", markup=False, highlight=False)
+    watch = QueueWatch(task_queue_consumers_from_env())
     try:
         run = _with_client(
-            lambda client: follow_vectorization(client, task_id, project)
+            lambda client: follow_vectorization(client, task_id, project, watch=watch)
         )
     except KeyboardInterrupt:
         raise CLIError(
@@ -204,8 +207,9 @@ def search(
     ] = False,
 ) -> None:
     """Find the documents of a project most relevant to each query."""
-    from ml_worker.cli.follow import search_project
+    from ml_worker.cli.follow import QueueWatch, search_project
     from ml_worker.cli.output import hits_table
+    from ml_worker.cli.status import task_queue_consumers_from_env
 
     filters = {
         "languages": languages,
@@ -214,9 +218,16 @@ def search(
         "tags": tags,
         "min_score": min_score,
     }
+    watch = QueueWatch(task_queue_consumers_from_env())
     results = _with_client(
         lambda client: search_project(
-            client, project, queries, n_similar=n, mode=mode.value, **filters
+            client,
+            project,
+            queries,
+            watch=watch,
+            n_similar=n,
+            mode=mode.value,
+            **filters,
         )
     )
     if as_json:
