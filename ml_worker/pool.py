@@ -84,8 +84,12 @@ def run_pool(
     # The workers' type, unless the environment says otherwise; they inherit it.
     os.environ.setdefault("ICIJ_WORKER_TYPE", "amqp")
     check_settings(config)
-    pool = _Pool(worker_command(app, group, config), backoff)
-    asyncio.run(pool.run(n_workers))
+    supervise(worker_command(app, group, config), n_workers, backoff)
+
+
+def supervise(cmd: list[str], n_workers: int, backoff: Backoff = Backoff()) -> None:
+    """Keep ``n_workers`` processes of ``cmd`` running until SIGINT or SIGTERM."""
+    asyncio.run(_Pool(cmd, backoff).run(n_workers))
 
 
 class _Pool:
@@ -129,7 +133,16 @@ class _Pool:
         loop = asyncio.get_running_loop()
         wait_s: float | None = None
         while not self._stopping.is_set():
-            process = await asyncio.create_subprocess_exec(*self._cmd)
+            try:
+                process = await asyncio.create_subprocess_exec(*self._cmd)
+            except OSError as e:  # out of memory or processes: try again later
+                wait_s = self._backoff.next_wait(wait_s, 0.0)
+                logger.error(
+                    "worker %d could not start (%s): trying again in %g s",
+                    slot, e, wait_s,
+                )
+                await self._pause(wait_s)
+                continue
             self._workers[slot] = process
             started = loop.time()
             logger.info("worker %d started (pid %d)", slot, process.pid)
@@ -143,11 +156,15 @@ class _Pool:
                 return
             wait_s = self._backoff.next_wait(wait_s, uptime_s)
             logger.warning(
-                "worker %d (pid %d) %s after %.1f s: restarting it in %.0f s",
+                "worker %d (pid %d) %s after %.1f s: restarting it in %g s",
                 slot, process.pid, cause, uptime_s, wait_s,
             )
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), wait_s)
+            await self._pause(wait_s)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait, unless the pool is stopped meanwhile."""
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
 
 def exit_cause(returncode: int) -> str:

@@ -385,9 +385,12 @@ def workers_start(
         ),
     ] = None,
 ) -> None:
-    """Run N worker processes in the foreground, each started again when it exits
-    (killed, out of memory, RabbitMQ lost), after 1 s doubling to 30 s. Ctrl-C or
-    SIGTERM stops them all within 10 s."""
+    """Run N worker processes in the foreground, restarting any that exits.
+
+    A worker that exits (killed, out of memory, RabbitMQ lost) is started again
+    after 1 s, then 2, 4... up to 30 s while it keeps exiting. Ctrl-C or SIGTERM
+    stops them all within 10 s.
+    """
     from ml_worker.cli.follow import GROUP
     from ml_worker.local_stack import APP_PATH
     from ml_worker.pool import run_pool
