@@ -148,14 +148,13 @@ class WorkerMemory:
         self.at_half: dict[int, int] = {}
 
     def workers(self) -> list[int]:
-        # The pool's children that run the app, not multiprocessing's helpers; a
-        # pool of one worker runs it in its own process.
+        # The pool's children, each running one worker (`icij_worker ... -n 1`).
         pids = []
         for pid in _children(self.pool_pid):
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
+            if b"icij_worker" in cmdline:
                 pids.append(pid)
-        return sorted(pids) or [self.pool_pid]
+        return sorted(pids)
 
     def sample(self, key: str) -> dict[int, int]:
         return {pid: _status_kib(pid, key) for pid in self.workers()}

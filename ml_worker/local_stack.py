@@ -1,10 +1,11 @@
 """Runs the pipeline's services on one machine, for the demo and the tests.
 
 The pieces are the real ones: the machine's RabbitMQ and PostgreSQL, icij-worker's
-HTTP task service and worker processes started with their own CLIs, and either the
-configured Elasticsearch or an in-memory emulator of its API. Each run gets its own
-RabbitMQ virtual host, so it never consumes another run's tasks. Everything started
-here is stopped on exit, Ctrl-C included.
+HTTP task service started with its CLI, a worker pool started with
+``ml-worker workers start``, and either the configured Elasticsearch or an in-memory
+emulator of its API. Each run gets its own RabbitMQ virtual host, so it never
+consumes another run's tasks. Everything started here is stopped on exit, Ctrl-C
+included.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from icij_worker.routing_strategy import RoutingStrategy
 
 APP_PATH = "ml_worker.app.app"
 TASK_GROUP = "PYTHON"
-# This environment's console scripts: icij-worker's CLIs, and dbmate for the
-# task storage's migrations.
+# This environment's console scripts: icij-worker's task service, ml-worker's CLI,
+# and dbmate for the task storage's migrations.
 _SCRIPTS = Path(sys.executable).parent
 _READY_TIMEOUT_S = 120.0
 
@@ -79,14 +80,22 @@ class RabbitMQ:
                 client.delete(f"/api/vhosts/{quote(vhost)}")
 
 
-    def task_queue_consumers(self, vhost: str) -> int:
-        """How many workers consume the task group's queue in ``vhost``."""
+    def task_queue_consumers(self, vhost: str, *, quoted: bool = False) -> int | None:
+        """How many workers consume the task group's queue in ``vhost``: 0 until one
+        declared it, None while RabbitMQ has no statistics of the queue (for a few
+        seconds at times: measured 2.75 s after its creation). ``quoted``: ``vhost``
+        is URL-encoded already, as icij-worker's ``rabbitmq_vhost`` setting is (``%2F``
+        for ``/``). Raises httpx.HTTPError when the management API does not tell."""
         queue = RoutingStrategy.amqp_task_routing(TASK_GROUP).queue_name
-        path = f"/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}"
+        vhost = vhost if quoted else quote(vhost, safe="")
+        path = f"/api/queues/{vhost}/{quote(queue, safe='')}"
         res = httpx.get(
             f"{self.management_url}{path}", auth=(self.user, self.password), timeout=5
         )
-        return res.json().get("consumers", 0) if res.status_code == 200 else 0
+        if res.status_code == 404:
+            return 0
+        res.raise_for_status()
+        return res.json().get("consumers")
 
 
 def wait_for_workers(
@@ -100,7 +109,7 @@ def wait_for_workers(
 ) -> None:
     """Until ``n_consumers`` workers consume the task queue (each loads torch first)."""
     deadline = time.monotonic() + timeout_s
-    while rabbitmq.task_queue_consumers(vhost) < n_consumers:
+    while (rabbitmq.task_queue_consumers(vhost) or 0) < n_consumers:
         if pool.poll() is not None:
             raise ServiceUnreachable(f"the workers exited at start-up: see {log}")
         if time.monotonic() > deadline:
@@ -205,7 +214,9 @@ def worker_pool(
     ml_worker_config: dict,
     wrap: Callable[[list[str]], list[str]] | None = None,
 ):
-    """``n_workers`` worker processes consuming the PYTHON task group.
+    """``n_workers`` worker processes consuming the PYTHON task group, run by
+    ``ml-worker workers start``, which restarts those that exit; the Popen's process
+    group is the whole pool.
 
     ``wrap`` turns the pool's command into the one to run (e.g. inside a network
     namespace).
@@ -220,10 +231,9 @@ def worker_pool(
     config_path = workdir / "workers.json"
     config_path.write_text(json.dumps(worker_config, indent=2))
     cmd = [
-        _bin("icij-worker"),
+        _bin("ml-worker"),
         "workers",
         "start",
-        APP_PATH,
         "-n",
         str(n_workers),
         "-g",

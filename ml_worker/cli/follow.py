@@ -6,6 +6,7 @@ Shared by the commands and the demo, so a run looks the same wherever it starts.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,12 +31,80 @@ POLL_S = 0.5
 # oldest unfinished ones tell where the run stands, whatever its size.
 POLL_WINDOW = 32
 QUEUED_HINT_AFTER_S = 10.0
+# RabbitMQ's management API is asked at most this often how many workers consume
+# the task queue. Tasks that wait with none for NO_CONSUMER_WARNING_S are told so:
+# otherwise a run whose workers all died only sees its ETA rise.
+CONSUMERS_POLL_S = 5.0
+NO_CONSUMER_WARNING_S = 30.0
+
+# How many workers consume the group's task queue; None when unknown.
+ConsumerCount = Callable[[], int | None]
+
+
+class QueueWatch:
+    """The workers consuming the group's task queue, as far as RabbitMQ's
+    management API tells; says nothing more than the task states without it."""
+
+    def __init__(self, consumers: ConsumerCount | None = None):
+        self._consumers = consumers
+        self.count: int | None = None
+        self._probed_at = -math.inf
+        self._idle_since: float | None = None
+        self._warned = False
+
+    async def probe(self) -> int | None:
+        """The consumer count, asked again once CONSUMERS_POLL_S have passed."""
+        now = time.monotonic()
+        if self._consumers is None or now - self._probed_at < CONSUMERS_POLL_S:
+            return self.count
+        self._probed_at = now
+        self.count = await asyncio.to_thread(self._consumers)
+        if self.count != 0:
+            self._idle_since, self._warned = None, False
+        elif self._idle_since is None:
+            self._idle_since = now
+        return self.count
+
+    async def warn_if_idle(self, waiting: str) -> None:
+        """Warn, once until workers come back, that nothing consumes the queue."""
+        await self.probe()
+        if self._idle_since is None or self._warned:
+            return
+        idle_s = time.monotonic() - self._idle_since
+        if idle_s >= NO_CONSUMER_WARNING_S:
+            err.print(
+                f"warning: no worker has consumed the {GROUP} task queue for"
+                f" {idle_s:.0f} s while {waiting}: start workers with"
+                " `ml-worker workers start`",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            self._warned = True
+
+    def why_queued(self) -> str:
+        """Why a task is still queued; counts as the warning when none consumes."""
+        if self.count is None:
+            return "is a worker running? (`ml-worker workers start`)"
+        if self.count == 0:
+            self._warned = True
+            return (
+                f"no worker consumes the {GROUP} task queue: start workers with"
+                " `ml-worker workers start`"
+            )
+        workers = "1 worker is" if self.count == 1 else f"{self.count} workers are"
+        return f"{workers} busy with earlier tasks"
 
 
 async def wait_for_task(
-    client: TaskClient, task_id: str, *, on_poll: Callable[[Task], None] | None = None
+    client: TaskClient,
+    task_id: str,
+    *,
+    on_poll: Callable[[Task], None] | None = None,
+    watch: QueueWatch | None = None,
 ) -> Task:
     """The task once it is done, failed or cancelled."""
+    watch = watch or QueueWatch()
     waited_since, hinted = time.monotonic(), False
     while True:
         task = await client.get_task(task_id)
@@ -43,6 +112,7 @@ async def wait_for_task(
             on_poll(task)
         if task.state in READY_STATES:
             return task
+        await watch.warn_if_idle(f"task {task_id} waits")
         queued_for = time.monotonic() - waited_since
         if (
             task.state is TaskState.QUEUED
@@ -52,8 +122,9 @@ async def wait_for_task(
             err.print(
                 shown(
                     f"task {task_id} is still queued after {queued_for:.0f} s:"
-                    " is a worker running? (`ml-worker workers start`)"
-                )
+                    f" {watch.why_queued()}"
+                ),
+                soft_wrap=True,
             )
             hinted = True
         await asyncio.sleep(POLL_S)
@@ -82,7 +153,13 @@ def describe(error: TaskError | None) -> str:
     return printable(f"{error.name}: {error.message}")
 
 
-async def run_task(client: TaskClient, name: str, args: dict[str, Any]) -> Any:
+async def run_task(
+    client: TaskClient,
+    name: str,
+    args: dict[str, Any],
+    *,
+    watch: QueueWatch | None = None,
+) -> Any:
     """Submit a task, wait for it and return its result."""
     task_id = await client.create_task(name, args, group=GROUP)
     with err.status(shown(f"{name} {task_id}: waiting for a worker…")) as status:
@@ -92,6 +169,7 @@ async def run_task(client: TaskClient, name: str, args: dict[str, Any]) -> Any:
             on_poll=lambda t: status.update(
                 shown(f"{name} {task_id}: {t.state.value.lower()}…")
             ),
+            watch=watch,
         )
     await raise_if_failed(client, task)
     return await client.get_task_result(task_id)
@@ -142,10 +220,11 @@ class VectorizationRun:
 
 
 async def follow_vectorization(
-    client: TaskClient, task_id: str, project: str
+    client: TaskClient, task_id: str, project: str, *, watch: QueueWatch | None = None
 ) -> VectorizationRun:
     """Follow a create_vectorization_tasks run and all its batches to their end."""
     run = VectorizationRun(project, task_id)
+    watch = watch or QueueWatch()
     columns = (
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -159,6 +238,7 @@ async def follow_vectorization(
             client,
             task_id,
             on_poll=lambda t: progress.update(bar, completed=t.progress or 0.0),
+            watch=watch,
         )
         await raise_if_failed(client, parent)
         batch_ids = list(await client.get_task_result(task_id) or [])
@@ -179,6 +259,8 @@ async def follow_vectorization(
             pending = [i for i in pending if i not in finished_ids]
             progress.update(bar, completed=run.finished, stats=run.stats())
             if not finished:
+                left = run.batches - run.finished
+                await watch.warn_if_idle(f"{left} batches wait")
                 await asyncio.sleep(POLL_S)
         progress.update(bar, completed=run.batches or 1, stats=run.stats())
     return run
@@ -221,8 +303,13 @@ def print_vectorization_summary(run: VectorizationRun) -> None:
 
 
 async def search_project(
-    client: TaskClient, project: str, queries: list[str], **options: Any
+    client: TaskClient,
+    project: str,
+    queries: list[str],
+    *,
+    watch: QueueWatch | None = None,
+    **options: Any,
 ) -> list[list[dict]]:
     """find_most_similar's ranked documents for each query; unset options left out."""
     args = {"project": project, "queries": list(queries), **_given(options)}
-    return await run_task(client, FIND_MOST_SIMILAR, args)
+    return await run_task(client, FIND_MOST_SIMILAR, args, watch=watch)

@@ -9,7 +9,6 @@ so that ``--help`` and usage errors answer at once.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -106,10 +105,12 @@ def vectorize(
 ) -> None:
     """Vectorize a project's documents, following the run until every batch is done."""
     from ml_worker.cli.follow import (
+        QueueWatch,
         follow_vectorization,
         print_vectorization_summary,
         submit_vectorization,
     )
+    from ml_worker.cli.status import task_queue_consumers_from_env
 
     task_id = _with_client(
         lambda client: submit_vectorization(
@@ -120,9 +121,10 @@ def vectorize(
         out.print(shown(task_id))
         return
     err.print(shown(f"Task {task_id} submitted."))
+    watch = QueueWatch(task_queue_consumers_from_env())
     try:
         run = _with_client(
-            lambda client: follow_vectorization(client, task_id, project)
+            lambda client: follow_vectorization(client, task_id, project, watch=watch)
         )
     except KeyboardInterrupt:
         raise CLIError(
@@ -205,8 +207,9 @@ def search(
     ] = False,
 ) -> None:
     """Find the documents of a project most relevant to each query."""
-    from ml_worker.cli.follow import search_project
+    from ml_worker.cli.follow import QueueWatch, search_project
     from ml_worker.cli.output import hits_table
+    from ml_worker.cli.status import task_queue_consumers_from_env
 
     filters = {
         "languages": languages,
@@ -215,9 +218,16 @@ def search(
         "tags": tags,
         "min_score": min_score,
     }
+    watch = QueueWatch(task_queue_consumers_from_env())
     results = _with_client(
         lambda client: search_project(
-            client, project, queries, n_similar=n, mode=mode.value, **filters
+            client,
+            project,
+            queries,
+            watch=watch,
+            n_similar=n,
+            mode=mode.value,
+            **filters,
         )
     )
     if as_json:
@@ -365,17 +375,27 @@ def workers_start(
             " [default: from ICIJ_WORKER_* variables].",
         ),
     ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "-g",
+            "--group",
+            show_default=False,
+            help="Task group the workers consume [default: PYTHON].",
+        ),
+    ] = None,
 ) -> None:
-    """Start N worker processes in the foreground; Ctrl-C stops them."""
+    """Run N worker processes in the foreground, restarting any that exits.
+
+    A worker that exits (killed, out of memory, RabbitMQ lost) is started again
+    after 1 s, then 2, 4... up to 30 s while it keeps exiting. Ctrl-C or SIGTERM
+    stops them all within 10 s.
+    """
     from ml_worker.cli.follow import GROUP
     from ml_worker.local_stack import APP_PATH
+    from ml_worker.pool import run_pool
 
-    cmd = [sys.executable, "-m", "icij_worker", "workers", "start", APP_PATH]
-    cmd += ["-n", str(n), "-g", GROUP]
-    if config is not None:
-        cmd += ["-c", str(config)]
-    env = {"ICIJ_WORKER_TYPE": "amqp", **os.environ}
-    os.execve(sys.executable, cmd, env)
+    run_pool(n, app=APP_PATH, group=group or GROUP, config=config)
 
 
 @app.command()

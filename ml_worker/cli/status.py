@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import httpx
 from rich.table import Table
 from rich.text import Text
 
@@ -12,6 +15,9 @@ from ml_worker.cli.errors import one_line
 from ml_worker.cli.output import shown
 from ml_worker.config import MLWorkerConfig
 from ml_worker.local_stack import RabbitMQ, ServiceUnreachable
+
+if TYPE_CHECKING:
+    from icij_worker.worker.amqp import AMQPWorkerConfig
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,34 @@ def rabbitmq_from_env() -> RabbitMQ:
     """RabbitMQ as icij-worker's workers see it (``ICIJ_WORKER_RABBITMQ_*``)."""
     from icij_worker.worker.amqp import AMQPWorkerConfig
 
-    config = AMQPWorkerConfig()
+    return _rabbitmq(AMQPWorkerConfig())
+
+
+def task_queue_consumers_from_env() -> Callable[[], int | None]:
+    """Counts the workers consuming the task queue of the RabbitMQ virtual host
+    icij-worker's settings name (``ICIJ_WORKER_RABBITMQ_*``, vhost included); the
+    count is None when those settings or the management API do not tell."""
+    from icij_worker.worker.amqp import AMQPWorkerConfig
+    from pydantic import ValidationError
+
+    try:
+        config = AMQPWorkerConfig()
+    except ValidationError:
+        return lambda: None
+    rabbitmq = _rabbitmq(config)
+
+    def consumers() -> int | None:
+        try:
+            # icij-worker's default virtual host when it names none: "/".
+            vhost = config.rabbitmq_vhost or "%2F"
+            return rabbitmq.task_queue_consumers(vhost, quoted=True)
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    return consumers
+
+
+def _rabbitmq(config: AMQPWorkerConfig) -> RabbitMQ:
     return RabbitMQ(
         host=config.rabbitmq_host,
         port=config.rabbitmq_port,

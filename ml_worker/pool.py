@@ -1,0 +1,174 @@
+"""``ml-worker workers start``: a pool of worker processes that heals itself.
+
+icij-worker 0.19.5 runs a pool of N workers in one ProcessPoolExecutor: one worker
+killed (SIGKILL, out of memory) broke the pool (``BrokenProcessPool``), and every other
+worker and the parent exited with it. Its workers also exit when they lose RabbitMQ.
+Here each worker is a process of its own (``icij-worker workers start -n 1`` runs the
+worker in the process it starts), and a worker that exits while the pool is not
+stopping is started again, after a backoff. What a dead worker had not acknowledged,
+RabbitMQ hands to another consumer: the pool keeps no account of tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from icij_common.logging_utils import setup_loggers
+
+logger = logging.getLogger(__name__)
+
+# SIGTERM, then SIGKILL for workers still alive this long after: the pool is gone
+# within 10 s of being asked to stop.
+STOP_GRACE_S = 8.0
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Waits before restarting a worker: ``first_s``, doubled at each exit in a row
+    up to ``max_s``; back to ``first_s`` once a worker ran ``reset_after_s``."""
+
+    first_s: float = 1.0
+    max_s: float = 30.0
+    reset_after_s: float = 60.0
+
+    def next_wait(self, previous_s: float | None, uptime_s: float) -> float:
+        if previous_s is None or uptime_s >= self.reset_after_s:
+            return self.first_s
+        return min(previous_s * 2, self.max_s)
+
+
+def worker_command(app: str, group: str, config: Path | None) -> list[str]:
+    """One worker, in the process this command starts."""
+    cmd = [sys.executable, "-m", "icij_worker", "workers", "start", app]
+    cmd += ["-n", "1", "-g", group]
+    return cmd + ["-c", str(config)] if config is not None else cmd
+
+
+def check_settings(config: Path | None) -> None:
+    """Fail now on settings every worker would fail on, rather than restart them
+    for ever: icij-worker's WorkerConfig and the app's own settings."""
+    from icij_worker import WorkerConfig
+
+    from ml_worker.config import MLWorkerConfig
+
+    if config is not None:
+        worker_config = WorkerConfig.model_validate_json(config.read_text())
+    else:
+        worker_config = WorkerConfig.from_env()
+    app_config = worker_config.app_bootstrap_config_path
+    if app_config is not None:
+        MLWorkerConfig.from_file(app_config)
+    else:
+        MLWorkerConfig()
+
+
+def run_pool(
+    n_workers: int,
+    *,
+    app: str,
+    group: str,
+    config: Path | None = None,
+    backoff: Backoff = Backoff(),
+) -> None:
+    """Run ``n_workers`` workers of ``app`` consuming ``group`` until SIGINT or
+    SIGTERM, restarting those that exit."""
+    setup_loggers([__name__])
+    # The workers' type, unless the environment says otherwise; they inherit it.
+    os.environ.setdefault("ICIJ_WORKER_TYPE", "amqp")
+    check_settings(config)
+    supervise(worker_command(app, group, config), n_workers, backoff)
+
+
+def supervise(cmd: list[str], n_workers: int, backoff: Backoff = Backoff()) -> None:
+    """Keep ``n_workers`` processes of ``cmd`` running until SIGINT or SIGTERM."""
+    asyncio.run(_Pool(cmd, backoff).run(n_workers))
+
+
+class _Pool:
+    def __init__(self, cmd: list[str], backoff: Backoff):
+        self._cmd, self._backoff = cmd, backoff
+        self._stopping = asyncio.Event()
+        self._workers: dict[int, asyncio.subprocess.Process] = {}
+
+    async def run(self, n_workers: int) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in _STOP_SIGNALS:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        slots = [asyncio.create_task(self._keep_running(i)) for i in range(n_workers)]
+        logger.info("pool of %d workers: %s", n_workers, " ".join(self._cmd))
+        await self._stopping.wait()
+        started = loop.time()
+        self._signal_workers(signal.SIGTERM)
+        _, alive = await asyncio.wait(slots, timeout=STOP_GRACE_S)
+        if alive:
+            logger.warning("%d workers still running: killing them", len(alive))
+            self._signal_workers(signal.SIGKILL)
+            await asyncio.wait(alive)
+        logger.info("pool stopped in %.1f s", loop.time() - started)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stopping.is_set():
+            # Asked twice: no more grace.
+            logger.warning("%s again: killing the workers", sig.name)
+            self._signal_workers(signal.SIGKILL)
+            return
+        logger.info("%s: stopping the workers", sig.name)
+        self._stopping.set()
+
+    def _signal_workers(self, sig: signal.Signals) -> None:
+        for process in self._workers.values():
+            if process.returncode is None:
+                with suppress(ProcessLookupError):
+                    process.send_signal(sig)
+
+    async def _keep_running(self, slot: int) -> None:
+        loop = asyncio.get_running_loop()
+        wait_s: float | None = None
+        while not self._stopping.is_set():
+            try:
+                process = await asyncio.create_subprocess_exec(*self._cmd)
+            except OSError as e:  # out of memory or processes: try again later
+                wait_s = self._backoff.next_wait(wait_s, 0.0)
+                logger.error(
+                    "worker %d could not start (%s): trying again in %g s",
+                    slot, e, wait_s,
+                )
+                await self._pause(wait_s)
+                continue
+            self._workers[slot] = process
+            started = loop.time()
+            logger.info("worker %d started (pid %d)", slot, process.pid)
+            if self._stopping.is_set():  # asked to stop while it was starting
+                process.send_signal(signal.SIGTERM)
+            code = await process.wait()
+            uptime_s = loop.time() - started
+            cause = exit_cause(code)
+            if self._stopping.is_set():
+                logger.info("worker %d (pid %d) stopped: %s", slot, process.pid, cause)
+                return
+            wait_s = self._backoff.next_wait(wait_s, uptime_s)
+            logger.warning(
+                "worker %d (pid %d) %s after %.1f s: restarting it in %g s",
+                slot, process.pid, cause, uptime_s, wait_s,
+            )
+            await self._pause(wait_s)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait, unless the pool is stopped meanwhile."""
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def exit_cause(returncode: int) -> str:
+    """How a process ended, from its return code (negative: killed by a signal)."""
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exited with code {returncode}"
