@@ -26,13 +26,12 @@ from icij_worker import TaskState
 from icij_worker.routing_strategy import RoutingStrategy
 
 from ml_worker import store
-from ml_worker.datashare_index import bulk_index, create_project_index
 from ml_worker.local_stack import free_port, task_service, wait_for_workers, worker_pool
 from ml_worker.pool import Backoff
 from ml_worker.task_client import ICIJTaskClient
-from tests.corpus import datashare_corpus, filler
-from tests.stack import run_task, wait_ended
-from tests.test_reliability import _contents, _expected_passages, _table_passages
+from tests.corpus import filler
+from tests.stack import run_task, wait_ended, wait_state
+from tests.tables import assert_table_exact, seed
 
 TEST_TIMEOUT_S = 420
 STOP_WITHIN_S = 10.0
@@ -195,9 +194,7 @@ async def _seed_slow_batches(es, project: str) -> None:
     """Long documents, so that batches of two keep a worker busy a while."""
     rng = random.Random(3)
     long_docs = {f"doc-{i:04d}": filler(rng, 300) for i in range(0, 40, 2)}
-    items, _ = datashare_corpus(48, special=long_docs)
-    await create_project_index(es, project)
-    await bulk_index(es, project, items)
+    await seed(es, project, 48, special=long_docs)
 
 
 async def _start_run(es, client, project: str) -> list[str]:
@@ -207,21 +204,10 @@ async def _start_run(es, client, project: str) -> list[str]:
     )
 
 
-async def _wait_state(client, task_ids, state: TaskState, *, at_least: int) -> None:
-    while True:
-        states = [(await client.get_task(t)).state for t in task_ids]
-        if states.count(state) >= at_least:
-            return
-        await asyncio.sleep(0.2)
-
-
 async def _assert_run_exact(service, es, client, project, children) -> None:
     states = await wait_ended(client, children)
     assert set(states.values()) == {TaskState.DONE}
-    table = service.table(project)
-    passages = _table_passages(table)
-    assert len(passages) == len(set(passages)), "duplicate passages"
-    assert set(passages) == _expected_passages(table, await _contents(es, project))
+    await assert_table_exact(service.table(project), es, project)
 
 
 @pytest.fixture(scope="class")
@@ -242,7 +228,7 @@ class TestHealing:
         async with asyncio.timeout(TEST_TIMEOUT_S):
             before = worker_pids(pool)
             children = await _start_run(es, client, project)
-            await _wait_state(client, children, TaskState.RUNNING, at_least=2)
+            await wait_state(client, children, TaskState.RUNNING, at_least=2)
             victim = min(before)
             os.kill(victim, signal.SIGKILL)
 
@@ -258,7 +244,7 @@ class TestHealing:
         async with asyncio.timeout(TEST_TIMEOUT_S):
             before = worker_pids(pool)
             children = await _start_run(es, client, project)
-            await _wait_state(client, children, TaskState.DONE, at_least=1)
+            await wait_state(client, children, TaskState.DONE, at_least=1)
             await asyncio.to_thread(_rabbitmq_away, service, pool, seconds=15)
 
             await _assert_run_exact(service, es, client, project, children)
@@ -374,7 +360,7 @@ async def test_a_signal_stops_the_pool_mid_batch(service, es, client, project, s
                 parent = await _submitted_task(log, cli)
                 await wait_ended(client, [parent])
                 batches = await client.get_task_result(parent)
-                await _wait_state(client, batches, TaskState.RUNNING, at_least=1)
+                await wait_state(client, batches, TaskState.RUNNING, at_least=1)
 
                 assert "warning:" not in log.read_text(), "warned while workers ran"
                 started = time.monotonic()

@@ -399,6 +399,7 @@ def _crowded_rows(table) -> list[dict]:
             "path": f"/docs/{doc_id}.txt",
             "title": f"{doc_id}.txt",
             "language": language,
+            "passage_id": store.passage_id(doc_id, None, passage),
         }
 
     rows = [
@@ -418,7 +419,7 @@ def crowded(request, tmp_path_factory):
     table = store.open_or_create_table(
         db, "crowded", model=DEFAULT_MODEL, embed_batch_size=32
     )
-    table.add(_crowded_rows(table))
+    table.add(pa.Table.from_pylist(_crowded_rows(table), schema=table.schema))
     if request.param == "indexed":
         upkeep.create_vector_index(table, table.count_rows())
         upkeep.create_filter_indices(table)
