@@ -9,6 +9,7 @@ from icij_worker.app import TaskGroup
 from ml_worker import tasks
 from ml_worker.dependencies import DEPENDENCIES
 from ml_worker.documents import ElasticsearchUnavailable
+from ml_worker.store import TableBusy
 from ml_worker.task_client import TaskServiceUnavailable
 
 # Handed to the tasks by the worker process, never taken from a task's arguments.
@@ -48,8 +49,9 @@ app = AsyncApp(name="ml_worker", dependencies=DEPENDENCIES)
 python = TaskGroup(name=tasks.GROUP)
 
 app.task(name="ping", group=python)(registered(tasks.ping))
-# Outages outlast the clients' own retries: the worker then retries the whole task.
-OUTAGES = (ElasticsearchUnavailable, TaskServiceUnavailable)
+# Outages outlast the clients' own retries, and a table's commits may keep losing to
+# other writers': the worker then retries the whole task.
+OUTAGES = (ElasticsearchUnavailable, TaskServiceUnavailable, TableBusy)
 
 app.task(
     name="create_vectorization_tasks", group=python, recover_from=OUTAGES, max_retries=3

@@ -12,7 +12,9 @@ them: Lance's commit protocol keeps it exact (see ``replace_documents``).
 from __future__ import annotations
 
 import logging
+import random
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -58,6 +60,8 @@ _PRIMARY_KEY_METADATA = b"lance-schema:unenforced-primary-key"
 _MIGRATION_ATTEMPTS = 6
 # Rounds of re-writing passages that two writers inserted at once (see _one_row_each).
 _TWIN_ROUNDS = 5
+# A batch's write, started again when other writers' commits kept winning.
+_WRITE_ATTEMPTS = 4
 _MIB = 1024 * 1024
 # Bounds the length of the SQL filters built from document ids.
 _IDS_PER_FILTER = 1000
@@ -76,6 +80,10 @@ class ProjectNotVectorized(LookupError):
 
 class ModelMismatch(ValueError):
     pass
+
+
+class TableBusy(RuntimeError):
+    """Other writers kept committing first: the write is worth trying again later."""
 
 
 class UnsafeObjectStore(RuntimeError):
@@ -390,6 +398,22 @@ def replace_documents(table: Table, doc_ids: list[str], rows: list[dict]) -> Non
         {**row, PASSAGE_ID: passage_id(row[DOC_ID], row.get(CONTENT_HASH), row[PASSAGE])}
         for row in _with_vectors(table, rows)
     ]
+    for attempt in range(_WRITE_ATTEMPTS):
+        try:
+            _replace(table, doc_ids, rows)
+            return
+        except (OSError, RuntimeError, ValueError) as e:
+            if not is_commit_conflict(e):
+                raise
+            if attempt == _WRITE_ATTEMPTS - 1:
+                msg = f"table {table.name}: other writers kept committing first ({e})"
+                raise TableBusy(msg) from e
+            # Lance retried the commit itself for up to 30 s; each step of the
+            # write is idempotent, so the whole of it starts again, later.
+            time.sleep(random.uniform(0.5, 1.5) * 2**attempt)
+
+
+def _replace(table: Table, doc_ids: list[str], rows: list[dict]) -> None:
     # Starting from the newest version, a commit seldom has to be retried.
     table.checkout_latest()
     if rows:
@@ -445,6 +469,15 @@ def _one_row_each(table: Table, new: pa.Table) -> None:
     raise RuntimeError(
         f"table {table.name}: passages kept being written twice at once"
         f" after {_TWIN_ROUNDS} rounds; the batch is retried"
+    )
+
+
+def is_commit_conflict(error: Exception) -> bool:
+    """Whether Lance gave up a commit because other writers committed first."""
+    text = str(error).lower()
+    return any(
+        words in text
+        for words in ("conflict", "already exists", "retryable", "too many concurrent")
     )
 
 

@@ -25,7 +25,14 @@ from lancedb.index import Bitmap, BTree, IvfRq, LabelList
 from lancedb.table import Table
 
 from ml_worker.embedding import resolve_device
-from ml_worker.store import CONTENT, DOC_ID, PASSAGE_ID, VECTOR
+from ml_worker.store import (
+    CONTENT,
+    DOC_ID,
+    PASSAGE_ID,
+    VECTOR,
+    TableBusy,
+    is_commit_conflict,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +97,11 @@ def ensure_indices(table: Table) -> str | None:
         try:
             return _ensure_indices(table)
         except (OSError, RuntimeError, ValueError) as e:
-            if not _is_conflict(e) or attempt == _RETRIES - 1:
+            if not is_commit_conflict(e):
                 raise
+            if attempt == _RETRIES - 1:
+                msg = f"table {table.name}: other writers kept committing first ({e})"
+                raise TableBusy(msg) from e
             # Another worker committed meanwhile: look again at the new version.
             time.sleep(random.uniform(0.5, 1.5) * 2**attempt)
             table.checkout_latest()
@@ -156,8 +166,3 @@ def create_filter_indices(table: Table) -> None:
 def _unindexed_rows(table: Table, index: str) -> int:
     stats = table.index_stats(index)
     return stats.num_unindexed_rows if stats is not None else 0
-
-
-def _is_conflict(e: Exception) -> bool:
-    text = str(e).lower()
-    return "conflict" in text or "already exists" in text or "retryable" in text

@@ -231,7 +231,7 @@ async def test_a_worker_killed_in_the_middle_of_a_write(
 
 async def test_workers_come_back_after_losing_rabbitmq(cluster, es, client, project):
     rng = random.Random(5)
-    long_docs = {f"doc-{i:04d}": filler(rng, 80) for i in range(0, 60, 2)}
+    long_docs = {f"doc-{i:04d}": filler(rng, 80) for i in range(0, 56, 2)}
     await seed(es, project, 72, special=long_docs)
     children = await _fan_out(client, project, batch_size=2)
     await wait_state(client, children, TaskState.DONE, at_least=2)

@@ -3,6 +3,7 @@ import threading
 import pyarrow as pa
 import pytest
 
+from ml_worker import app as app_module
 from ml_worker import store
 from ml_worker.config import DEFAULT_MODEL
 
@@ -210,3 +211,23 @@ def test_a_local_database_is_never_probed(vector_db, monkeypatch):
     monkeypatch.setattr(boto3, "client", None)  # any probe would fail
     store.open_or_create_table(vector_db, "p", model=DEFAULT_MODEL, embed_batch_size=8)
     store.drop_table(vector_db, "p")
+
+
+def test_a_write_that_keeps_losing_commits_is_a_retryable_error(
+    vector_db, monkeypatch
+):
+    table = store.open_or_create_table(
+        vector_db, "busy", model=DEFAULT_MODEL, embed_batch_size=8
+    )
+    attempts = []
+
+    def losing(*_):
+        attempts.append(1)
+        raise RuntimeError("lance error: Too many concurrent writers. Attempted 5 times")
+
+    monkeypatch.setattr(store, "_replace", losing)
+    monkeypatch.setattr(store.time, "sleep", lambda _: None)
+    with pytest.raises(store.TableBusy, match="other writers kept committing first"):
+        store.replace_documents(table, ["d"], [])
+    assert len(attempts) == store._WRITE_ATTEMPTS
+    assert store.TableBusy in app_module.OUTAGES  # the worker retries the task
