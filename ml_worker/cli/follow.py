@@ -32,10 +32,12 @@ POLL_S = 0.5
 POLL_WINDOW = 32
 QUEUED_HINT_AFTER_S = 10.0
 # RabbitMQ's management API is asked at most this often how many workers consume
-# the task queue. Tasks that wait with none for NO_CONSUMER_WARNING_S are told so:
-# otherwise a run whose workers all died only sees its ETA rise.
+# the task queue. Tasks that wait with none and do not move for
+# NO_CONSUMER_WARNING_S are told so: otherwise a run whose workers all died only
+# sees its ETA rise. Longer than the 35 s the API's count lagged here after the
+# workers of a vhost were replaced.
 CONSUMERS_POLL_S = 5.0
-NO_CONSUMER_WARNING_S = 30.0
+NO_CONSUMER_WARNING_S = 60.0
 
 # How many workers consume the group's task queue; None when unknown.
 ConsumerCount = Callable[[], int | None]
@@ -64,6 +66,15 @@ class QueueWatch:
         elif self._idle_since is None:
             self._idle_since = now
         return self.count
+
+    def saw_progress(self) -> None:
+        """Tasks moved on: the queue is consumed, whatever the count says.
+
+        RabbitMQ's statistics lag after consumers come and go: a pool restarted in
+        a vhost showed 0 consumers for 35 s here while its workers ran tasks.
+        """
+        if self._idle_since is not None:
+            self._idle_since = time.monotonic()
 
     async def warn_if_idle(self, waiting: str) -> None:
         """Warn, once until workers come back, that nothing consumes the queue."""
@@ -105,13 +116,16 @@ async def wait_for_task(
 ) -> Task:
     """The task once it is done, failed or cancelled."""
     watch = watch or QueueWatch()
-    waited_since, hinted = time.monotonic(), False
+    waited_since, hinted, seen = time.monotonic(), False, None
     while True:
         task = await client.get_task(task_id)
         if on_poll is not None:
             on_poll(task)
         if task.state in READY_STATES:
             return task
+        if (task.state, task.progress) != seen:
+            seen = (task.state, task.progress)
+            watch.saw_progress()
         await watch.warn_if_idle(f"task {task_id} waits")
         queued_for = time.monotonic() - waited_since
         if (
@@ -258,7 +272,9 @@ async def follow_vectorization(
             finished_ids = {b.id for b in finished}
             pending = [i for i in pending if i not in finished_ids]
             progress.update(bar, completed=run.finished, stats=run.stats())
-            if not finished:
+            if finished:
+                watch.saw_progress()
+            else:
                 left = run.batches - run.finished
                 await watch.warn_if_idle(f"{left} batches wait")
                 await asyncio.sleep(POLL_S)
