@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import boto3
@@ -38,6 +39,7 @@ from ml_worker.config import (
 from ml_worker.embedding import Embedder, embedder
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CONTENT = "content"
 VECTOR = "vector"
@@ -398,19 +400,29 @@ def replace_documents(table: Table, doc_ids: list[str], rows: list[dict]) -> Non
         {**row, PASSAGE_ID: passage_id(row[DOC_ID], row.get(CONTENT_HASH), row[PASSAGE])}
         for row in _with_vectors(table, rows)
     ]
-    for attempt in range(_WRITE_ATTEMPTS):
+    # Each step of the write is idempotent: the whole of it may start again.
+    retrying_commits(table, lambda: _replace(table, doc_ids, rows), _WRITE_ATTEMPTS)
+
+
+def retrying_commits(table: Table, change: Callable[[], T], attempts: int) -> T:
+    """``change()``, started again on the table's newest version while other
+    writers' commits keep winning; then ``TableBusy``, which the worker retries.
+
+    Lance retries a commit itself, for up to 30 s: past that it gives up ("Too many
+    concurrent writers"), as 4 workers writing small batches on s3:// made it do.
+    """
+    for attempt in range(attempts):
         try:
-            _replace(table, doc_ids, rows)
-            return
+            return change()
         except (OSError, RuntimeError, ValueError) as e:
             if not is_commit_conflict(e):
                 raise
-            if attempt == _WRITE_ATTEMPTS - 1:
+            if attempt == attempts - 1:
                 msg = f"table {table.name}: other writers kept committing first ({e})"
                 raise TableBusy(msg) from e
-            # Lance retried the commit itself for up to 30 s; each step of the
-            # write is idempotent, so the whole of it starts again, later.
             time.sleep(random.uniform(0.5, 1.5) * 2**attempt)
+            table.checkout_latest()
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _replace(table: Table, doc_ids: list[str], rows: list[dict]) -> None:

@@ -16,7 +16,6 @@ once, so a commit that loses a race with another worker's is retried.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,8 +29,7 @@ from ml_worker.store import (
     DOC_ID,
     PASSAGE_ID,
     VECTOR,
-    TableBusy,
-    is_commit_conflict,
+    retrying_commits,
 )
 
 logger = logging.getLogger(__name__)
@@ -93,19 +91,8 @@ def ensure_indices(table: Table) -> str | None:
 
     Returns what was done (``"vector index"``, ``"optimize"``) or None.
     """
-    for attempt in range(_RETRIES):
-        try:
-            return _ensure_indices(table)
-        except (OSError, RuntimeError, ValueError) as e:
-            if not is_commit_conflict(e):
-                raise
-            if attempt == _RETRIES - 1:
-                msg = f"table {table.name}: other writers kept committing first ({e})"
-                raise TableBusy(msg) from e
-            # Another worker committed meanwhile: look again at the new version.
-            time.sleep(random.uniform(0.5, 1.5) * 2**attempt)
-            table.checkout_latest()
-    return None
+    # Another worker may commit meanwhile: then look again at the new version.
+    return retrying_commits(table, lambda: _ensure_indices(table), _RETRIES)
 
 
 def _ensure_indices(table: Table) -> str | None:

@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import time
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import numpy as np
@@ -132,6 +133,17 @@ def test_four_writers_each_batch_twice(s3_db, s3_table, project):
             plan.append(batches)
     # Started once for both versions: a process takes seconds to import the model's
     # libraries.
+    with _writers(uri, options, project, plans) as sync:
+        for docs in versions:
+            sync.wait()  # the writers start
+            sync.wait()  # the writers are done
+            _assert_exact(s3_table, docs)
+
+
+@contextmanager
+def _writers(uri: str, options: dict, project: str, plans: list[list]):
+    """One writer process a plan, each phase started together; yields the barrier
+    the test meets them at, before and after each phase."""
     sync = SPAWN.Barrier(len(plans) + 1, timeout=300)
     writers = [
         SPAWN.Process(target=_write, args=(uri, options, project, plan, sync))
@@ -140,10 +152,7 @@ def test_four_writers_each_batch_twice(s3_db, s3_table, project):
     for writer in writers:
         writer.start()
     try:
-        for docs in versions:
-            sync.wait()  # the writers start
-            sync.wait()  # the writers are done
-            _assert_exact(s3_table, docs)
+        yield sync
     except BaseException:
         sync.abort()  # no writer waits for a phase that will not come
         raise
@@ -170,26 +179,10 @@ def test_writers_of_the_same_batches_at_once_on_an_indexed_table(
     docs = _version(3, n_docs=48)
     batches = _batches(s3_table, docs)
     plans = [[batches] for _ in range(4)]  # every writer, every batch, at once
-    sync = SPAWN.Barrier(len(plans) + 1, timeout=300)
-    writers = [
-        SPAWN.Process(target=_write, args=(uri, options, project, plan, sync))
-        for plan in plans
-    ]
-    for writer in writers:
-        writer.start()
-    try:
+    with _writers(uri, options, project, plans) as sync:
         sync.wait()
         sync.wait()
         _assert_exact(s3_table, seed + docs)
-    except BaseException:
-        sync.abort()
-        raise
-    finally:
-        for writer in writers:
-            writer.join(timeout=60)
-            if writer.exitcode is None:
-                writer.kill()
-    assert [w.exitcode for w in writers] == [0] * len(writers)
 
 
 def _killed_writer(uri, options, project, batches, between_commits, started) -> None:

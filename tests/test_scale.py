@@ -177,12 +177,20 @@ async def test_hosts_write_one_table_every_batch_twice(cluster, es, client, proj
         assert "documents vectorized" in cluster.worker_log(i), f"host {i} wrote nothing"
 
 
-async def test_a_host_dies_mid_run(cluster, es, client, project):
-    rng = random.Random(21)
-    long_docs = {f"doc-{i:04d}": filler(rng, 80) for i in range(0, 96, 2)}
-    await seed(es, project, 120, special=long_docs)
+async def _slow_run(es, client, project: str, *, n_docs: int, done: int) -> list[str]:
+    """The batch tasks of a run of long documents, once ``done`` of them are done:
+    batches of two that keep the workers busy a while."""
+    rng = random.Random(n_docs)
+    n_roots = n_docs - n_docs // 5  # datashare_corpus's root documents
+    long_docs = {f"doc-{i:04d}": filler(rng, 80) for i in range(0, n_roots, 2)}
+    await seed(es, project, n_docs, special=long_docs)
     children = await _fan_out(client, project, batch_size=2)
-    await wait_state(client, children, TaskState.DONE, at_least=5)
+    await wait_state(client, children, TaskState.DONE, at_least=done)
+    return children
+
+
+async def test_a_host_dies_mid_run(cluster, es, client, project):
+    children = await _slow_run(es, client, project, n_docs=120, done=5)
     await asyncio.to_thread(cluster.kill_host, 0)
     try:
         await wait_done(client, children)
@@ -230,11 +238,7 @@ async def test_a_worker_killed_in_the_middle_of_a_write(
 
 
 async def test_workers_come_back_after_losing_rabbitmq(cluster, es, client, project):
-    rng = random.Random(5)
-    long_docs = {f"doc-{i:04d}": filler(rng, 80) for i in range(0, 56, 2)}
-    await seed(es, project, 72, special=long_docs)
-    children = await _fan_out(client, project, batch_size=2)
-    await wait_state(client, children, TaskState.DONE, at_least=2)
+    children = await _slow_run(es, client, project, n_docs=72, done=2)
     proxies = [host.proxies["amqp"] for host in cluster.hosts]
     for proxy in proxies:
         proxy.stop()
