@@ -41,7 +41,7 @@ from tests.stack import (
     wait_ended,
     wait_state,
 )
-from tests.tables import assert_table_exact, seed
+from tests.tables import assert_table_exact, seed, table_passages
 
 pytestmark = pytest.mark.reliability
 
@@ -137,7 +137,7 @@ async def test_rerun_embeds_only_new_and_changed_and_drops_deleted(
 
     assert written == 3
     table = stack.table(project)
-    assert {p[0] for p in _table_passages(table)} == (doc_ids | {"new-1", "new-2"}) - {
+    assert {p[0] for p in table_passages(table)} == (doc_ids | {"new-1", "new-2"}) - {
         "doc-0005",
         "doc-0009",
     }
