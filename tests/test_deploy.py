@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,16 @@ def test_workers_share_tables_on_the_object_store(compose):
     assert worker["depends_on"]["minio-bucket"] == {
         "condition": "service_completed_successfully"
     }
+
+
+def test_worker_health_check_sees_a_broker_connection(compose, rabbitmq):
+    """A worker started with -n 1 runs in the container's main process: its health
+    is its RabbitMQ connection, not a child process."""
+    code = compose["services"]["ml-worker"]["healthcheck"]["test"][-1]
+    assert rabbitmq.port == 5672  # the port the check looks for
+    with socket.create_connection((rabbitmq.host, rabbitmq.port)):
+        run = subprocess.run([sys.executable, "-c", code], check=False)
+    assert run.returncode == 0
 
 
 def test_workers_wait_for_healthy_dependencies(compose):
