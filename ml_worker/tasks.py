@@ -177,7 +177,7 @@ async def vectorize_docs(
     """
     config = config or deps.lifespan_config()
     es_client = es_client or deps.lifespan_es_client()
-    if vector_db is None:  # a database without tables is falsy
+    if vector_db is None:  # not `or`: a database without tables is falsy
         vector_db = deps.lifespan_vector_db()
     table = await asyncio.to_thread(store.writable_table, vector_db, project)
     fetched = await documents.fetch_documents(
@@ -306,7 +306,7 @@ async def find_most_similar(
         path_prefix=path_prefix,
         tags=tags,
     )
-    if vector_db is None:  # a database without tables is falsy
+    if vector_db is None:  # not `or`: a database without tables is falsy
         vector_db = deps.lifespan_vector_db()
     table = store.open_table(vector_db, project)
     return await asyncio.to_thread(

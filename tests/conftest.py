@@ -26,6 +26,8 @@ from elasticsearch import AsyncElasticsearch  # noqa: E402
 from ml_worker import store  # noqa: E402
 from ml_worker.config import MLWorkerConfig  # noqa: E402
 from ml_worker.documents import es_client  # noqa: E402
+from ml_worker.task_client import DatashareTaskClient  # noqa: E402
+from tests.datashare_double import DatashareDouble  # noqa: E402
 from ml_worker.local_stack import (  # noqa: E402
     Postgres,
     RabbitMQ,
@@ -164,3 +166,16 @@ def postgres() -> Postgres:
     postgres = Postgres()
     postgres.check()
     return postgres
+
+
+@pytest.fixture
+def datashare():
+    """The contract double of Datashare's task API (Datashare cannot run here)."""
+    with DatashareDouble() as double:
+        yield double
+
+
+@pytest.fixture
+async def datashare_client(datashare):
+    async with DatashareTaskClient(datashare.url) as client:
+        yield client

@@ -23,20 +23,10 @@ from tests.datashare_double import DatashareDouble
 ARGS = {"docs": ["doc-1", "doc-2"], "project": "demo"}
 
 
-@pytest.fixture
-def datashare():
-    with DatashareDouble() as double:
-        yield double
 
 
-@pytest.fixture
-async def client(datashare):
-    async with DatashareTaskClient(datashare.url) as client:
-        yield client
-
-
-async def test_create_task_puts_the_task_in_its_group(client, datashare):
-    task_id = await client.create_task(
+async def test_create_task_puts_the_task_in_its_group(datashare_client, datashare):
+    task_id = await datashare_client.create_task(
         "vectorize_docs", ARGS, group="PYTHON", task_id="vec-1"
     )
 
@@ -55,25 +45,25 @@ async def test_create_task_puts_the_task_in_its_group(client, datashare):
     }
 
 
-async def test_create_task_makes_an_id_when_none_is_given(client, datashare):
-    task_id = await client.create_task("ping", {}, group="PYTHON")
+async def test_create_task_makes_an_id_when_none_is_given(datashare_client, datashare):
+    task_id = await datashare_client.create_task("ping", {}, group="PYTHON")
 
     assert task_id.startswith("ping-")
     assert task_id in datashare.tasks
 
 
-async def test_creating_an_existing_task_again_is_a_no_op(client, datashare):
-    await client.create_task("ping", {}, group="PYTHON", task_id="ping-1")
-    again = await client.create_task("ping", {}, group="PYTHON", task_id="ping-1")
+async def test_creating_an_existing_task_again_is_a_no_op(datashare_client, datashare):
+    await datashare_client.create_task("ping", {}, group="PYTHON", task_id="ping-1")
+    again = await datashare_client.create_task("ping", {}, group="PYTHON", task_id="ping-1")
 
     assert again == "ping-1"
     assert len(datashare.tasks) == 1
 
 
-async def test_get_task_maps_datashare_task_json(client):
-    await client.create_task("vectorize_docs", ARGS, group="PYTHON", task_id="vec-1")
+async def test_get_task_maps_datashare_task_json(datashare_client):
+    await datashare_client.create_task("vectorize_docs", ARGS, group="PYTHON", task_id="vec-1")
 
-    task = await client.get_task("vec-1")
+    task = await datashare_client.get_task("vec-1")
 
     assert (task.id, task.name, task.state) == (
         "vec-1",
@@ -105,52 +95,52 @@ def test_task_from_datashare_reads_iso_dates():
     assert task.completed_at == datetime(2024, 5, 1, 10, 0, 1, 500000, timezone.utc)
 
 
-async def test_result_is_none_until_there_is_one(client, datashare):
-    await client.create_task("vectorize_docs", ARGS, group="PYTHON", task_id="vec-1")
+async def test_result_is_none_until_there_is_one(datashare_client, datashare):
+    await datashare_client.create_task("vectorize_docs", ARGS, group="PYTHON", task_id="vec-1")
 
-    assert await client.get_task_result("vec-1") is None
+    assert await datashare_client.get_task_result("vec-1") is None
 
     datashare.complete("vec-1", 2)
-    assert await client.get_task_result("vec-1") == 2
-    assert (await client.get_task("vec-1")).state is TaskState.DONE
+    assert await datashare_client.get_task_result("vec-1") == 2
+    assert (await datashare_client.get_task("vec-1")).state is TaskState.DONE
 
 
-async def test_results_of_every_shape(client, datashare):
+async def test_results_of_every_shape(datashare_client, datashare):
     values = {"ping": "pong", "create_vectorization_tasks": ["a", "b"], "n": None}
     for name, value in values.items():
-        await client.create_task(name, {}, group="PYTHON", task_id=name)
+        await datashare_client.create_task(name, {}, group="PYTHON", task_id=name)
         if value is not None:
             datashare.complete(name, value)
 
-    assert await client.get_task_result("ping") == "pong"
-    assert await client.get_task_result("create_vectorization_tasks") == ["a", "b"]
-    assert await client.get_task_result("n") is None
+    assert await datashare_client.get_task_result("ping") == "pong"
+    assert await datashare_client.get_task_result("create_vectorization_tasks") == ["a", "b"]
+    assert await datashare_client.get_task_result("n") is None
 
 
-async def test_errors_of_a_failed_task(client, datashare):
-    await client.create_task("ping", {}, group="PYTHON", task_id="ping-1")
-    assert await client.get_task_errors("ping-1") == []
+async def test_errors_of_a_failed_task(datashare_client, datashare):
+    await datashare_client.create_task("ping", {}, group="PYTHON", task_id="ping-1")
+    assert await datashare_client.get_task_errors("ping-1") == []
 
     datashare.fail("ping-1", "ValueError", "unknown argument(s) for task ping: x")
 
-    [event] = await client.get_task_errors("ping-1")
+    [event] = await datashare_client.get_task_errors("ping-1")
     assert event.task_id == "ping-1"
     assert event.error.name == "ValueError"
     assert event.error.message == "unknown argument(s) for task ping: x"
     assert event.error.stacktrace[0].file == "tasks.py"
-    assert (await client.get_task("ping-1")).state is TaskState.ERROR
+    assert (await datashare_client.get_task("ping-1")).state is TaskState.ERROR
 
 
-async def test_list_tasks_reads_every_page(client, datashare, monkeypatch):
+async def test_list_tasks_reads_every_page(datashare_client, datashare, monkeypatch):
     monkeypatch.setattr(DatashareTaskClient, "PAGE_SIZE", 2)
     for i in range(5):
-        await client.create_task(
+        await datashare_client.create_task(
             "vectorize_docs", ARGS, group="PYTHON", task_id=f"v{i}"
         )
-    await client.create_task("ping", {}, group="PYTHON", task_id="p")
+    await datashare_client.create_task("ping", {}, group="PYTHON", task_id="p")
 
-    every = await client.get_tasks()
-    vectorize = await client.get_tasks("vectorize_docs")
+    every = await datashare_client.get_tasks()
+    vectorize = await datashare_client.get_tasks("vectorize_docs")
 
     assert [t.id for t in every] == ["v0", "v1", "v2", "v3", "v4", "p"]
     assert [t.id for t in vectorize] == ["v0", "v1", "v2", "v3", "v4"]
@@ -158,14 +148,14 @@ async def test_list_tasks_reads_every_page(client, datashare, monkeypatch):
     assert [r.query["from"] for r in pages[:3]] == ["0", "2", "4"]
 
 
-async def test_list_filters_names_exactly(client):
-    await client.create_task("vectorize_docs", ARGS, group="PYTHON", task_id="v")
-    await client.create_task(
+async def test_list_filters_names_exactly(datashare_client):
+    await datashare_client.create_task("vectorize_docs", ARGS, group="PYTHON", task_id="v")
+    await datashare_client.create_task(
         "create_vectorization_tasks", {}, group="PYTHON", task_id="c"
     )
 
     # Datashare's own filter matches "vectorize_docs" inside other names too.
-    assert [t.id for t in await client.get_tasks("vectorize_docs")] == ["v"]
+    assert [t.id for t in await datashare_client.get_tasks("vectorize_docs")] == ["v"]
 
 
 async def test_list_accepts_a_plain_list():
@@ -177,14 +167,14 @@ async def test_list_accepts_a_plain_list():
             assert [t.id for t in await client.get_tasks()] == ["p1", "p2"]
 
 
-async def test_cancel_stops_the_task(client, datashare):
-    await client.create_task("ping", {}, group="PYTHON", task_id="ping-1")
+async def test_cancel_stops_the_task(datashare_client, datashare):
+    await datashare_client.create_task("ping", {}, group="PYTHON", task_id="ping-1")
 
-    await client.cancel_task("ping-1")
+    await datashare_client.cancel_task("ping-1")
 
     stop = datashare.requests[-1]
     assert (stop.method, stop.path) == ("PUT", "/api/task/stop/ping-1")
-    assert (await client.get_task("ping-1")).state is TaskState.CANCELLED
+    assert (await datashare_client.get_task("ping-1")).state is TaskState.CANCELLED
 
 
 async def test_api_key_is_sent_as_bearer():
@@ -237,11 +227,11 @@ async def test_401_names_the_rejection_and_the_url_not_the_key():
     assert "wrong-key" not in message
 
 
-async def test_403_names_the_denial_and_the_url(client, datashare):
+async def test_403_names_the_denial_and_the_url(datashare_client, datashare):
     datashare.fail_next(403, '{"error":"CSRF token wrong or missing"}')
 
     with pytest.raises(TaskServiceAuthError) as error:
-        await client.create_task("ping", {}, group="PYTHON", task_id="p")
+        await datashare_client.create_task("ping", {}, group="PYTHON", task_id="p")
 
     message = str(error.value)
     assert "denied access (403 Forbidden)" in message
@@ -249,8 +239,8 @@ async def test_403_names_the_denial_and_the_url(client, datashare):
     assert "CSRF token wrong or missing" in message
 
 
-async def test_404_names_the_unknown_task_url(client, datashare):
-    for call in (client.get_task, client.get_task_result, client.cancel_task):
+async def test_404_names_the_unknown_task_url(datashare_client, datashare):
+    for call in (datashare_client.get_task, datashare_client.get_task_result, datashare_client.cancel_task):
         with pytest.raises(UnknownTask) as error:
             await call("missing")
         assert "not found (404 Not Found)" in str(error.value)
@@ -258,11 +248,11 @@ async def test_404_names_the_unknown_task_url(client, datashare):
         assert "missing" in str(error.value)
 
 
-async def test_500_names_the_failure_and_the_url(client, datashare):
+async def test_500_names_the_failure_and_the_url(datashare_client, datashare):
     datashare.fail_next(500, "java.lang.NullPointerException")
 
     with pytest.raises(TaskServiceUnavailable) as error:
-        await client.get_tasks()
+        await datashare_client.get_tasks()
 
     message = str(error.value)
     assert "failed (500 Internal Server Error)" in message
@@ -270,18 +260,18 @@ async def test_500_names_the_failure_and_the_url(client, datashare):
     assert "NullPointerException" in message
 
 
-async def test_a_dropped_connection_is_retried_for_a_read(client, datashare):
+async def test_a_dropped_connection_is_retried_for_a_read(datashare_client, datashare):
     datashare.drop_next()
 
-    assert await client.get_tasks() == []
+    assert await datashare_client.get_tasks() == []
     assert [r.method for r in datashare.requests] == ["GET", "GET"]
 
 
-async def test_a_dropped_create_is_not_sent_again(client, datashare):
+async def test_a_dropped_create_is_not_sent_again(datashare_client, datashare):
     datashare.drop_next()
 
     with pytest.raises(TaskServiceUnavailable, match="unreachable"):
-        await client.create_task("ping", {}, group="PYTHON")
+        await datashare_client.create_task("ping", {}, group="PYTHON")
     assert [r.method for r in datashare.requests] == ["PUT"]
 
 

@@ -20,22 +20,11 @@ from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
 from ml_worker.datashare_index import bulk_index, create_project_index, document_source
 from ml_worker.documents import es_client
 from ml_worker.local_stack import free_port
-from ml_worker.task_client import DatashareTaskClient
 from tests.corpus import datashare_corpus, filler
 from tests.datashare_double import DatashareDouble
 from tests.faults import TcpProxy
 
 
-@pytest.fixture
-def datashare():
-    with DatashareDouble() as double:
-        yield double
-
-
-@pytest.fixture
-async def task_client(datashare):
-    async with DatashareTaskClient(datashare.url) as client:
-        yield client
 
 
 @pytest.fixture
@@ -67,7 +56,7 @@ async def _fan_out(project, config, es, task_client, vector_db, **kwargs) -> lis
 
 
 async def test_pages_smaller_than_a_batch_make_whole_batches(
-    es, es_url, project, seeded, task_client, datashare, vector_db, tmp_path
+    es, es_url, project, seeded, datashare_client, datashare, vector_db, tmp_path
 ):
     # 3 ids a page, 5 a batch: batches straddle pages.
     config = MLWorkerConfig(es_address=es_url, es_page_size=3)
@@ -77,7 +66,7 @@ async def test_pages_smaller_than_a_batch_make_whole_batches(
         progress.append(p)
 
     task_ids = await _fan_out(
-        project, config, es, task_client, vector_db, batch_size=5, progress=record
+        project, config, es, datashare_client, vector_db, batch_size=5, progress=record
     )
 
     batches = _batches(datashare, project)
@@ -92,7 +81,7 @@ async def test_pages_smaller_than_a_batch_make_whole_batches(
 
 
 async def test_an_outage_between_pages_resumes_where_it_stopped(
-    es_url, project, seeded, task_client, datashare, vector_db, caplog
+    es_url, project, seeded, datashare_client, datashare, vector_db, caplog
 ):
     target = urlparse(es_url)
     proxy = TcpProxy(target.hostname, target.port, free_port())
@@ -112,7 +101,7 @@ async def test_an_outage_between_pages_resumes_where_it_stopped(
     try:
         with caplog.at_level(logging.WARNING, logger="ml_worker"):
             await _fan_out(
-                project, config, es, task_client, vector_db,
+                project, config, es, datashare_client, vector_db,
                 batch_size=2, progress=cut_after_the_first_batch,
             )
     finally:
@@ -125,11 +114,11 @@ async def test_an_outage_between_pages_resumes_where_it_stopped(
 
 
 async def test_cancelling_stops_creating_batches(
-    es, es_url, project, seeded, task_client, datashare, vector_db
+    es, es_url, project, seeded, datashare_client, datashare, vector_db
 ):
     config = MLWorkerConfig(es_address=es_url)
     fan_out = asyncio.create_task(
-        _fan_out(project, config, es, task_client, vector_db, batch_size=1)
+        _fan_out(project, config, es, datashare_client, vector_db, batch_size=1)
     )
     while len(_batches(datashare, project)) < 3:
         await asyncio.sleep(0.01)
@@ -143,7 +132,7 @@ async def test_cancelling_stops_creating_batches(
 
 
 async def test_documents_gone_from_the_index_are_deleted_chunk_by_chunk(
-    es, es_url, project, task_client, datashare, vector_db, caplog
+    es, es_url, project, datashare_client, datashare, vector_db, caplog
 ):
     rng = random.Random(2)
     contents = {f"doc-{i}": filler(rng, 3) for i in range(6)}
@@ -166,7 +155,7 @@ async def test_documents_gone_from_the_index_are_deleted_chunk_by_chunk(
     assert sum(r["doc_id"] == "gone-long" for r in rows) > 2 * 4
 
     with caplog.at_level(logging.INFO, logger="ml_worker"):
-        await _fan_out(project, config, es, task_client, vector_db)
+        await _fan_out(project, config, es, datashare_client, vector_db)
 
     table.checkout_latest()
     stored = {r["doc_id"] for r in table.search().select(["doc_id"]).limit(None).to_list()}
