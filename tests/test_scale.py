@@ -235,16 +235,3 @@ async def test_a_worker_killed_in_the_middle_of_a_write(
     assert proxy.sprung.is_set() and killed, "no write went through host 1's proxy"
     await assert_table_exact(cluster.table(project), es, project)
     await asyncio.to_thread(cluster.wait_for_workers)
-
-
-async def test_workers_come_back_after_losing_rabbitmq(cluster, es, client, project):
-    children = await _slow_run(es, client, project, n_docs=72, done=2)
-    proxies = [host.proxies["amqp"] for host in cluster.hosts]
-    for proxy in proxies:
-        proxy.stop()
-    await asyncio.sleep(5)
-    for proxy in proxies:
-        proxy.start()
-    await wait_done(client, children)
-    await assert_table_exact(cluster.table(project), es, project)
-    await asyncio.to_thread(cluster.wait_for_workers)
