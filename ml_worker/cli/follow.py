@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,10 @@ from ml_worker.constants import (
 )
 from ml_worker.task_client import TaskClient
 
+# Polls come soon after a submission, then further apart: a search is answered in
+# about 100 ms here, while a fixed 0.5 s between polls made it wait 0.5 s at least;
+# a long run still costs the service at most 2 requests a second.
+FIRST_POLL_S = 0.01
 POLL_S = 0.5
 # Children polled per round: a run's batches are consumed in creation order, so the
 # oldest unfinished ones tell where the run stands, whatever its size.
@@ -42,6 +46,14 @@ NO_CONSUMER_WARNING_S = 60.0
 
 # How many workers consume a task group's queue; None when unknown.
 ConsumerCount = Callable[[str], int | None]
+
+
+def poll_waits() -> Iterator[float]:
+    """The waits between the polls of a task: FIRST_POLL_S, doubled up to POLL_S."""
+    wait = FIRST_POLL_S
+    while True:
+        yield wait
+        wait = min(wait * 2, POLL_S)
 
 
 class QueueWatch:
@@ -120,6 +132,7 @@ async def wait_for_task(
 ) -> Task:
     """The task once it is done, failed or cancelled."""
     waited_since, hinted, seen = time.monotonic(), False, None
+    waits = poll_waits()
     while True:
         task = await client.get_task(task_id)
         if on_poll is not None:
@@ -144,7 +157,7 @@ async def wait_for_task(
                 soft_wrap=True,
             )
             hinted = True
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(next(waits))
 
 
 async def raise_if_failed(client: TaskClient, task: Task) -> None:
@@ -274,6 +287,7 @@ async def follow_vectorization(
         )
         pending = batch_ids
         watch = QueueWatch(WorkerKind.VECTORIZE, consumers)
+        waits = poll_waits()
         while pending:
             window = pending[:POLL_WINDOW]
             batches = await asyncio.gather(*(client.get_task(i) for i in window))
@@ -284,10 +298,11 @@ async def follow_vectorization(
             progress.update(bar, completed=run.finished, stats=run.stats())
             if finished:
                 watch.saw_progress()
+                waits = poll_waits()  # batches end one after another: look again soon
             else:
                 left = run.batches - run.finished
                 await watch.warn_if_idle(f"{left} batches wait")
-                await asyncio.sleep(POLL_S)
+                await asyncio.sleep(next(waits))
         progress.update(bar, completed=run.batches or 1, stats=run.stats())
     return run
 
