@@ -90,16 +90,37 @@ class RabbitMQ:
         seconds at times: measured 2.75 s after its creation). ``quoted``: ``vhost``
         is URL-encoded already, as icij-worker's ``rabbitmq_vhost`` setting is (``%2F``
         for ``/``). Raises httpx.HTTPError when the management API does not tell."""
+        queue = self._task_queue(vhost, group, quoted=quoted)
+        return 0 if queue is None else queue.get("consumers")
+
+    def task_queue_messages(self, vhost: str, group: str) -> int:
+        """How many tasks wait in (or are delivered from) ``group``'s queue, as of the
+        management API's last statistics (every 5 s by default)."""
+        queue = self._task_queue(vhost, group)
+        return 0 if queue is None else queue.get("messages") or 0
+
+    def purge_task_queue(self, vhost: str, group: str) -> None:
+        """Drop the tasks waiting in ``group``'s queue."""
+        self._management("DELETE", f"{self._task_queue_path(vhost, group)}/contents")
+
+    def _task_queue(self, vhost: str, group: str, *, quoted: bool = False) -> dict | None:
+        res = self._management("GET", self._task_queue_path(vhost, group, quoted=quoted))
+        return None if res.status_code == 404 else res.json()
+
+    def _task_queue_path(self, vhost: str, group: str, *, quoted: bool = False) -> str:
         queue = RoutingStrategy.amqp_task_routing(group).queue_name
         vhost = vhost if quoted else quote(vhost, safe="")
-        path = f"/api/queues/{vhost}/{quote(queue, safe='')}"
-        res = httpx.get(
-            f"{self.management_url}{path}", auth=(self.user, self.password), timeout=5
+        return f"/api/queues/{vhost}/{quote(queue, safe='')}"
+
+    def _management(self, method: str, path: str) -> httpx.Response:
+        """The management API's answer; 404s are the caller's to read."""
+        res = httpx.request(
+            method, f"{self.management_url}{path}", auth=(self.user, self.password),
+            timeout=5,
         )
-        if res.status_code == 404:
-            return 0
-        res.raise_for_status()
-        return res.json().get("consumers")
+        if res.status_code != 404:
+            res.raise_for_status()
+        return res
 
 
 def wait_for_workers(
