@@ -75,8 +75,9 @@ class TaskClient(ABC):
     async def get_task(self, task_id: str) -> Task: ...
 
     @abstractmethod
-    async def get_task_result(self, task_id: str) -> Any | None:
-        """The task's result, None while it has none."""
+    async def get_task_result(self, task_id: str, *, done: bool = False) -> Any | None:
+        """The task's result, None while it has none. ``done``: the caller saw the
+        task done, so its state need not be asked again."""
 
     @abstractmethod
     async def get_task_errors(self, task_id: str) -> list[ErrorEvent]: ...
@@ -160,9 +161,9 @@ class ICIJTaskClient(TaskClient):
             raise
         return Task.model_validate(res.json())
 
-    async def get_task_result(self, task_id: str) -> Any | None:
+    async def get_task_result(self, task_id: str, *, done: bool = False) -> Any | None:
         # The service fails (500) when asked for a result that does not exist yet.
-        if (await self.get_task(task_id)).state is not TaskState.DONE:
+        if not done and (await self.get_task(task_id)).state is not TaskState.DONE:
             return None
         res = await self._request("GET", f"/api/tasks/{task_id}/result")
         result = res.json()
@@ -237,7 +238,8 @@ class DatashareTaskClient(TaskClient):
     async def get_task(self, task_id: str) -> Task:
         return task_from_datashare(await self._get_task_json(task_id))
 
-    async def get_task_result(self, task_id: str) -> Any | None:
+    async def get_task_result(self, task_id: str, *, done: bool = False) -> Any | None:
+        # Datashare answers 204 while there is no result: nothing to ask first.
         res = await self._request("GET", f"/api/task/{task_id}/result")
         if res.status_code == 204 or not res.content:
             return None

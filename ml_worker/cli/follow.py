@@ -6,7 +6,6 @@ Shared by the commands and the demo, so a run looks the same wherever it starts.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +42,9 @@ QUEUED_HINT_AFTER_S = 10.0
 # workers of a vhost were replaced.
 CONSUMERS_POLL_S = 5.0
 NO_CONSUMER_WARNING_S = 60.0
+# Nor is it asked for a task answered within this time, as a search is: a first
+# call to it took 0.8 s here, later ones 30 to 90 ms on a busy machine.
+FIRST_PROBE_AFTER_S = 1.0
 
 # How many workers consume a task group's queue; None when unknown.
 ConsumerCount = Callable[[str], int | None]
@@ -64,16 +66,16 @@ class QueueWatch:
     def __init__(self, kind: WorkerKind, consumers: ConsumerCount | None = None):
         self._kind, self._consumers = kind, consumers
         self.count: int | None = None
-        self._probed_at = -math.inf
+        self._next_probe = time.monotonic() + FIRST_PROBE_AFTER_S
         self._idle_since: float | None = None
         self._warned = False
 
     async def probe(self) -> int | None:
         """The consumer count, asked again once CONSUMERS_POLL_S have passed."""
         now = time.monotonic()
-        if self._consumers is None or now - self._probed_at < CONSUMERS_POLL_S:
+        if self._consumers is None or now < self._next_probe:
             return self.count
-        self._probed_at = now
+        self._next_probe = now + CONSUMERS_POLL_S
         self.count = await asyncio.to_thread(self._consumers, self._kind.group)
         if self.count != 0:
             self._idle_since, self._warned = None, False
@@ -203,7 +205,7 @@ async def run_task(
             watch=watch,
         )
     await raise_if_failed(client, task)
-    return await client.get_task_result(task_id)
+    return await client.get_task_result(task_id, done=True)
 
 
 async def submit_vectorization(client: TaskClient, project: str, **options: Any) -> str:
@@ -277,7 +279,7 @@ async def follow_vectorization(
             watch=watch,
         )
         await raise_if_failed(client, parent)
-        batch_ids = list(await client.get_task_result(task_id) or [])
+        batch_ids = list(await client.get_task_result(task_id, done=True) or [])
         run.batches = len(batch_ids)
         progress.update(
             bar,
@@ -311,7 +313,7 @@ async def _record(client: TaskClient, run: VectorizationRun, batch: Task) -> Non
     # Await before touching ``run``: `x += await ...` would read x before awaiting,
     # and the batches are recorded concurrently.
     if batch.state is TaskState.DONE:
-        written = int(await client.get_task_result(batch.id) or 0)
+        written = int(await client.get_task_result(batch.id, done=True) or 0)
         run.done += 1
         run.documents += written
         run.docs_done += len((batch.args or {}).get("docs") or [])
