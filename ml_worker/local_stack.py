@@ -35,6 +35,13 @@ from ml_worker.pool import pool_kinds
 # and dbmate for the task storage's migrations.
 _SCRIPTS = Path(sys.executable).parent
 _READY_TIMEOUT_S = 120.0
+# icij-worker's PostgreSQL storage holds 1 connection by default, which the service's
+# consumption of worker events and every HTTP request take turns on. This and the
+# CLI's two requests fewer per search, together (not measured apart), took an idle
+# stack's search round trip from 241 to 117 ms (p50), the part after the worker
+# published its result from 136 to 45 ms (bench.search_e2e --queries 30, load
+# average 7 to 10 from other work on the machine).
+TASK_STORAGE_CONNECTIONS = 4
 
 
 class ServiceUnreachable(RuntimeError):
@@ -222,6 +229,7 @@ def task_service(
                 "port": postgres.port,
                 "user": postgres.user,
                 "password": postgres.password,
+                "max_connections": TASK_STORAGE_CONNECTIONS,
             },
         },
     }
