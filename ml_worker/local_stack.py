@@ -213,7 +213,13 @@ def free_port() -> int:
 
 @contextmanager
 def task_service(
-    workdir: Path, *, rabbitmq: RabbitMQ, vhost: str, postgres: Postgres, port: int
+    workdir: Path,
+    *,
+    rabbitmq: RabbitMQ,
+    vhost: str,
+    postgres: Postgres,
+    port: int,
+    storage_connections: int = TASK_STORAGE_CONNECTIONS,
 ):
     """icij-worker's HTTP task service for the ml_worker app; yields its URL."""
     config = {
@@ -229,7 +235,7 @@ def task_service(
                 "port": postgres.port,
                 "user": postgres.user,
                 "password": postgres.password,
-                "max_connections": TASK_STORAGE_CONNECTIONS,
+                "max_connections": storage_connections,
             },
         },
     }
