@@ -23,7 +23,6 @@ from urllib.parse import quote
 import httpx
 import pytest
 from icij_worker import TaskState
-from icij_worker.routing_strategy import RoutingStrategy
 
 from ml_worker.constants import WorkerKind
 from ml_worker import store
@@ -389,12 +388,7 @@ async def _submitted_task(log: Path, cli) -> str:
 
 def _purge_task_queue(service) -> None:
     """Drop the tasks a test left queued, which no later test should run."""
-    rabbitmq = service.rabbitmq
-    queue = RoutingStrategy.amqp_task_routing(WorkerKind.VECTORIZE.group).queue_name
-    path = f"/api/queues/{quote(service.vhost, safe='')}/{quote(queue)}/contents"
-    httpx.delete(
-        f"{rabbitmq.management_url}{path}", auth=(rabbitmq.user, rabbitmq.password)
-    ).raise_for_status()
+    service.rabbitmq.purge_task_queue(service.vhost, WorkerKind.VECTORIZE.group)
 
 
 @pytest.mark.scale
