@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 # within 10 s of being asked to stop.
 STOP_GRACE_S = 8.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Vectorizing workers yield the CPU to the search and fan-out workers and to the
+# task service beside them: two vectorizing workers draining a backlog on 2 cores
+# made searches wait for CPU at every step (bench.search_e2e, docs/performance.md).
+VECTORIZE_NICENESS = 10
 
 
 @dataclass(frozen=True)
@@ -57,10 +61,16 @@ def pool_kinds(n_workers: int, kind: WorkerKind | None) -> list[WorkerKind]:
 
 
 def worker_command(app: str, kind: WorkerKind, config: Path | None) -> list[str]:
-    """One worker of ``kind``, in the process this command starts."""
+    """One worker of ``kind``, in the process this command starts; vectorizing
+    workers at a lower CPU priority (``nice``), as batches can wait and searches
+    should not."""
     cmd = [sys.executable, "-m", "icij_worker", "workers", "start", app]
     cmd += ["-n", "1", "-g", kind.group]
-    return cmd + ["-c", str(config)] if config is not None else cmd
+    if config is not None:
+        cmd += ["-c", str(config)]
+    if kind is WorkerKind.VECTORIZE:
+        cmd = ["nice", "-n", str(VECTORIZE_NICENESS), *cmd]
+    return cmd
 
 
 def check_settings(config: Path | None) -> None:

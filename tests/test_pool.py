@@ -27,7 +27,7 @@ from icij_worker import TaskState
 from ml_worker.constants import WorkerKind
 from ml_worker import store
 from ml_worker.local_stack import free_port, task_service, wait_for_workers, worker_pool
-from ml_worker.pool import Backoff
+from ml_worker.pool import Backoff, worker_command
 from ml_worker.task_client import ICIJTaskClient
 from tests.corpus import filler
 from tests.stack import run_task, wait_ended, wait_state
@@ -50,6 +50,18 @@ def test_backoff_doubles_up_to_its_ceiling_and_resets_after_a_minute_up():
 
     assert waits == [1, 2, 4, 8, 16, 30, 30]
     assert backoff.next_wait(30, uptime_s=60.0) == 1
+
+
+def test_vectorizing_workers_run_at_a_lower_cpu_priority_than_searches():
+    def niceness(kind: WorkerKind) -> int:
+        cmd = worker_command("ml_worker.app.app", kind, None)
+        # What the command runs the worker with, running a probe instead.
+        launcher = cmd[: cmd.index(sys.executable)]
+        probe = [sys.executable, "-c", "import os; print(os.nice(0))"]
+        return int(subprocess.check_output(launcher + probe))
+
+    assert niceness(WorkerKind.VECTORIZE) > niceness(WorkerKind.SEARCH)
+    assert niceness(WorkerKind.FANOUT) == niceness(WorkerKind.SEARCH)
 
 
 # A supervisor of stand-in workers, started as the pool is: in its own session.
