@@ -61,13 +61,13 @@ from ml_worker.constants import (  # noqa: E402
     WorkerKind,
     task_group,
 )
-from ml_worker.datashare_index import (  # noqa: E402
+from ml_worker_dev.datashare_index import (  # noqa: E402
     bulk_index,
     create_project_index,
     document_source,
 )
 from ml_worker.documents import es_client  # noqa: E402
-from ml_worker.local_stack import (  # noqa: E402
+from ml_worker_dev.local_stack import (  # noqa: E402
     Postgres,
     TASK_STORAGE_CONNECTIONS,
     RabbitMQ,
@@ -250,17 +250,6 @@ def cli_search_ms(url: str, vhost: str, texts: list[str]) -> list[float]:
     return times
 
 
-def wait_queued(rabbitmq: RabbitMQ, vhost: str, at_least: int) -> int:
-    """Until the vectorizing queue holds ``at_least`` messages (the management API's
-    figures lag by its statistics interval)."""
-    deadline = time.monotonic() + TIMEOUT_S
-    while (depth := rabbitmq.task_queue_messages(vhost, WorkerKind.VECTORIZE.group)) < at_least:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{depth} batches queued after {TIMEOUT_S:.0f}s")
-        time.sleep(POLL_S)
-    return depth
-
-
 class Stack:
     def __init__(
         self, stack: ExitStack, workdir: Path, es_url: str, args: argparse.Namespace
@@ -304,6 +293,20 @@ class Stack:
     def vectorizers(self):
         return self.pool(WorkerKind.VECTORIZE, self.n_vectorizers)
 
+    def queued(self) -> int:
+        """Batches waiting on the broker, as of the management API's last figures."""
+        return self.rabbitmq.task_queue(self.vhost, WorkerKind.VECTORIZE.group).waiting
+
+    def wait_queued(self, at_least: int) -> int:
+        """Until ``at_least`` batches wait (the management API's figures lag by its
+        statistics interval)."""
+        deadline = time.monotonic() + TIMEOUT_S
+        while (depth := self.queued()) < at_least:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{depth} batches queued after {TIMEOUT_S:.0f}s")
+            time.sleep(POLL_S)
+        return depth
+
     def consumers(self, group: str) -> int | None:
         return self.rabbitmq.task_queue_consumers(self.vhost, group)
 
@@ -339,18 +342,18 @@ async def run(args: argparse.Namespace, workdir: Path, es_url: str) -> dict:
             started = time.monotonic()
             backlog = await vectorize(client, BACKLOG, 1)
             fanout_s = time.monotonic() - started
-            queued = wait_queued(s.rabbitmq, s.vhost, len(backlog))
+            queued = s.wait_queued(len(backlog))
             print(
                 f"backlog: {len(backlog)} batches created in {fanout_s:.0f} s,"
                 f" {queued} queued",
                 flush=True,
             )
             with s.vectorizers():
-                before = s.rabbitmq.task_queue_messages(s.vhost, WorkerKind.VECTORIZE.group)
+                before = s.queued()
                 started = time.monotonic()
                 searches = await timed_searches(client, texts[WARM_UP:], s.consumers)
                 busy_s = time.monotonic() - started
-                after = s.rabbitmq.task_queue_messages(s.vhost, WorkerKind.VECTORIZE.group)
+                after = s.queued()
             busy = summary(searches)
             print(
                 f"{describe('busy', busy)}; batches queued {before} at the start,"

@@ -19,6 +19,7 @@ from lancedb.embeddings.sentence_transformers import SentenceTransformerEmbeddin
 from sentence_transformers import SentenceTransformer
 
 from ml_worker.query_encoder import QueryEncoder, onnx_query_encoder
+from ml_worker.exceptions import ModelNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +92,6 @@ def _native_bfloat16(device: str) -> bool:
     # Without these instructions torch emulates bfloat16 on a CPU, slower than float32.
     cpu_checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, check, lambda: False)() for check in cpu_checks)
-
-
-class ModelNotFound(ValueError):
-    pass
 
 
 @functools.lru_cache(maxsize=4)

@@ -20,10 +20,11 @@ import pytest
 
 from ml_worker.constants import WorkerKind, task_group
 from ml_worker.cli.docs import command_paths, normalize, render
+from ml_worker.cli.errors import next_step, remote_error_code
 from ml_worker.cli.main import app
 from ml_worker.config import MLWorkerConfig
-from ml_worker.demo import load_corpus, load_sample_corpus, wait_for_workers
-from ml_worker.local_stack import _stop, free_port, task_service
+from ml_worker_dev.demo import load_corpus, load_sample_corpus, wait_for_workers
+from ml_worker_dev.local_stack import _stop, free_port, task_service
 
 ROOT = Path(__file__).parent.parent
 CLI_DOCS = ROOT / "docs" / "cli.md"
@@ -36,9 +37,12 @@ _CLEAN_ENV = {
 }
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, env: dict[str, str] | None = None, module: str = "ml_worker.cli"
+) -> subprocess.CompletedProcess:
+    """``module``'s command line: the CLI, or the checkout's (``ml_worker_dev``)."""
     return subprocess.run(
-        [sys.executable, "-m", "ml_worker.cli", *args],
+        [sys.executable, "-m", module, *args],
         env={**_CLEAN_ENV, "COLUMNS": "120", **(env or {})},
         cwd=ROOT,
         capture_output=True,
@@ -146,12 +150,37 @@ def test_demo_says_which_service_is_missing_and_how_to_start_it(tmp_path):
         "--workdir",
         str(tmp_path / "demo"),
         env={"ICIJ_WORKER_RABBITMQ_PORT": str(port)},
+        module="ml_worker_dev",
     )
 
     assert result.returncode == 3
     line = error_line(result)
     assert f"RabbitMQ is not reachable at 127.0.0.1:{port}" in line
     assert "rabbitmq-server -detached" in line
+
+
+@pytest.mark.parametrize(
+    ("error_name", "code"),
+    [
+        ("ProjectNotVectorized", 4),
+        ("UnknownTask", 4),
+        ("ModelMismatch", 2),
+        ("ValidationError", 2),
+        ("TableBusy", 3),
+        ("TaskServiceAuthError", 3),
+        ("KeyError", 1),
+        ("kind_of_remote", 1),  # a name in the module that is no error class
+    ],
+)
+def test_a_workers_error_exits_with_the_code_of_its_kind(error_name, code):
+    assert remote_error_code(error_name) == code
+
+
+def test_a_workers_error_names_the_command_to_run_next():
+    step = next_step("ProjectNotVectorized", {"project": "a b;rm"})
+
+    assert step == "`ml-worker vectorize 'a b;rm'`"
+    assert next_step("KeyError", {"project": "p"}) is None
 
 
 def test_entry_script_without_a_command_shows_its_usage():
@@ -394,6 +423,7 @@ def test_unknown_project_exits_4(stack):
     )
     assert search.returncode == 4
     assert 'ProjectNotVectorized: project "no-such-project"' in error_line(search)
+    assert error_line(search).endswith("next: `ml-worker vectorize no-such-project`")
 
 
 @pytest.mark.e2e
@@ -413,3 +443,11 @@ def test_status_lists_the_vectorized_project(stack, vectorized):
     row = next(line for line in result.stdout.splitlines() if stack.project in line)
     assert re.search(rf"{stack.project}\s+│\s+{stack.n_docs}\s+│\s+\d+\s+│", row)
     assert "all-MiniLM-L6-v2" in row
+    for kind, queue, workers in [
+        ("vectorize", "TASK.PYTHON", 2),
+        ("search", "TASK.PYTHON_SEARCH", 1),
+        ("fanout", "TASK.PYTHON_FANOUT", 1),
+    ]:
+        assert re.search(
+            rf"{kind}\s+│\s+{queue}\s+│\s+{workers}\s+│\s+0\s+│\s+0\s", result.stdout
+        ), result.stdout

@@ -26,7 +26,7 @@ from icij_worker import TaskState
 
 from ml_worker.constants import WorkerKind
 from ml_worker import store
-from ml_worker.local_stack import free_port, task_service, wait_for_workers, worker_pool
+from ml_worker_dev.local_stack import free_port, task_service, wait_for_workers, worker_pool
 from ml_worker.pool import Backoff, worker_command
 from ml_worker.task_client import ICIJTaskClient
 from tests.corpus import filler

@@ -15,8 +15,8 @@ import pytest
 
 from ml_worker.cli.follow import search_project
 from ml_worker.constants import CREATE_VECTORIZATION_TASKS, WorkerKind
-from ml_worker.datashare_index import bulk_index, create_project_index, document_source
-from ml_worker.local_stack import free_port, task_service, wait_for_workers, worker_pool
+from ml_worker_dev.datashare_index import bulk_index, create_project_index, document_source
+from ml_worker_dev.local_stack import free_port, task_service, wait_for_workers, worker_pool
 from ml_worker.task_client import ICIJTaskClient
 from tests.corpus import datashare_corpus
 from tests.stack import run_task, wait_done
@@ -38,7 +38,7 @@ async def _index(es, project: str, items) -> None:
 def _wait_queued(rabbitmq, vhost: str, at_least: int, timeout_s: float = 120.0) -> int:
     deadline = time.monotonic() + timeout_s
     while True:
-        depth = rabbitmq.task_queue_messages(vhost, WorkerKind.VECTORIZE.group)
+        depth = rabbitmq.task_queue(vhost, WorkerKind.VECTORIZE.group).waiting
         if depth >= at_least or time.monotonic() > deadline:
             return depth
         time.sleep(0.5)
@@ -110,7 +110,7 @@ async def test_a_search_is_answered_before_the_backlog_drains(
                     f"no answer within {ANSWERED_WITHIN_S:.0f} s, {queued} batches queued"
                 )
             answered_s = time.monotonic() - started
-            left = rabbitmq.task_queue_messages(vhost, WorkerKind.VECTORIZE.group)
+            left = rabbitmq.task_queue(vhost, WorkerKind.VECTORIZE.group).waiting
 
     assert len(results[0]) == 3
     # The management API's count lags by up to its 5 s statistics interval: the

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 from enum import IntEnum
 
 from ml_worker.cli.output import printable
+from ml_worker.exceptions import InvalidInput, NotFound, Unavailable, kind_of_remote
 
 
 class ExitCode(IntEnum):
@@ -22,17 +24,31 @@ class CLIError(Exception):
         self.code = code
 
 
-# Errors raised inside a worker reach us by name only.
-_REMOTE_NOT_FOUND = {"UnknownProject", "ProjectNotVectorized", "ModelNotFound"}
-_REMOTE_USAGE = {"InvalidProject", "ModelMismatch", "ValidationError"}
+_KIND_CODES = {
+    NotFound: ExitCode.NOT_FOUND,
+    InvalidInput: ExitCode.USAGE,
+    Unavailable: ExitCode.UNREACHABLE,
+}
 
 
 def remote_error_code(error_name: str) -> ExitCode:
-    if error_name in _REMOTE_NOT_FOUND:
-        return ExitCode.NOT_FOUND
-    if error_name in _REMOTE_USAGE:
+    """The exit code of an error raised in a worker, which reaches us by name."""
+    if error_name == "ValidationError":  # pydantic's, on a task's arguments
         return ExitCode.USAGE
-    return ExitCode.FAILURE
+    kind = kind_of_remote(error_name)
+    return _KIND_CODES[kind] if kind is not None else ExitCode.FAILURE
+
+
+def next_step(error_name: str, task_args: dict) -> str | None:
+    """The command to run after a worker's error, in the CLI's words."""
+    project = shlex.quote(str(task_args.get("project", "PROJECT")))
+    steps = {
+        "ProjectNotVectorized": f"`ml-worker vectorize {project}`",
+        "ModelMismatch": f"`ml-worker vectorize {project} --rebuild --model MODEL`",
+        "UnknownProject": "`ml-worker status` to check the Elasticsearch address",
+        "TableBusy": "the same command again in a minute",
+    }
+    return steps.get(error_name)
 
 
 def exit_code_for(error: BaseException) -> ExitCode:
@@ -41,27 +57,12 @@ def exit_code_for(error: BaseException) -> ExitCode:
     from elasticsearch import ConnectionError as ESConnectionError
     from pydantic import ValidationError
 
-    from ml_worker.documents import UnknownProject
-    from ml_worker.local_stack import ServiceUnreachable
-    from ml_worker.task_client import (
-        TaskServiceAuthError,
-        TaskServiceUnavailable,
-        UnknownTask,
-    )
-
     if isinstance(error, CLIError):
         return error.code
-    if isinstance(error, (UnknownTask, UnknownProject)):
-        return ExitCode.NOT_FOUND
-    if isinstance(
-        error,
-        (
-            TaskServiceUnavailable,
-            TaskServiceAuthError,
-            ServiceUnreachable,
-            ESConnectionError,
-        ),
-    ):
+    for kind, code in _KIND_CODES.items():
+        if isinstance(error, kind):
+            return code
+    if isinstance(error, ESConnectionError):
         return ExitCode.UNREACHABLE
     if isinstance(error, ValidationError):
         return ExitCode.USAGE

@@ -26,9 +26,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-from icij_worker.routing_strategy import RoutingStrategy
 
+from ml_worker import broker
+from ml_worker.broker import port_open
 from ml_worker.constants import APP_PATH, WorkerKind
+from ml_worker.exceptions import Unavailable
 from ml_worker.pool import pool_kinds
 
 # This environment's console scripts: icij-worker's task service, ml-worker's CLI,
@@ -44,33 +46,13 @@ _READY_TIMEOUT_S = 120.0
 TASK_STORAGE_CONNECTIONS = 4
 
 
-class ServiceUnreachable(RuntimeError):
+class ServiceUnreachable(Unavailable):
     pass
 
 
 @dataclass(frozen=True)
-class RabbitMQ:
-    host: str = "127.0.0.1"
-    port: int = 5672
-    management_port: int = 15672
-    user: str = "guest"
-    password: str = "guest"
-
-    @property
-    def management_url(self) -> str:
-        return f"http://{self.host}:{self.management_port}"
-
-    def check(self) -> None:
-        start = "start it with `rabbitmq-server -detached`, or `./ml-worker up -d rabbitmq`"
-        if not _port_open(self.host, self.port):
-            msg = f"RabbitMQ is not reachable at {self.host}:{self.port}: {start}"
-            raise ServiceUnreachable(msg)
-        if not _port_open(self.host, self.management_port):
-            msg = (
-                f"RabbitMQ's management API is not reachable at {self.management_url}:"
-                " enable it with `rabbitmq-plugins enable rabbitmq_management`"
-            )
-            raise ServiceUnreachable(msg)
+class RabbitMQ(broker.RabbitMQ):
+    """The broker, with what the tests and the demo need besides."""
 
     @contextmanager
     def temporary_vhost(self):
@@ -89,45 +71,14 @@ class RabbitMQ:
                 client.delete(f"/api/vhosts/{quote(vhost)}")
 
 
-    def task_queue_consumers(
-        self, vhost: str, group: str, *, quoted: bool = False
-    ) -> int | None:
-        """How many workers consume ``group``'s task queue in ``vhost``: 0 until one
-        declared it, None while RabbitMQ has no statistics of the queue (for a few
-        seconds at times: measured 2.75 s after its creation). ``quoted``: ``vhost``
-        is URL-encoded already, as icij-worker's ``rabbitmq_vhost`` setting is (``%2F``
-        for ``/``). Raises httpx.HTTPError when the management API does not tell."""
-        queue = self._task_queue(vhost, group, quoted=quoted)
-        return 0 if queue is None else queue.get("consumers")
-
-    def task_queue_messages(self, vhost: str, group: str) -> int:
-        """How many tasks wait in (or are delivered from) ``group``'s queue, as of the
-        management API's last statistics (every 5 s by default)."""
-        queue = self._task_queue(vhost, group)
-        return 0 if queue is None else queue.get("messages") or 0
-
     def purge_task_queue(self, vhost: str, group: str) -> None:
-        """Drop the tasks waiting in ``group``'s queue."""
-        self._management("DELETE", f"{self._task_queue_path(vhost, group)}/contents")
-
-    def _task_queue(self, vhost: str, group: str, *, quoted: bool = False) -> dict | None:
-        res = self._management("GET", self._task_queue_path(vhost, group, quoted=quoted))
-        return None if res.status_code == 404 else res.json()
-
-    def _task_queue_path(self, vhost: str, group: str, *, quoted: bool = False) -> str:
-        queue = RoutingStrategy.amqp_task_routing(group).queue_name
-        vhost = vhost if quoted else quote(vhost, safe="")
-        return f"/api/queues/{vhost}/{quote(queue, safe='')}"
-
-    def _management(self, method: str, path: str) -> httpx.Response:
-        """The management API's answer; 404s are the caller's to read."""
-        res = httpx.request(
-            method, f"{self.management_url}{path}", auth=(self.user, self.password),
+        """Drop the tasks waiting in ``group``'s queue in ``vhost``."""
+        queue = quote(self.task_queue(vhost, group).queue, safe="")
+        httpx.delete(
+            f"{self.management_url}/api/queues/{quote(vhost, safe='')}/{queue}/contents",
+            auth=(self.user, self.password),
             timeout=5,
-        )
-        if res.status_code != 404:
-            res.raise_for_status()
-        return res
+        ).raise_for_status()
 
 
 def wait_for_workers(
@@ -167,7 +118,7 @@ class Postgres:
     password: str = ""
 
     def check(self) -> None:
-        if not _port_open(self.host, self.port):
+        if not port_open(self.host, self.port):
             msg = (
                 f"PostgreSQL is not reachable at {self.host}:{self.port}: start it"
                 " (`pg_ctlcluster <version> main start`, or `./ml-worker up -d postgres`)"
@@ -200,7 +151,7 @@ def s3_emulator(workdir: Path):
     cmd = [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
     with _process(cmd, log) as process:
         _wait_until(
-            lambda: _port_open("127.0.0.1", port), process, what=f"S3 at {url}", log=log
+            lambda: port_open("127.0.0.1", port), process, what=f"S3 at {url}", log=log
         )
         yield url
 
@@ -363,9 +314,3 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2.0):
-            return True
-    except OSError:
-        return False
