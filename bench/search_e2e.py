@@ -52,24 +52,25 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-from icij_worker import Task, TaskState  # noqa: E402
+import numpy as np
+from icij_worker import Task, TaskState
 
-from ml_worker.cli.follow import search_project  # noqa: E402
-from ml_worker.constants import (  # noqa: E402
+from ml_worker.cli.follow import search_project
+from ml_worker.constants import (
     CREATE_VECTORIZATION_TASKS,
     WorkerKind,
     task_group,
 )
-from ml_worker_dev.datashare_index import (  # noqa: E402
+from ml_worker.documents import es_client
+from ml_worker.task_client import ICIJTaskClient
+from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,
     document_source,
 )
-from ml_worker.documents import es_client  # noqa: E402
-from ml_worker_dev.local_stack import (  # noqa: E402
-    Postgres,
+from ml_worker_dev.local_stack import (
     TASK_STORAGE_CONNECTIONS,
+    Postgres,
     RabbitMQ,
     es_emulator,
     free_port,
@@ -77,7 +78,6 @@ from ml_worker_dev.local_stack import (  # noqa: E402
     wait_for_workers,
     worker_pool,
 )
-from ml_worker.task_client import ICIJTaskClient  # noqa: E402
 
 SEARCHED = "bench-searched"
 BACKLOG = "bench-backlog"
@@ -320,7 +320,8 @@ async def run(args: argparse.Namespace, workdir: Path, es_url: str) -> dict:
     texts = queries(WARM_UP + args.queries)
     with ExitStack() as stack:
         s = Stack(stack, workdir, es_url, args)
-        async with TimedClient(s.url) as client:
+        client = TimedClient(s.url)
+        async with client:
             with s.vectorizers():
                 batches = await vectorize(client, SEARCHED, 32)
                 for batch in batches:

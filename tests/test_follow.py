@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from icij_worker import Task, TaskState
 
@@ -24,7 +24,7 @@ class _EndsAfter:
         state = TaskState.DONE if self._left <= 0 else TaskState.QUEUED
         return Task(
             id=task_id, name="find_most_similar", args={}, state=state,
-            created_at=datetime.now(timezone.utc),
+            created_at=datetime.now(UTC),
         )
 
 

@@ -15,9 +15,18 @@ import pytest
 
 from ml_worker.cli.follow import search_project
 from ml_worker.constants import CREATE_VECTORIZATION_TASKS, WorkerKind
-from ml_worker_dev.datashare_index import bulk_index, create_project_index, document_source
-from ml_worker_dev.local_stack import free_port, task_service, wait_for_workers, worker_pool
 from ml_worker.task_client import ICIJTaskClient
+from ml_worker_dev.datashare_index import (
+    bulk_index,
+    create_project_index,
+    document_source,
+)
+from ml_worker_dev.local_stack import (
+    free_port,
+    task_service,
+    wait_for_workers,
+    worker_pool,
+)
 from tests.corpus import datashare_corpus
 from tests.stack import run_task, wait_done
 
