@@ -18,9 +18,9 @@ Elasticsearch-API server. A project of ``--docs`` documents is vectorized, then:
   that backlog. Its depth is read from RabbitMQ's management API before and after.
 
 Each search is split, by the task service's own times: the PUT; from the task's
-creation to its result event (queue, pick-up, search, publishing the result, on the
-worker's clock); from there to the result in hand (the service consuming the event,
-the client's polling, reading the result). Medians of each are printed, and the
+creation, within the PUT, to its result event (publishing the task, queue, pick-up,
+search, publishing the result, on the worker's clock); from there to the result in
+hand (the service consuming the event, the client's polling, reading the result). Medians of each are printed, and the
 slowest busy searches split so. Five ``ml-worker search`` processes are also timed
 on the idle stack, their start-up included.
 
