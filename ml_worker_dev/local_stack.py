@@ -10,6 +10,7 @@ included.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -62,6 +63,13 @@ class RabbitMQ(broker.RabbitMQ):
                 yield vhost
             finally:
                 client.delete(f"/api/vhosts/{quote(vhost)}")
+
+
+def rabbitmq_from_env() -> RabbitMQ:
+    """RabbitMQ as icij-worker's workers see it (``ICIJ_WORKER_RABBITMQ_*``)."""
+    from ml_worker.cli.status import rabbitmq_from_env as broker_from_env
+
+    return RabbitMQ(**dataclasses.asdict(broker_from_env()))
 
 
 def wait_for_workers(
