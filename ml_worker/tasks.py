@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 GROUP = "PYTHON"
 VECTORIZE_DOCS = "vectorize_docs"
+FIND_MOST_SIMILAR = "find_most_similar"
 
 Progress = Callable[[float], Awaitable[None]]
 
