@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 
 from ml_worker import dependencies, tasks
@@ -60,3 +62,31 @@ async def test_secrets_stay_out_of_logs_and_errors(monkeypatch, caplog, tmp_path
     for secret in ("es-secret-1", "ds-secret-2"):
         assert secret not in caplog.text
         assert secret not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "runs, preloaded",
+    [
+        ({tasks.VECTORIZE_DOCS}, ["model"]),
+        ({tasks.FIND_MOST_SIMILAR}, ["query encoder"]),
+        ({"create_vectorization_tasks", "ping"}, []),
+    ],
+)
+def test_a_worker_preloads_only_what_its_tasks_need(monkeypatch, runs, preloaded):
+    from ml_worker import embedding
+
+    loaded = []
+    monkeypatch.setattr(embedding, "load_model", lambda *_: loaded.append("model"))
+    monkeypatch.setattr(
+        embedding, "onnx_query_encoder", lambda *_, **__: loaded.append("query encoder")
+    )
+    dependencies.load_config()
+    # The app as icij-worker hands it over: filtered to the worker's group's tasks.
+    app = SimpleNamespace(registry=dict.fromkeys(runs))
+
+    try:
+        dependencies.setup_embedding(app=app)
+    finally:
+        embedding.process_query_encoder.cache_clear()
+
+    assert loaded == preloaded
