@@ -64,7 +64,8 @@ from ml_worker.local_stack import (  # noqa: E402
     worker_pool,
 )
 from ml_worker.task_client import ICIJTaskClient  # noqa: E402
-from ml_worker.tasks import GROUP, passages_of  # noqa: E402
+from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group  # noqa: E402
+from ml_worker.tasks import passages_of  # noqa: E402
 
 PROJECT = "bench-throughput"
 DEMO_CORPUS = Path(__file__).parent.parent / "ml_worker" / "data" / "demo_corpus.jsonl"
@@ -257,7 +258,9 @@ async def _vectorize(
     """Seconds from the submission of the run to the end of its last task, and its
     number of tasks."""
     parent_id = await client.create_task(
-        "create_vectorization_tasks", {"project": PROJECT, "rebuild": rebuild}, group=GROUP
+        CREATE_VECTORIZATION_TASKS,
+        {"project": PROJECT, "rebuild": rebuild},
+        group=task_group(CREATE_VECTORIZATION_TASKS),
     )
     (parent,) = await _wait(client, [parent_id])
     children = await _wait(client, await client.get_task_result(parent_id), memory=memory)

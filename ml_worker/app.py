@@ -7,6 +7,13 @@ from icij_worker import AsyncApp
 from icij_worker.app import TaskGroup
 
 from ml_worker import tasks
+from ml_worker.constants import (
+    CREATE_VECTORIZATION_TASKS,
+    FIND_MOST_SIMILAR,
+    PING,
+    VECTORIZE_DOCS,
+    task_group,
+)
 from ml_worker.dependencies import DEPENDENCIES
 from ml_worker.documents import ElasticsearchUnavailable
 from ml_worker.store import TableBusy
@@ -46,17 +53,29 @@ def registered(fn):
 
 
 app = AsyncApp(name="ml_worker", dependencies=DEPENDENCIES)
-python = TaskGroup(name=tasks.GROUP)
 
-app.task(name="ping", group=python)(registered(tasks.ping))
+
+def group_of(task_name: str) -> TaskGroup:
+    return TaskGroup(name=task_group(task_name))
+
+
 # Outages outlast the clients' own retries, and a table's commits may keep losing to
 # other writers': the worker then retries the whole task.
 OUTAGES = (ElasticsearchUnavailable, TaskServiceUnavailable, TableBusy)
 
+app.task(name=PING, group=group_of(PING))(registered(tasks.ping))
 app.task(
-    name="create_vectorization_tasks", group=python, recover_from=OUTAGES, max_retries=3
+    name=CREATE_VECTORIZATION_TASKS,
+    group=group_of(CREATE_VECTORIZATION_TASKS),
+    recover_from=OUTAGES,
+    max_retries=3,
 )(registered(tasks.create_vectorization_tasks))
-app.task(name=tasks.VECTORIZE_DOCS, group=python, recover_from=OUTAGES, max_retries=3)(
-    registered(tasks.vectorize_docs)
+app.task(
+    name=VECTORIZE_DOCS,
+    group=group_of(VECTORIZE_DOCS),
+    recover_from=OUTAGES,
+    max_retries=3,
+)(registered(tasks.vectorize_docs))
+app.task(name=FIND_MOST_SIMILAR, group=group_of(FIND_MOST_SIMILAR))(
+    registered(tasks.find_most_similar)
 )
-app.task(name="find_most_similar", group=python)(registered(tasks.find_most_similar))

@@ -18,6 +18,7 @@ from icij_worker import AsyncApp, WorkerConfig
 from ml_worker import embedding, store
 from ml_worker.clients import es_client_from, task_client_from
 from ml_worker.config import MLWorkerConfig
+from ml_worker.constants import FIND_MOST_SIMILAR, VECTORIZE_DOCS
 from ml_worker.task_client import TaskClient
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,6 @@ def setup_embedding(app: AsyncApp | None = None, **_) -> None:
     # Loaded now, once per process, so the first task does not wait for them; and
     # only where this worker's group runs the task that needs them: the model (and
     # torch, 1.5 GiB) for document batches, the query encoder for searches.
-    from ml_worker.tasks import FIND_MOST_SIMILAR, VECTORIZE_DOCS  # tasks import us
-
     runs = set(app.registry) if app is not None else set()
     if VECTORIZE_DOCS in runs:
         embedding.process_model(config.model)

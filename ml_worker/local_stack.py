@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ from urllib.parse import quote
 import httpx
 from icij_worker.routing_strategy import RoutingStrategy
 
-APP_PATH = "ml_worker.app.app"
-TASK_GROUP = "PYTHON"
+from ml_worker.constants import APP_PATH, WorkerKind
+from ml_worker.pool import pool_kinds
+
 # This environment's console scripts: icij-worker's task service, ml-worker's CLI,
 # and dbmate for the task storage's migrations.
 _SCRIPTS = Path(sys.executable).parent
@@ -80,13 +82,15 @@ class RabbitMQ:
                 client.delete(f"/api/vhosts/{quote(vhost)}")
 
 
-    def task_queue_consumers(self, vhost: str, *, quoted: bool = False) -> int | None:
-        """How many workers consume the task group's queue in ``vhost``: 0 until one
+    def task_queue_consumers(
+        self, vhost: str, group: str, *, quoted: bool = False
+    ) -> int | None:
+        """How many workers consume ``group``'s task queue in ``vhost``: 0 until one
         declared it, None while RabbitMQ has no statistics of the queue (for a few
         seconds at times: measured 2.75 s after its creation). ``quoted``: ``vhost``
         is URL-encoded already, as icij-worker's ``rabbitmq_vhost`` setting is (``%2F``
         for ``/``). Raises httpx.HTTPError when the management API does not tell."""
-        queue = RoutingStrategy.amqp_task_routing(TASK_GROUP).queue_name
+        queue = RoutingStrategy.amqp_task_routing(group).queue_name
         vhost = vhost if quoted else quote(vhost, safe="")
         path = f"/api/queues/{vhost}/{quote(queue, safe='')}"
         res = httpx.get(
@@ -101,15 +105,25 @@ class RabbitMQ:
 def wait_for_workers(
     rabbitmq: RabbitMQ,
     vhost: str,
-    n_consumers: int,
+    n_workers: int,
     pool: subprocess.Popen,
     *,
+    kind: WorkerKind | None = None,
     log: Path,
     timeout_s: float = 300.0,
 ) -> None:
-    """Until ``n_consumers`` workers consume the task queue (each loads torch first)."""
+    """Until the workers of a ``worker_pool(n_workers, kind)`` consume their task
+    queues."""
+    expected = Counter(k.group for k in pool_kinds(n_workers, kind))
+
+    def ready() -> bool:
+        return all(
+            (rabbitmq.task_queue_consumers(vhost, group) or 0) >= n
+            for group, n in expected.items()
+        )
+
     deadline = time.monotonic() + timeout_s
-    while (rabbitmq.task_queue_consumers(vhost) or 0) < n_consumers:
+    while not ready():
         if pool.poll() is not None:
             raise ServiceUnreachable(f"the workers exited at start-up: see {log}")
         if time.monotonic() > deadline:
@@ -212,11 +226,12 @@ def worker_pool(
     rabbitmq: RabbitMQ,
     vhost: str,
     ml_worker_config: dict,
+    kind: WorkerKind | None = None,
     wrap: Callable[[list[str]], list[str]] | None = None,
 ):
-    """``n_workers`` worker processes consuming the PYTHON task group, run by
-    ``ml-worker workers start``, which restarts those that exit; the Popen's process
-    group is the whole pool.
+    """The worker processes of ``ml-worker workers start -n n_workers [--kind
+    kind]``, which restarts those that exit; the Popen's process group is the whole
+    pool.
 
     ``wrap`` turns the pool's command into the one to run (e.g. inside a network
     namespace).
@@ -236,11 +251,11 @@ def worker_pool(
         "start",
         "-n",
         str(n_workers),
-        "-g",
-        TASK_GROUP,
         "-c",
         str(config_path),
     ]
+    if kind is not None:
+        cmd += ["--kind", kind]
     env = {"ICIJ_WORKER_TYPE": "amqp", "HF_HUB_OFFLINE": "1"}
     if wrap is not None:
         cmd = wrap(cmd)

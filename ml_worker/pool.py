@@ -22,6 +22,8 @@ from pathlib import Path
 
 from icij_common.logging_utils import setup_loggers
 
+from ml_worker.constants import WorkerKind
+
 logger = logging.getLogger(__name__)
 
 # SIGTERM, then SIGKILL for workers still alive this long after: the pool is gone
@@ -45,10 +47,19 @@ class Backoff:
         return min(previous_s * 2, self.max_s)
 
 
-def worker_command(app: str, group: str, config: Path | None) -> list[str]:
-    """One worker, in the process this command starts."""
+def pool_kinds(n_workers: int, kind: WorkerKind | None) -> list[WorkerKind]:
+    """The kind of each worker of a pool: ``n_workers`` of ``kind``; without a kind,
+    ``n_workers`` vectorizing workers, one search worker and one fan-out worker, so
+    that one pool serves every task and searches never queue behind batches."""
+    if kind is not None:
+        return [kind] * n_workers
+    return [WorkerKind.VECTORIZE] * n_workers + [WorkerKind.SEARCH, WorkerKind.FANOUT]
+
+
+def worker_command(app: str, kind: WorkerKind, config: Path | None) -> list[str]:
+    """One worker of ``kind``, in the process this command starts."""
     cmd = [sys.executable, "-m", "icij_worker", "workers", "start", app]
-    cmd += ["-n", "1", "-g", group]
+    cmd += ["-n", "1", "-g", kind.group]
     return cmd + ["-c", str(config)] if config is not None else cmd
 
 
@@ -74,36 +85,41 @@ def run_pool(
     n_workers: int,
     *,
     app: str,
-    group: str,
+    kind: WorkerKind | None = None,
     config: Path | None = None,
     backoff: Backoff = Backoff(),
 ) -> None:
-    """Run ``n_workers`` workers of ``app`` consuming ``group`` until SIGINT or
-    SIGTERM, restarting those that exit."""
+    """Run the workers of ``app`` that ``pool_kinds`` lists until SIGINT or SIGTERM,
+    restarting those that exit."""
     setup_loggers([__name__])
     # The workers' type, unless the environment says otherwise; they inherit it.
     os.environ.setdefault("ICIJ_WORKER_TYPE", "amqp")
     check_settings(config)
-    supervise(worker_command(app, group, config), n_workers, backoff)
+    kinds = pool_kinds(n_workers, kind)
+    supervise([worker_command(app, k, config) for k in kinds], backoff)
 
 
-def supervise(cmd: list[str], n_workers: int, backoff: Backoff = Backoff()) -> None:
-    """Keep ``n_workers`` processes of ``cmd`` running until SIGINT or SIGTERM."""
-    asyncio.run(_Pool(cmd, backoff).run(n_workers))
+def supervise(commands: list[list[str]], backoff: Backoff = Backoff()) -> None:
+    """Keep a process of each of ``commands`` running until SIGINT or SIGTERM."""
+    asyncio.run(_Pool(commands, backoff).run())
 
 
 class _Pool:
-    def __init__(self, cmd: list[str], backoff: Backoff):
-        self._cmd, self._backoff = cmd, backoff
+    def __init__(self, commands: list[list[str]], backoff: Backoff):
+        self._commands, self._backoff = commands, backoff
         self._stopping = asyncio.Event()
         self._workers: dict[int, asyncio.subprocess.Process] = {}
 
-    async def run(self, n_workers: int) -> None:
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        slots = [asyncio.create_task(self._keep_running(i)) for i in range(n_workers)]
-        logger.info("pool of %d workers: %s", n_workers, " ".join(self._cmd))
+        slots = [
+            asyncio.create_task(self._keep_running(i))
+            for i in range(len(self._commands))
+        ]
+        for i, cmd in enumerate(self._commands):
+            logger.info("worker %d: %s", i, " ".join(cmd))
         await self._stopping.wait()
         started = loop.time()
         self._signal_workers(signal.SIGTERM)
@@ -134,7 +150,7 @@ class _Pool:
         wait_s: float | None = None
         while not self._stopping.is_set():
             try:
-                process = await asyncio.create_subprocess_exec(*self._cmd)
+                process = await asyncio.create_subprocess_exec(*self._commands[slot])
             except OSError as e:  # out of memory or processes: try again later
                 wait_s = self._backoff.next_wait(wait_s, 0.0)
                 logger.error(

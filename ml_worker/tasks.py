@@ -25,16 +25,13 @@ from ml_worker.chunking import (
     split_passages,
 )
 from ml_worker.config import MLWorkerConfig
+from ml_worker.constants import VECTORIZE_DOCS, task_group
 from ml_worker.documents import Document
 from ml_worker.embedding import Embedder
 from ml_worker.search import Filters, Scoring, SearchMode, parse_enum, search_queries
 from ml_worker.task_client import TaskClient
 
 logger = logging.getLogger(__name__)
-
-GROUP = "PYTHON"
-VECTORIZE_DOCS = "vectorize_docs"
-FIND_MOST_SIMILAR = "find_most_similar"
 
 Progress = Callable[[float], Awaitable[None]]
 
@@ -157,7 +154,7 @@ async def _batches(
 
 async def _create_batch_task(client: TaskClient, project: str, batch: list[str]) -> str:
     args = {"docs": batch, "project": project}
-    return await client.create_task(VECTORIZE_DOCS, args, group=GROUP)
+    return await client.create_task(VECTORIZE_DOCS, args, group=task_group(VECTORIZE_DOCS))
 
 
 async def vectorize_docs(

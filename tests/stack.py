@@ -8,6 +8,7 @@ from pathlib import Path
 
 from icij_worker import TaskState
 
+from ml_worker.constants import task_group
 from ml_worker.local_stack import free_port, task_service, worker_pool
 from ml_worker.task_client import TaskClient
 
@@ -46,14 +47,14 @@ def running_stack(
 
 
 async def run_task(client: TaskClient, name: str, args: dict):
-    task_id = await client.create_task(name, args, group="PYTHON")
+    task_id = await client.create_task(name, args, group=task_group(name))
     await wait_done(client, [task_id])
     return await client.get_task_result(task_id)
 
 
 async def run_failing_task(client: TaskClient, name: str, args: dict) -> str:
     """The error message of a task expected to fail."""
-    task_id = await client.create_task(name, args, group="PYTHON")
+    task_id = await client.create_task(name, args, group=task_group(name))
     states = await wait_ended(client, [task_id])
     assert states[task_id] is TaskState.ERROR, f"{name}({args}) ended {states[task_id]}"
     errors = await client.get_task_errors(task_id)

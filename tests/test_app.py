@@ -16,6 +16,17 @@ def test_every_task_is_registered():
     assert sorted(app.registry) == sorted(TASKS)
 
 
+def test_searches_and_fan_outs_never_share_the_batches_queue():
+    groups = {name: app.registry[name].group.name for name in TASKS}
+
+    assert groups == {
+        "ping": "PYTHON_SEARCH",
+        "create_vectorization_tasks": "PYTHON_FANOUT",
+        "vectorize_docs": "PYTHON",
+        "find_most_similar": "PYTHON_SEARCH",
+    }
+
+
 def test_progress_support_survives_registration():
     assert supports_progress(app.registry["create_vectorization_tasks"].task)
     assert not supports_progress(app.registry["ping"].task)

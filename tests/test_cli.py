@@ -16,12 +16,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
-from icij_worker.routing_strategy import RoutingStrategy
 
+from ml_worker.constants import WorkerKind, task_group
 from ml_worker.cli.docs import command_paths, normalize, render
-from ml_worker.cli.follow import GROUP
 from ml_worker.cli.main import app
 from ml_worker.config import MLWorkerConfig
 from ml_worker.demo import load_corpus, load_sample_corpus, wait_for_workers
@@ -248,14 +246,16 @@ def vectorized(stack) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.e2e
-def test_workers_start_consumes_the_python_group(stack, rabbitmq):
-    queue = RoutingStrategy.amqp_task_routing(GROUP).queue_name
-    res = httpx.get(
-        f"{rabbitmq.management_url}/api/queues/{stack.rabbitmq_vhost}/{queue}",
-        auth=(rabbitmq.user, rabbitmq.password),
-    )
+def test_workers_start_runs_every_kind_on_its_own_queue(stack, rabbitmq):
+    """`-n 2`: two vectorizing workers, and one worker of each light kind."""
+    consumers = {
+        kind: rabbitmq.task_queue_consumers(stack.rabbitmq_vhost, kind.group)
+        for kind in WorkerKind
+    }
 
-    assert res.json()["consumers"] == 2
+    assert consumers == {
+        WorkerKind.VECTORIZE: 2, WorkerKind.SEARCH: 1, WorkerKind.FANOUT: 1
+    }
 
 
 @pytest.mark.e2e
@@ -380,7 +380,7 @@ async def _create_task(stack: Stack, name: str, args: dict) -> str:
 
     config = MLWorkerConfig(task_service_url=stack.env["ML_WORKER_TASK_SERVICE_URL"])
     async with task_client_from(config) as client:
-        return await client.create_task(name, args, group=GROUP)
+        return await client.create_task(name, args, group=task_group(name))
 
 
 @pytest.mark.e2e

@@ -14,6 +14,7 @@ import itertools
 import httpx
 import pytest
 
+from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker import store
 from ml_worker.datashare_index import bulk_index, create_project_index
 from ml_worker.task_client import DatashareTaskClient, ICIJTaskClient
@@ -51,9 +52,9 @@ async def test_a_project_vectorized_from_datashare(
             task_service["url"] = url
             async with DatashareTaskClient(datashare.url, api_key=API_KEY) as client:
                 parent = await client.create_task(
-                    "create_vectorization_tasks",
+                    CREATE_VECTORIZATION_TASKS,
                     {"project": project, "batch_size": 8},
-                    group="PYTHON",
+                    group=task_group(CREATE_VECTORIZATION_TASKS),
                 )
             async with ICIJTaskClient(url) as service:
                 await wait_done(service, [parent])
@@ -66,7 +67,7 @@ async def test_a_project_vectorized_from_datashare(
         if r.method == "PUT" and r.path.startswith("/api/task/vectorize_docs")
     ]
     assert len(created) == len(children) == 5
-    assert all(r.query.get("group") == "PYTHON" for r in created)
+    assert all(r.query.get("group") == "PYTHON" for r in created)  # Datashare's
     auth = [{k.lower(): v for k, v in r.headers.items()}["authorization"] for r in created]
     assert auth == [f"bearer {API_KEY}"] * len(created)
     table = store.open_table(store.connect(config["vector_db_uri"]), project)

@@ -2,7 +2,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ml_worker import dependencies, tasks
+from ml_worker import constants, dependencies, tasks
 
 
 async def test_tasks_fail_clearly_outside_a_worker():
@@ -67,9 +67,9 @@ async def test_secrets_stay_out_of_logs_and_errors(monkeypatch, caplog, tmp_path
 @pytest.mark.parametrize(
     "runs, preloaded",
     [
-        ({tasks.VECTORIZE_DOCS}, ["model"]),
-        ({tasks.FIND_MOST_SIMILAR}, ["query encoder"]),
-        ({"create_vectorization_tasks", "ping"}, []),
+        ({constants.VECTORIZE_DOCS}, ["model"]),
+        ({constants.FIND_MOST_SIMILAR, constants.PING}, ["query encoder"]),
+        ({constants.CREATE_VECTORIZATION_TASKS}, []),
     ],
 )
 def test_a_worker_preloads_only_what_its_tasks_need(monkeypatch, runs, preloaded):

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from ml_worker.config import MLWorkerConfig
+from ml_worker.constants import WorkerKind
 
 ROOT = Path(__file__).parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -81,11 +82,19 @@ def test_datashare_routes_python_tasks_to_rabbitmq(compose):
     assert options["--dataSourceUrl"].startswith("jdbc:postgresql://postgres/")
 
 
-def test_workers_consume_the_python_group(compose):
-    worker = compose["services"]["ml-worker"]
+def test_each_kind_of_worker_consumes_its_own_group(compose):
+    services = compose["services"]
+    kinds = {
+        "ml-worker": WorkerKind.VECTORIZE,
+        "ml-worker-search": WorkerKind.SEARCH,
+        "ml-worker-fanout": WorkerKind.FANOUT,
+    }
 
-    assert worker["command"] == [*WORKER_COMMAND, "-n", "1", "-g", "PYTHON"]
-    assert worker["deploy"]["replicas"] == 2
+    for name, kind in kinds.items():
+        command = services[name]["command"]
+        assert command == [*WORKER_COMMAND, "-n", "1", "-g", kind.group], name
+        assert services[name]["environment"] == services["ml-worker"]["environment"]
+    assert services["ml-worker"]["deploy"]["replicas"] == 2
 
 
 def test_workers_share_tables_on_the_object_store(compose):

@@ -25,6 +25,7 @@ import pytest
 from icij_worker import TaskState
 from icij_worker.routing_strategy import RoutingStrategy
 
+from ml_worker.constants import WorkerKind
 from ml_worker import store
 from ml_worker.local_stack import free_port, task_service, wait_for_workers, worker_pool
 from ml_worker.pool import Backoff
@@ -57,7 +58,7 @@ _SUPERVISOR = """
 import sys
 from ml_worker.pool import Backoff, setup_loggers, supervise
 setup_loggers(["ml_worker.pool"])
-supervise([sys.executable, "-c", sys.argv[1]], 2, Backoff(first_s=0.2))
+supervise([[sys.executable, "-c", sys.argv[1]]] * 2, Backoff(first_s=0.2))
 """
 
 
@@ -389,7 +390,7 @@ async def _submitted_task(log: Path, cli) -> str:
 def _purge_task_queue(service) -> None:
     """Drop the tasks a test left queued, which no later test should run."""
     rabbitmq = service.rabbitmq
-    queue = RoutingStrategy.amqp_task_routing("PYTHON").queue_name
+    queue = RoutingStrategy.amqp_task_routing(WorkerKind.VECTORIZE.group).queue_name
     path = f"/api/queues/{quote(service.vhost, safe='')}/{quote(queue)}/contents"
     httpx.delete(
         f"{rabbitmq.management_url}{path}", auth=(rabbitmq.user, rabbitmq.password)

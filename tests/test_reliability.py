@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import pytest
 from icij_worker import TaskState
 
+from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker import store
 from ml_worker.config import MLWorkerConfig
 from ml_worker.datashare_index import (
@@ -310,9 +311,9 @@ async def test_cancelling_the_fan_out_stops_it(stack, es, client, project):
     n_docs = 1500
     await seed(es, project, n_docs)
     parent = await client.create_task(
-        "create_vectorization_tasks",
+        CREATE_VECTORIZATION_TASKS,
         {"project": project, "batch_size": 1},
-        group="PYTHON",
+        group=task_group(CREATE_VECTORIZATION_TASKS),
     )
     await wait_state(client, [parent], TaskState.RUNNING, at_least=1)
     await asyncio.sleep(2)

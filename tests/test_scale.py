@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import pytest
 from icij_worker import TaskState
 
+from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker import store
 from ml_worker.local_stack import (
     free_port,
@@ -152,9 +153,9 @@ async def _fan_out(client, project: str, *, runs: int = 1, batch_size: int) -> l
     """The batch tasks of ``runs`` fan-outs of the project submitted at once."""
     parents = [
         await client.create_task(
-            "create_vectorization_tasks",
+            CREATE_VECTORIZATION_TASKS,
             {"project": project, "batch_size": batch_size},
-            group="PYTHON",
+            group=task_group(CREATE_VECTORIZATION_TASKS),
         )
         for _ in range(runs)
     ]

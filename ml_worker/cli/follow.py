@@ -18,13 +18,14 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
 from ml_worker.cli.errors import CLIError, remote_error_code
 from ml_worker.cli.output import duration, err, out, printable, shown
+from ml_worker.constants import (
+    CREATE_VECTORIZATION_TASKS,
+    FIND_MOST_SIMILAR,
+    TASK_KINDS,
+    WorkerKind,
+    task_group,
+)
 from ml_worker.task_client import TaskClient
-
-# ml_worker.tasks.GROUP: importing ml_worker.tasks would load the model libraries,
-# which the CLI does not need.
-GROUP = "PYTHON"
-CREATE_VECTORIZATION_TASKS = "create_vectorization_tasks"
-FIND_MOST_SIMILAR = "find_most_similar"
 
 POLL_S = 0.5
 # Children polled per round: a run's batches are consumed in creation order, so the
@@ -39,16 +40,17 @@ QUEUED_HINT_AFTER_S = 10.0
 CONSUMERS_POLL_S = 5.0
 NO_CONSUMER_WARNING_S = 60.0
 
-# How many workers consume the group's task queue; None when unknown.
-ConsumerCount = Callable[[], int | None]
+# How many workers consume a task group's queue; None when unknown.
+ConsumerCount = Callable[[str], int | None]
 
 
 class QueueWatch:
-    """The workers consuming the group's task queue, as far as RabbitMQ's
-    management API tells; says nothing more than the task states without it."""
+    """The workers of ``kind`` consuming their group's task queue, as far as
+    RabbitMQ's management API tells; says nothing more than the task states
+    without it."""
 
-    def __init__(self, consumers: ConsumerCount | None = None):
-        self._consumers = consumers
+    def __init__(self, kind: WorkerKind, consumers: ConsumerCount | None = None):
+        self._kind, self._consumers = kind, consumers
         self.count: int | None = None
         self._probed_at = -math.inf
         self._idle_since: float | None = None
@@ -60,7 +62,7 @@ class QueueWatch:
         if self._consumers is None or now - self._probed_at < CONSUMERS_POLL_S:
             return self.count
         self._probed_at = now
-        self.count = await asyncio.to_thread(self._consumers)
+        self.count = await asyncio.to_thread(self._consumers, self._kind.group)
         if self.count != 0:
             self._idle_since, self._warned = None, False
         elif self._idle_since is None:
@@ -84,9 +86,8 @@ class QueueWatch:
         idle_s = time.monotonic() - self._idle_since
         if idle_s >= NO_CONSUMER_WARNING_S:
             err.print(
-                f"warning: no worker has consumed the {GROUP} task queue for"
-                f" {idle_s:.0f} s while {waiting}: start workers with"
-                " `ml-worker workers start`",
+                f"warning: no worker has consumed the {self._kind.group} task queue"
+                f" for {idle_s:.0f} s while {waiting}: {self._start_hint()}",
                 markup=False,
                 highlight=False,
                 soft_wrap=True,
@@ -96,15 +97,18 @@ class QueueWatch:
     def why_queued(self) -> str:
         """Why a task is still queued; counts as the warning when none consumes."""
         if self.count is None:
-            return "is a worker running? (`ml-worker workers start`)"
+            return f"is a {self._kind} worker running? ({self._start_hint()})"
         if self.count == 0:
             self._warned = True
             return (
-                f"no worker consumes the {GROUP} task queue: start workers with"
-                " `ml-worker workers start`"
+                f"no worker consumes the {self._kind.group} task queue:"
+                f" {self._start_hint()}"
             )
         workers = "1 worker is" if self.count == 1 else f"{self.count} workers are"
         return f"{workers} busy with earlier tasks"
+
+    def _start_hint(self) -> str:
+        return f"start workers with `ml-worker workers start --kind {self._kind}`"
 
 
 async def wait_for_task(
@@ -112,10 +116,9 @@ async def wait_for_task(
     task_id: str,
     *,
     on_poll: Callable[[Task], None] | None = None,
-    watch: QueueWatch | None = None,
+    watch: QueueWatch,
 ) -> Task:
     """The task once it is done, failed or cancelled."""
-    watch = watch or QueueWatch()
     waited_since, hinted, seen = time.monotonic(), False, None
     while True:
         task = await client.get_task(task_id)
@@ -172,10 +175,11 @@ async def run_task(
     name: str,
     args: dict[str, Any],
     *,
-    watch: QueueWatch | None = None,
+    consumers: ConsumerCount | None = None,
 ) -> Any:
     """Submit a task, wait for it and return its result."""
-    task_id = await client.create_task(name, args, group=GROUP)
+    task_id = await client.create_task(name, args, group=task_group(name))
+    watch = QueueWatch(TASK_KINDS[name], consumers)
     with err.status(shown(f"{name} {task_id}: waiting for a worker…")) as status:
         task = await wait_for_task(
             client,
@@ -192,7 +196,8 @@ async def run_task(
 async def submit_vectorization(client: TaskClient, project: str, **options: Any) -> str:
     """Submit create_vectorization_tasks; unset options are left to the workers."""
     args = {"project": project, **_given(options)}
-    return await client.create_task(CREATE_VECTORIZATION_TASKS, args, group=GROUP)
+    group = task_group(CREATE_VECTORIZATION_TASKS)
+    return await client.create_task(CREATE_VECTORIZATION_TASKS, args, group=group)
 
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:
@@ -234,11 +239,15 @@ class VectorizationRun:
 
 
 async def follow_vectorization(
-    client: TaskClient, task_id: str, project: str, *, watch: QueueWatch | None = None
+    client: TaskClient,
+    task_id: str,
+    project: str,
+    *,
+    consumers: ConsumerCount | None = None,
 ) -> VectorizationRun:
     """Follow a create_vectorization_tasks run and all its batches to their end."""
     run = VectorizationRun(project, task_id)
-    watch = watch or QueueWatch()
+    watch = QueueWatch(WorkerKind.FANOUT, consumers)
     columns = (
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -264,6 +273,7 @@ async def follow_vectorization(
             completed=0,
         )
         pending = batch_ids
+        watch = QueueWatch(WorkerKind.VECTORIZE, consumers)
         while pending:
             window = pending[:POLL_WINDOW]
             batches = await asyncio.gather(*(client.get_task(i) for i in window))
@@ -323,9 +333,9 @@ async def search_project(
     project: str,
     queries: list[str],
     *,
-    watch: QueueWatch | None = None,
+    consumers: ConsumerCount | None = None,
     **options: Any,
 ) -> list[list[dict]]:
     """find_most_similar's ranked documents for each query; unset options left out."""
     args = {"project": project, "queries": list(queries), **_given(options)}
-    return await run_task(client, FIND_MOST_SIMILAR, args, watch=watch)
+    return await run_task(client, FIND_MOST_SIMILAR, args, consumers=consumers)

@@ -21,6 +21,7 @@ import typer
 
 from ml_worker.cli.errors import CLIError, ExitCode, exit_code_for, one_line
 from ml_worker.cli.output import err, out, print_json, printable, shown
+from ml_worker.constants import WorkerKind
 
 T = TypeVar("T")
 
@@ -105,7 +106,6 @@ def vectorize(
 ) -> None:
     """Vectorize a project's documents, following the run until every batch is done."""
     from ml_worker.cli.follow import (
-        QueueWatch,
         follow_vectorization,
         print_vectorization_summary,
         submit_vectorization,
@@ -121,10 +121,12 @@ def vectorize(
         out.print(shown(task_id))
         return
     err.print(shown(f"Task {task_id} submitted."))
-    watch = QueueWatch(task_queue_consumers_from_env())
+    consumers = task_queue_consumers_from_env()
     try:
         run = _with_client(
-            lambda client: follow_vectorization(client, task_id, project, watch=watch)
+            lambda client: follow_vectorization(
+                client, task_id, project, consumers=consumers
+            )
         )
     except KeyboardInterrupt:
         raise CLIError(
@@ -207,7 +209,7 @@ def search(
     ] = False,
 ) -> None:
     """Find the documents of a project most relevant to each query."""
-    from ml_worker.cli.follow import QueueWatch, search_project
+    from ml_worker.cli.follow import search_project
     from ml_worker.cli.output import hits_table
     from ml_worker.cli.status import task_queue_consumers_from_env
 
@@ -218,13 +220,13 @@ def search(
         "tags": tags,
         "min_score": min_score,
     }
-    watch = QueueWatch(task_queue_consumers_from_env())
+    consumers = task_queue_consumers_from_env()
     results = _with_client(
         lambda client: search_project(
             client,
             project,
             queries,
-            watch=watch,
+            consumers=consumers,
             n_similar=n,
             mode=mode.value,
             **filters,
@@ -375,27 +377,33 @@ def workers_start(
             " [default: from ICIJ_WORKER_* variables].",
         ),
     ] = None,
-    group: Annotated[
-        str | None,
+    kind: Annotated[
+        WorkerKind | None,
         typer.Option(
-            "-g",
-            "--group",
+            "-k",
+            "--kind",
             show_default=False,
-            help="Task group the workers consume [default: PYTHON].",
+            help="Run N workers of this kind only [default: N vectorize workers,"
+            " one search worker and one fanout worker].",
         ),
     ] = None,
 ) -> None:
-    """Run N worker processes in the foreground, restarting any that exits.
+    """Run worker processes in the foreground, restarting any that exits.
+
+    Each kind of worker consumes its own task queue: `vectorize` workers compute
+    the vectors of batches (they load the model), `search` workers answer searches
+    and `fanout` workers split a project into batches (both light). Searches and
+    fan-outs therefore never wait behind batches. On several hosts, run the kinds
+    where they fit: e.g. `--kind vectorize -n 4` on a GPU host.
 
     A worker that exits (killed, out of memory, RabbitMQ lost) is started again
     after 1 s, then 2, 4... up to 30 s while it keeps exiting. Ctrl-C or SIGTERM
     stops them all within 10 s.
     """
-    from ml_worker.cli.follow import GROUP
-    from ml_worker.local_stack import APP_PATH
+    from ml_worker.constants import APP_PATH
     from ml_worker.pool import run_pool
 
-    run_pool(n, app=APP_PATH, group=group or GROUP, config=config)
+    run_pool(n, app=APP_PATH, kind=kind, config=config)
 
 
 @app.command()

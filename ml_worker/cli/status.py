@@ -35,8 +35,8 @@ def rabbitmq_from_env() -> RabbitMQ:
     return _rabbitmq(AMQPWorkerConfig())
 
 
-def task_queue_consumers_from_env() -> Callable[[], int | None]:
-    """Counts the workers consuming the task queue of the RabbitMQ virtual host
+def task_queue_consumers_from_env() -> Callable[[str], int | None]:
+    """Counts the workers consuming a task group's queue in the RabbitMQ virtual host
     icij-worker's settings name (``ICIJ_WORKER_RABBITMQ_*``, vhost included); the
     count is None when those settings or the management API do not tell."""
     from icij_worker.worker.amqp import AMQPWorkerConfig
@@ -45,14 +45,14 @@ def task_queue_consumers_from_env() -> Callable[[], int | None]:
     try:
         config = AMQPWorkerConfig()
     except ValidationError:
-        return lambda: None
+        return lambda group: None
     rabbitmq = _rabbitmq(config)
 
-    def consumers() -> int | None:
+    def consumers(group: str) -> int | None:
         try:
             # icij-worker's default virtual host when it names none: "/".
             vhost = config.rabbitmq_vhost or "%2F"
-            return rabbitmq.task_queue_consumers(vhost, quoted=True)
+            return rabbitmq.task_queue_consumers(vhost, group, quoted=True)
         except (httpx.HTTPError, ValueError):
             return None
 

@@ -1,0 +1,53 @@
+"""Names the workers, the CLI and the deployment share: tasks and their groups.
+
+Each task group is its own RabbitMQ queue (``TASK.<group>``), as Datashare routes
+task groups (``--taskRoutingStrategy GROUP``), and a worker process consumes one
+group. Searches and fan-outs therefore never wait behind a project's batches: with
+one queue for everything, a second project's fan-out sat queued 11 minutes behind
+the first project's 1,206 documents of batches, and a search would have too.
+"""
+
+from __future__ import annotations
+
+import enum
+
+# The icij-worker app the workers run and the task service routes with.
+APP_PATH = "ml_worker.app.app"
+
+PING = "ping"
+CREATE_VECTORIZATION_TASKS = "create_vectorization_tasks"
+VECTORIZE_DOCS = "vectorize_docs"
+FIND_MOST_SIMILAR = "find_most_similar"
+
+
+class WorkerKind(enum.StrEnum):
+    """What a worker process does, hence the task group it consumes."""
+
+    VECTORIZE = "vectorize"  # batches: loads the model, computes the vectors
+    SEARCH = "search"  # queries: light, embeds short texts only
+    FANOUT = "fanout"  # reads a project's ids and creates its batch tasks
+
+    @property
+    def group(self) -> str:
+        return _GROUPS[self]
+
+
+_GROUPS = {
+    # Datashare's Python task group: deployments that route PYTHON keep working.
+    WorkerKind.VECTORIZE: "PYTHON",
+    WorkerKind.SEARCH: "PYTHON_SEARCH",
+    WorkerKind.FANOUT: "PYTHON_FANOUT",
+}
+
+# The kind of worker each task runs on.
+TASK_KINDS = {
+    PING: WorkerKind.SEARCH,
+    CREATE_VECTORIZATION_TASKS: WorkerKind.FANOUT,
+    VECTORIZE_DOCS: WorkerKind.VECTORIZE,
+    FIND_MOST_SIMILAR: WorkerKind.SEARCH,
+}
+
+
+def task_group(task_name: str) -> str:
+    """The group a task of this name is submitted to."""
+    return TASK_KINDS[task_name].group
