@@ -1,105 +1,106 @@
-"""Worker memory: the RSS of a search worker and of a vectorizing worker.
+"""Worker memory: the RSS of each kind of worker, idle and under load.
 
-Each kind of worker runs in a fresh process, set up as icij-worker sets up a worker
-(``icij_worker.backend.mp``): the app loaded (``ml_worker.app``, every task
-registered), kept to the tasks of the worker's group, and its lifespan dependencies
-run with it, which preload what those tasks need. Then the tasks run in that process
-as a worker runs them, on a project in the Elasticsearch-API emulator and a local
-LanceDB table: ``vectorize_docs`` batches for the vectorizing worker, then
-``find_most_similar`` searches (hybrid, one query each) of what they wrote for the
-search worker, and nothing for the fan-out worker. The broker's consumer loop is
-left out: the app's task groups are not split yet (a group for searches and one for
-the fan-out), so no worker process of those kinds can be started yet.
+The workers are real worker processes, started as production starts them: one pool
+(``ml-worker workers start -n 1``: one vectorizing, one search and one fan-out
+worker), each worker ``python -m icij_worker workers start ml_worker.app.app -n 1 -g
+GROUP``, fed through RabbitMQ (a temporary vhost) by icij-worker's HTTP task service
+(PostgreSQL storage). The project's documents are in the Elasticsearch-API emulator,
+its table in a local LanceDB directory.
 
-Reported from ``/proc/self/status``: VmRSS once imported (``ml_worker.app``), once
-set up (idle), after the tasks (busy), and VmHWM, the peak. The vectorizing worker
-also reports its RSS once torch and sentence-transformers are imported, before the
-model is loaded. The query encoder's ONNX export, when not cached yet, runs in a
-child process of its own and is not counted.
+The load: ``create_vectorization_tasks`` of the project (the fan-out worker), its
+``vectorize_docs`` batches (the vectorizing worker), then ``--searches`` hybrid
+``find_most_similar`` tasks, one query each, submitted one after the other (the
+search worker). The query encoder's ONNX export, when not cached yet, runs in a child
+process of the search worker's and is not counted.
+
+With ``-n 1``, icij-worker runs the worker in the process the command starts. Each
+worker's figures come from ``/proc/PID/status``: VmRSS once it consumes its queue
+(idle: what its group's tasks need is preloaded by then), VmRSS after the load, and
+VmHWM, the peak (busy).
 
     uv run python -m bench.worker_memory [--docs N] [--searches N]
 
 The last line printed is ``worker_memory search_idle_mib=X search_busy_mib=Y
-vectorize_idle_mib=Z vectorize_busy_mib=W`` (busy: VmHWM, the peak under load).
+vectorize_idle_mib=Z vectorize_busy_mib=W`` (busy: VmHWM).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import subprocess
-import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
-from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# Each kind of worker: its task group once the groups are split, and its tasks.
-KINDS = {
-    "vectorize": ("PYTHON", ["vectorize_docs"]),
-    "search": ("PYTHON_SEARCH", ["find_most_similar"]),
-    "fanout": ("PYTHON_FANOUT", ["create_vectorization_tasks"]),
-}
-BATCH = 64
+from bench.throughput import (  # noqa: E402
+    PROJECT,
+    corpus,
+    descendants,
+    index_corpus,
+    status_kib,
+    wait_done,
+)
+from ml_worker.constants import (  # noqa: E402
+    CREATE_VECTORIZATION_TASKS,
+    FIND_MOST_SIMILAR,
+    WorkerKind,
+    task_group,
+)
+from ml_worker.local_stack import (  # noqa: E402
+    Postgres,
+    RabbitMQ,
+    es_emulator,
+    free_port,
+    task_service,
+    wait_for_workers,
+    worker_pool,
+)
+from ml_worker.task_client import ICIJTaskClient  # noqa: E402
 
 
-def _status_mib(key: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(key)
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
 
 
-def _worker_app(kind: str):
-    """The app as a worker of ``kind`` gets it: kept to its group's tasks."""
-    import copy
-
-    from ml_worker.app import app
-
-    group, names = KINDS[kind]
-    if app.task_group(group) is not None:
-        return copy.deepcopy(app).filter_tasks(group)
-    # Not split yet: what filtering would keep, which is all the lifespan reads.
-    return SimpleNamespace(registry={name: app.registry[name] for name in names})
-
-
-async def _work(kind: str, args: dict) -> dict:
-    """In the worker's process: set it up, run its tasks, and sample its memory."""
-    import ml_worker.app
-    from ml_worker import tasks
-
-    samples = {"imported": _status_mib("VmRSS")}
-    if kind == "vectorize":
-        import sentence_transformers  # noqa: F401  what the model's loading imports
-        import torch  # noqa: F401
-
-        samples["torch"] = _status_mib("VmRSS")
-    app = _worker_app(kind)
-    async with ml_worker.app.app.lifetime_dependencies(
-        worker_id=f"bench-{kind}", worker_config=None, app=app
-    ):
-        samples["idle"] = _status_mib("VmRSS")
-        if kind == "vectorize":
-            docs = args["doc_ids"]
-            for start in range(0, len(docs), BATCH):
-                await tasks.vectorize_docs(docs[start : start + BATCH], args["project"])
-        elif kind == "search":
-            for query in args["queries"]:
-                await tasks.find_most_similar(args["project"], [query])
-        samples["busy"] = _status_mib("VmRSS")
-        samples["peak"] = _status_mib("VmHWM")
-    return samples
+def worker_processes(pool_pid: int) -> dict[WorkerKind, int]:
+    """Each kind's worker process: the ``icij_worker`` command the pool started."""
+    found = {}
+    for pid in descendants(pool_pid):
+        command = _cmdline(pid)
+        if "icij_worker" in command:
+            group = command[command.index("-g") + 1]
+            (kind,) = [k for k in WorkerKind if k.group == group]
+            found[kind] = pid
+    return found
 
 
-def _run_worker(kind: str, args: dict, env: dict) -> dict:
-    command = [sys.executable, "-m", "bench.worker_memory", "--kind", kind, json.dumps(args)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"the {kind} worker failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def _sample(processes: dict[WorkerKind, int], key: str) -> dict[WorkerKind, float]:
+    return {kind: status_kib(pid, key) / 1024 for kind, pid in processes.items()}
+
+
+async def _load(url: str, n_docs: int, queries: list[str]) -> None:
+    async with ICIJTaskClient(url) as client:
+        parent = await client.create_task(
+            CREATE_VECTORIZATION_TASKS,
+            {"project": PROJECT},
+            group=task_group(CREATE_VECTORIZATION_TASKS),
+        )
+        await wait_done(client, [parent])
+        batches = await client.get_task_result(parent)
+        await wait_done(client, batches)
+        written = sum([await client.get_task_result(b) for b in batches])
+        if written != n_docs:
+            raise RuntimeError(f"{written} documents vectorized, not {n_docs}")
+        for query in queries:
+            search = await client.create_task(
+                FIND_MOST_SIMILAR,
+                {"project": PROJECT, "queries": [query]},
+                group=task_group(FIND_MOST_SIMILAR),
+            )
+            await wait_done(client, [search])
 
 
 def _queries(docs: list[str], n: int) -> list[str]:
@@ -107,7 +108,7 @@ def _queries(docs: list[str], n: int) -> list[str]:
     return [" ".join(docs[i % len(docs)].split()[:6]) for i in range(n)]
 
 
-def _load() -> str:
+def _load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:2])
 
 
@@ -115,46 +116,50 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=256, help="documents vectorized")
     parser.add_argument("--searches", type=int, default=100, help="searches run")
-    parser.add_argument("--kind", choices=KINDS, help=argparse.SUPPRESS)
-    parser.add_argument("args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.kind:  # in a worker's process
-        print(json.dumps(asyncio.run(_work(args.kind, json.loads(args.args)))))
-        return
 
-    from bench.throughput import PROJECT, corpus, index_corpus
-    from ml_worker import store
-    from ml_worker.config import MLWorkerConfig
-    from ml_worker.local_stack import es_emulator
-
-    print(f"load average {_load()} (1, 5 min), {os.cpu_count()} CPUs", flush=True)
+    print(f"load average {_load_average()} (1, 5 min), {os.cpu_count()} CPUs", flush=True)
     docs = corpus(args.docs)
-    results = {}
-    with tempfile.TemporaryDirectory(prefix="ml-worker-bench-") as tmp, es_emulator() as es_url:
+    rabbitmq, postgres = RabbitMQ(), Postgres()
+    rabbitmq.check()
+    postgres.check()
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ml-worker-bench-")))
+        es_url = stack.enter_context(es_emulator())
         asyncio.run(index_corpus(es_url, docs))
-        vectors = str(Path(tmp) / "vectors")
-        # The table, as create_vectorization_tasks creates it.
-        store.open_or_create_table(
-            store.connect(vectors), PROJECT, model=MLWorkerConfig().model,
-            embed_batch_size=MLWorkerConfig().embed_batch_size,
+        vhost = stack.enter_context(rabbitmq.temporary_vhost())
+        url = stack.enter_context(
+            task_service(
+                workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
+            )
         )
-        env = {**os.environ, "ML_WORKER_ES_ADDRESS": es_url, "ML_WORKER_VECTOR_DB_URI": vectors}
-        work = {
-            "project": PROJECT,
-            "doc_ids": [f"doc-{i:06d}" for i in range(len(docs))],
-            "queries": _queries(docs, args.searches),
+        config = {
+            "es_address": es_url,
+            "task_service_url": url,
+            "vector_db_uri": str(workdir / "vectors"),
         }
-        for kind in KINDS:  # vectorize first: the searches find what it wrote
-            results[kind] = _run_worker(kind, work, env)
-            figures = ", ".join(f"{k} {v:.0f}" for k, v in results[kind].items())
-            print(f"{kind} worker RSS (MiB): {figures}", flush=True)
-    print(f"load average {_load()} (1, 5 min)")
-    search, vectorize = results["search"], results["vectorize"]
+        pool = stack.enter_context(
+            worker_pool(
+                workdir, n_workers=1, rabbitmq=rabbitmq, vhost=vhost, ml_worker_config=config
+            )
+        )
+        wait_for_workers(rabbitmq, vhost, 1, pool, log=workdir / "workers.log")
+        processes = worker_processes(pool.pid)
+        idle = _sample(processes, "VmRSS")
+        asyncio.run(_load(url, len(docs), _queries(docs, args.searches)))
+        after, peak = _sample(processes, "VmRSS"), _sample(processes, "VmHWM")
+    for kind in WorkerKind:
+        print(
+            f"{kind} worker RSS: idle {idle[kind]:.0f} MiB, after the load"
+            f" {after[kind]:.0f} MiB, peak {peak[kind]:.0f} MiB"
+        )
+    print(f"load average {_load_average()} (1, 5 min)")
+    search, vectorize = WorkerKind.SEARCH, WorkerKind.VECTORIZE
     print(
-        f"worker_memory search_idle_mib={search['idle']:.0f}"
-        f" search_busy_mib={search['peak']:.0f}"
-        f" vectorize_idle_mib={vectorize['idle']:.0f}"
-        f" vectorize_busy_mib={vectorize['peak']:.0f}"
+        f"worker_memory search_idle_mib={idle[search]:.0f}"
+        f" search_busy_mib={peak[search]:.0f}"
+        f" vectorize_idle_mib={idle[vectorize]:.0f}"
+        f" vectorize_busy_mib={peak[vectorize]:.0f}"
     )
 
 
