@@ -49,13 +49,13 @@ from elasticsearch.helpers import async_bulk  # noqa: E402
 
 from ml_worker import store  # noqa: E402
 from ml_worker.config import DEFAULT_MODEL  # noqa: E402
-from ml_worker.datashare_index import (  # noqa: E402
+from ml_worker_dev.datashare_index import (  # noqa: E402
     MAPPING,
     document_source,
     named_entity_source,
 )
 from ml_worker.documents import es_client  # noqa: E402
-from ml_worker.local_stack import (  # noqa: E402
+from ml_worker_dev.local_stack import (  # noqa: E402
     Postgres,
     RabbitMQ,
     es_emulator,

@@ -24,9 +24,9 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
-from ml_worker import datashare_index, documents, store, tasks
+from ml_worker_dev import datashare_index, documents, store, tasks
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
-from ml_worker.local_stack import es_emulator
+from ml_worker_dev.local_stack import es_emulator
 from ml_worker.search import Scoring, SearchMode
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -48,13 +48,13 @@ from icij_worker import Task, TaskState  # noqa: E402
 
 from ml_worker import embedding  # noqa: E402
 from ml_worker.config import MLWorkerConfig  # noqa: E402
-from ml_worker.datashare_index import (  # noqa: E402
+from ml_worker_dev.datashare_index import (  # noqa: E402
     bulk_index,
     create_project_index,
     document_source,
 )
 from ml_worker.documents import es_client  # noqa: E402
-from ml_worker.local_stack import (  # noqa: E402
+from ml_worker_dev.local_stack import (  # noqa: E402
     Postgres,
     RabbitMQ,
     es_emulator,
@@ -68,7 +68,7 @@ from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group  # noqa: 
 from ml_worker.tasks import passages_of  # noqa: E402
 
 PROJECT = "bench-throughput"
-DEMO_CORPUS = Path(__file__).parent.parent / "ml_worker" / "data" / "demo_corpus.jsonl"
+DEMO_CORPUS = Path(__file__).parent.parent / "ml_worker_dev" / "data" / "demo_corpus.jsonl"
 BATCH_SIZES = (16, 32, 64, 128)
 SWEEP_PASSAGES = 256
 QUICK_SWEEP_PASSAGES = 64

@@ -39,7 +39,7 @@ import pyarrow as pa  # noqa: E402
 
 from ml_worker import store  # noqa: E402
 from ml_worker.config import DEFAULT_MODEL  # noqa: E402
-from ml_worker.local_stack import s3_emulator  # noqa: E402
+from ml_worker_dev.local_stack import s3_emulator  # noqa: E402
 
 NDIMS = 384
 PASSAGES_PER_DOC = 4

@@ -15,9 +15,7 @@ from ml_worker.constants import (
     task_group,
 )
 from ml_worker.dependencies import DEPENDENCIES
-from ml_worker.documents import ElasticsearchUnavailable
-from ml_worker.store import TableBusy
-from ml_worker.task_client import TaskServiceUnavailable
+from ml_worker.exceptions import ElasticsearchUnavailable, TableBusy, TaskServiceUnavailable
 
 # Handed to the tasks by the worker process, never taken from a task's arguments.
 INJECTED = frozenset({"config", "es_client", "task_client", "vector_db", "progress"})

@@ -20,6 +20,7 @@ from ml_worker.clients import es_client_from, task_client_from
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import FIND_MOST_SIMILAR, VECTORIZE_DOCS
 from ml_worker.task_client import TaskClient
+from ml_worker.exceptions import DependencyNotSetUp
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +28,6 @@ _CONFIG: MLWorkerConfig | None = None
 _ES_CLIENT: AsyncElasticsearch | None = None
 _TASK_CLIENT: TaskClient | None = None
 _VECTOR_DB: lancedb.DBConnection | None = None
-
-
-class DependencyNotSetUp(RuntimeError):
-    def __init__(self, name: str):
-        super().__init__(
-            f"{name} is not set up: it exists only inside a worker started with the"
-            f" ml_worker app, or pass it to the task as a keyword argument"
-        )
 
 
 def load_config(worker_config: WorkerConfig | None = None, **_) -> None:

@@ -22,6 +22,7 @@ from tenacity import (
     stop_after_delay,
     wait_exponential,
 )
+from ml_worker.exceptions import ElasticsearchUnavailable, UnknownProject
 
 _DOCUMENTS_ONLY = {"bool": {"filter": [{"term": {"type": "Document"}}]}}
 # Answers cut down to their hits' ids: no index name, score or sort values to parse.
@@ -41,14 +42,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RETRY_S = 60.0
 _TRANSIENT_STATUSES = {429, 502, 503, 504}
-
-
-class UnknownProject(LookupError):
-    pass
-
-
-class ElasticsearchUnavailable(RuntimeError):
-    """Elasticsearch did not answer, even after retrying with backoff."""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,13 @@ from ml_worker.config import (
     MLWorkerConfig,
 )
 from ml_worker.embedding import Embedder, embedder
+from ml_worker.exceptions import (
+    InvalidProject,
+    ModelMismatch,
+    ProjectNotVectorized,
+    TableBusy,
+    UnsafeObjectStore,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,26 +77,6 @@ _IDS_PER_FILTER = 1000
 
 # Lance table names are directory names: no path separators, no dot-dot.
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,254}$")
-
-
-class InvalidProject(ValueError):
-    pass
-
-
-class ProjectNotVectorized(LookupError):
-    pass
-
-
-class ModelMismatch(ValueError):
-    pass
-
-
-class TableBusy(RuntimeError):
-    """Other writers kept committing first: the write is worth trying again later."""
-
-
-class UnsafeObjectStore(RuntimeError):
-    """The object store would let two writers commit the same table version."""
 
 
 def table_name(project: str) -> str:

@@ -17,21 +17,12 @@ import httpx
 from icij_worker import Task, TaskError, TaskState
 from icij_worker.objects import ErrorEvent
 
-
-class TaskServiceError(RuntimeError):
-    """The task API answered with an error, or could not be reached."""
-
-
-class TaskServiceUnavailable(TaskServiceError):
-    pass
-
-
-class TaskServiceAuthError(TaskServiceError):
-    pass
-
-
-class UnknownTask(TaskServiceError, LookupError):
-    pass
+from ml_worker.exceptions import (
+    TaskServiceAuthError,
+    TaskServiceError,
+    TaskServiceUnavailable,
+    UnknownTask,
+)
 
 
 def new_task_id(name: str) -> str:

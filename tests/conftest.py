@@ -28,7 +28,7 @@ from ml_worker.config import MLWorkerConfig  # noqa: E402
 from ml_worker.documents import es_client  # noqa: E402
 from ml_worker.task_client import DatashareTaskClient  # noqa: E402
 from tests.datashare_double import DatashareDouble  # noqa: E402
-from ml_worker.local_stack import (  # noqa: E402
+from ml_worker_dev.local_stack import (  # noqa: E402
     Postgres,
     RabbitMQ,
     es_emulator,

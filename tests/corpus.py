@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from ml_worker.datashare_index import document_source, named_entity_source
+from ml_worker_dev.datashare_index import document_source, named_entity_source
 
 _SUBJECTS = [
     "the shipping company", "the offshore trust", "the mining ministry", "the auditor",

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
-from ml_worker.local_stack import free_port
+from ml_worker_dev.local_stack import free_port
 from tests.faults import TcpProxy
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from icij_worker import TaskState
 
 from ml_worker.constants import task_group
-from ml_worker.local_stack import free_port, task_service, worker_pool
+from ml_worker_dev.local_stack import free_port, task_service, worker_pool
 from ml_worker.task_client import TaskClient
 
 TIMEOUT_S = 600

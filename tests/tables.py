@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ml_worker import store
 from ml_worker.config import MLWorkerConfig
-from ml_worker.datashare_index import bulk_index, create_project_index
+from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from ml_worker.tasks import passages_of
 from tests.corpus import datashare_corpus
 

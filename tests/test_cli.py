@@ -22,8 +22,8 @@ from ml_worker.constants import WorkerKind, task_group
 from ml_worker.cli.docs import command_paths, normalize, render
 from ml_worker.cli.main import app
 from ml_worker.config import MLWorkerConfig
-from ml_worker.demo import load_corpus, load_sample_corpus, wait_for_workers
-from ml_worker.local_stack import _stop, free_port, task_service
+from ml_worker_dev.demo import load_corpus, load_sample_corpus, wait_for_workers
+from ml_worker_dev.local_stack import _stop, free_port, task_service
 
 ROOT = Path(__file__).parent.parent
 CLI_DOCS = ROOT / "docs" / "cli.md"
@@ -36,9 +36,12 @@ _CLEAN_ENV = {
 }
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, env: dict[str, str] | None = None, module: str = "ml_worker.cli"
+) -> subprocess.CompletedProcess:
+    """``module``'s command line: the CLI, or the checkout's (``ml_worker_dev``)."""
     return subprocess.run(
-        [sys.executable, "-m", "ml_worker.cli", *args],
+        [sys.executable, "-m", module, *args],
         env={**_CLEAN_ENV, "COLUMNS": "120", **(env or {})},
         cwd=ROOT,
         capture_output=True,
@@ -146,6 +149,7 @@ def test_demo_says_which_service_is_missing_and_how_to_start_it(tmp_path):
         "--workdir",
         str(tmp_path / "demo"),
         env={"ICIJ_WORKER_RABBITMQ_PORT": str(port)},
+        module="ml_worker_dev",
     )
 
     assert result.returncode == 3
@@ -413,3 +417,11 @@ def test_status_lists_the_vectorized_project(stack, vectorized):
     row = next(line for line in result.stdout.splitlines() if stack.project in line)
     assert re.search(rf"{stack.project}\s+│\s+{stack.n_docs}\s+│\s+\d+\s+│", row)
     assert "all-MiniLM-L6-v2" in row
+    for kind, queue, workers in [
+        ("vectorize", "TASK.PYTHON", 2),
+        ("search", "TASK.PYTHON_SEARCH", 1),
+        ("fanout", "TASK.PYTHON_FANOUT", 1),
+    ]:
+        assert re.search(
+            rf"{kind}\s+│\s+{queue}\s+│\s+{workers}\s+│\s+0\s+│\s+0\s", result.stdout
+        ), result.stdout

@@ -16,7 +16,7 @@ import pytest
 
 from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker import store
-from ml_worker.datashare_index import bulk_index, create_project_index
+from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from ml_worker.task_client import DatashareTaskClient, ICIJTaskClient
 from tests.corpus import datashare_corpus
 from tests.datashare_double import DatashareDouble

@@ -42,7 +42,7 @@ async def test_vector_db_caches_are_bounded_by_the_settings(
 async def test_secrets_stay_out_of_logs_and_errors(monkeypatch, caplog, tmp_path):
     from ml_worker import documents
     from ml_worker.app import app
-    from ml_worker.local_stack import free_port
+    from ml_worker_dev.local_stack import free_port
 
     dead_es = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("ML_WORKER_ES_ADDRESS", dead_es)

@@ -1,7 +1,7 @@
 import pytest
 
 from ml_worker import documents
-from ml_worker.datashare_index import bulk_index, create_project_index
+from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from tests.corpus import datashare_corpus
 
 
@@ -58,7 +58,7 @@ async def test_unknown_project_names_the_index_and_server(es, es_url):
 
 
 async def test_an_unreachable_server_is_retried_then_named():
-    from ml_worker.local_stack import free_port
+    from ml_worker_dev.local_stack import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     es = documents.es_client(url)

@@ -11,7 +11,7 @@ import random
 
 import pytest
 from ml_worker import store
-from ml_worker.datashare_index import bulk_index, create_project_index
+from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from ml_worker.task_client import ICIJTaskClient
 from tests.corpus import datashare_corpus, filler
 from tests.stack import run_task, running_stack, wait_done

@@ -17,9 +17,9 @@ import pytest
 
 from ml_worker import store, tasks
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
-from ml_worker.datashare_index import bulk_index, create_project_index, document_source
+from ml_worker_dev.datashare_index import bulk_index, create_project_index, document_source
 from ml_worker.documents import es_client
-from ml_worker.local_stack import free_port
+from ml_worker_dev.local_stack import free_port
 from tests.corpus import datashare_corpus, filler
 from tests.datashare_double import DatashareDouble
 from tests.faults import TcpProxy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ml_worker.local_stack import free_port, task_service
+from ml_worker_dev.local_stack import free_port, task_service
 from ml_worker.task_client import ICIJTaskClient, UnknownTask
 
 pytestmark = pytest.mark.e2e

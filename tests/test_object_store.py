@@ -24,7 +24,7 @@ from ml_worker import documents, store, tasks, upkeep
 from ml_worker.app import app
 from ml_worker.clients import task_client_from
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
-from ml_worker.datashare_index import bulk_index, create_project_index, document_source
+from ml_worker_dev.datashare_index import bulk_index, create_project_index, document_source
 from ml_worker.documents import Document
 from tests.corpus import filler
 from tests.faults import ConditionalWritesIgnored

@@ -27,7 +27,7 @@ from icij_worker.routing_strategy import RoutingStrategy
 
 from ml_worker.constants import WorkerKind
 from ml_worker import store
-from ml_worker.local_stack import free_port, task_service, wait_for_workers, worker_pool
+from ml_worker_dev.local_stack import free_port, task_service, wait_for_workers, worker_pool
 from ml_worker.pool import Backoff
 from ml_worker.task_client import ICIJTaskClient
 from tests.corpus import filler

@@ -20,12 +20,12 @@ from icij_worker import TaskState
 from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker import store
 from ml_worker.config import MLWorkerConfig
-from ml_worker.datashare_index import (
+from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,
     document_source,
 )
-from ml_worker.local_stack import (
+from ml_worker_dev.local_stack import (
     free_port,
     task_service,
     wait_for_workers,

@@ -10,7 +10,7 @@ import pytest
 
 from ml_worker import store, tasks, upkeep
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
-from ml_worker.datashare_index import bulk_index, create_project_index, document_source
+from ml_worker_dev.datashare_index import bulk_index, create_project_index, document_source
 from ml_worker.documents import document_id_pages, es_client
 from ml_worker.search import (
     Filters,

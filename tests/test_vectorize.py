@@ -6,7 +6,7 @@ import pytest
 
 from ml_worker import store, tasks
 from ml_worker.config import DEFAULT_MODEL
-from ml_worker.datashare_index import (
+from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,
     document_source,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 from ml_worker.cli.output import printable
+from ml_worker.exceptions import InvalidInput, NotFound, Unavailable, kind_of_remote
 
 
 class ExitCode(IntEnum):
@@ -22,17 +23,19 @@ class CLIError(Exception):
         self.code = code
 
 
-# Errors raised inside a worker reach us by name only.
-_REMOTE_NOT_FOUND = {"UnknownProject", "ProjectNotVectorized", "ModelNotFound"}
-_REMOTE_USAGE = {"InvalidProject", "ModelMismatch", "ValidationError"}
+_KIND_CODES = {
+    NotFound: ExitCode.NOT_FOUND,
+    InvalidInput: ExitCode.USAGE,
+    Unavailable: ExitCode.UNREACHABLE,
+}
 
 
 def remote_error_code(error_name: str) -> ExitCode:
-    if error_name in _REMOTE_NOT_FOUND:
-        return ExitCode.NOT_FOUND
-    if error_name in _REMOTE_USAGE:
+    """The exit code of an error raised in a worker, which reaches us by name."""
+    if error_name == "ValidationError":  # pydantic's, on a task's arguments
         return ExitCode.USAGE
-    return ExitCode.FAILURE
+    kind = kind_of_remote(error_name)
+    return _KIND_CODES[kind] if kind is not None else ExitCode.FAILURE
 
 
 def exit_code_for(error: BaseException) -> ExitCode:
@@ -41,27 +44,12 @@ def exit_code_for(error: BaseException) -> ExitCode:
     from elasticsearch import ConnectionError as ESConnectionError
     from pydantic import ValidationError
 
-    from ml_worker.documents import UnknownProject
-    from ml_worker.local_stack import ServiceUnreachable
-    from ml_worker.task_client import (
-        TaskServiceAuthError,
-        TaskServiceUnavailable,
-        UnknownTask,
-    )
-
     if isinstance(error, CLIError):
         return error.code
-    if isinstance(error, (UnknownTask, UnknownProject)):
-        return ExitCode.NOT_FOUND
-    if isinstance(
-        error,
-        (
-            TaskServiceUnavailable,
-            TaskServiceAuthError,
-            ServiceUnreachable,
-            ESConnectionError,
-        ),
-    ):
+    for kind, code in _KIND_CODES.items():
+        if isinstance(error, kind):
+            return code
+    if isinstance(error, ESConnectionError):
         return ExitCode.UNREACHABLE
     if isinstance(error, ValidationError):
         return ExitCode.USAGE

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from enum import Enum
 from pathlib import Path
@@ -41,7 +40,7 @@ _debug = False
 
 
 @app.callback()
-def _options(
+def global_options(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show the stack trace of errors.")
     ] = False,
@@ -408,42 +407,29 @@ def workers_start(
 
 @app.command()
 def status() -> None:
-    """Check Elasticsearch, RabbitMQ, the task service and the vector store, and list
-    the vectorized projects. Exits with 3 when a service is down."""
+    """Check Elasticsearch, RabbitMQ, the task service and the vector store; show
+    each task queue's workers and waiting tasks, and the vectorized projects. Exits
+    with 3 when a service is down."""
     from ml_worker.cli.status import (
         check_services,
         project_tables,
         projects_table,
+        queues_table,
         services_table,
+        task_queues_from_env,
     )
 
     config = _config()
     checks = asyncio.run(check_services(config))
     out.print(services_table(checks))
+    queues = task_queues_from_env()
+    if queues is not None:
+        out.print(queues_table(queues))
     if all(c.ok for c in checks if c.service == "vector store"):
         out.print(projects_table(project_tables(config)))
     down = [c.service for c in checks if not c.ok]
     if down:
         raise CLIError(f"down: {', '.join(down)}", ExitCode.UNREACHABLE)
-
-
-@app.command()
-def demo(
-    workers: Annotated[
-        int, typer.Option("-n", "--workers", min=1, help="Worker processes.")
-    ] = 2,
-    workdir: Annotated[
-        Path,
-        typer.Option(help="Work folder (logs, vectors), emptied first."),
-    ] = Path(".ml-worker/demo"),
-) -> None:
-    """Vectorize and search a bundled sample corpus with real services: RabbitMQ and
-    PostgreSQL must be running; Elasticsearch is the configured one if it answers, an
-    emulator otherwise. Stops everything it started."""
-    started = time.monotonic()  # the demo's own imports take a while: count them
-    from ml_worker.demo import run_demo
-
-    run_demo(workdir=workdir, n_workers=workers, started=started)
 
 
 @app.command(hidden=True)
@@ -455,7 +441,13 @@ def docs() -> None:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    command = typer.main.get_command(app)
+    run(app, argv)
+
+
+def run(typer_app: typer.Typer, argv: list[str] | None = None) -> NoReturn:
+    """Run a command of ``typer_app``: errors are one printable line on stderr and an
+    exit code per kind of failure; ``--debug`` adds the stack trace."""
+    command = typer.main.get_command(typer_app)
     try:
         code = command.main(args=argv, prog_name="ml-worker", standalone_mode=False)
     except click.ClickException as e:

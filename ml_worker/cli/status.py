@@ -14,7 +14,9 @@ from rich.text import Text
 from ml_worker.cli.errors import one_line
 from ml_worker.cli.output import shown
 from ml_worker.config import MLWorkerConfig
-from ml_worker.local_stack import RabbitMQ, ServiceUnreachable
+from ml_worker.broker import QueueStats, RabbitMQ
+from ml_worker.constants import WorkerKind
+from ml_worker.exceptions import BrokerUnreachable
 
 if TYPE_CHECKING:
     from icij_worker.worker.amqp import AMQPWorkerConfig
@@ -33,6 +35,23 @@ def rabbitmq_from_env() -> RabbitMQ:
     from icij_worker.worker.amqp import AMQPWorkerConfig
 
     return _rabbitmq(AMQPWorkerConfig())
+
+
+def task_queues_from_env() -> dict[WorkerKind, QueueStats] | None:
+    """Each kind of worker's task queue in the RabbitMQ virtual host icij-worker's
+    settings name; None when those settings or the management API do not tell."""
+    from icij_worker.worker.amqp import AMQPWorkerConfig
+    from pydantic import ValidationError
+
+    try:
+        config = AMQPWorkerConfig()
+        rabbitmq, vhost = _rabbitmq(config), config.rabbitmq_vhost or "%2F"
+        return {
+            kind: rabbitmq.task_queue(vhost, kind.group, quoted=True)
+            for kind in WorkerKind
+        }
+    except (ValidationError, httpx.HTTPError, ValueError):
+        return None
 
 
 def task_queue_consumers_from_env() -> Callable[[str], int | None]:
@@ -109,7 +128,7 @@ def _check_rabbitmq() -> Check:
     where = f"{rabbitmq.host}:{rabbitmq.port}, management {rabbitmq.management_url}"
     try:
         rabbitmq.check()
-    except ServiceUnreachable as e:
+    except BrokerUnreachable as e:
         return Check("RabbitMQ", where, False, str(e))
     return Check("RabbitMQ", where, True, "broker and management API answer")
 
@@ -156,19 +175,19 @@ def project_tables(config: MLWorkerConfig) -> list[ProjectTable]:
 
 
 def _describe_table(db, name: str) -> ProjectTable:
-    import pyarrow.compute as pc
-
     from ml_worker import store
 
     try:
         table = db.open_table(name)
-        doc_ids = table.search().select([store.DOC_ID]).limit(None).to_arrow()
         indexes = ", ".join(
             f"{', '.join(i.columns)} ({i.index_type})" for i in table.list_indices()
         )
         return ProjectTable(
             project=name,
-            documents=pc.count_distinct(doc_ids[store.DOC_ID]).as_py(),
+            # A document's first passage (0, or the one row of a document
+            # without text): counted without reading every doc_id, which took
+            # 11 s and 2.5 GiB at 10 M rows.
+            documents=table.count_rows(f"{store.PASSAGE} <= 0"),
             passages=table.count_rows(),
             model=store.table_model(table),
             indexes=indexes or "none",
@@ -210,4 +229,17 @@ def projects_table(tables: list[ProjectTable]) -> Table:
             )
     if not tables:
         table.add_row("none yet", "", "", "", "")
+    return table
+
+
+def queues_table(queues: dict[WorkerKind, QueueStats]) -> Table:
+    table = Table(title="Task queues", title_justify="left")
+    for column in ("workers", "queue", "consuming", "waiting", "running"):
+        justify = "left" if column in ("workers", "queue") else "right"
+        table.add_column(column, justify=justify)
+    for kind, q in queues.items():
+        consuming = (
+            Text(str(q.consumers)) if q.consumers else Text("0", style="bold red")
+        )
+        table.add_row(kind.value, q.queue, consuming, str(q.waiting), str(q.running))
     return table

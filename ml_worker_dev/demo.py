@@ -24,7 +24,7 @@ from pathlib import Path
 
 from elasticsearch import ConnectionError as ESConnectionError
 
-from ml_worker import datashare_index
+from ml_worker_dev import datashare_index
 from ml_worker.cli.errors import CLIError, ExitCode
 from ml_worker.cli.follow import (
     follow_vectorization,
@@ -36,7 +36,7 @@ from ml_worker.cli.output import duration, err, hits_table, out
 from ml_worker.cli.status import check_es, rabbitmq_from_env
 from ml_worker.config import MLWorkerConfig, TaskServiceKind
 from ml_worker.clients import es_client_from, task_client_from
-from ml_worker.local_stack import (
+from ml_worker_dev.local_stack import (
     Postgres,
     RabbitMQ,
     es_emulator,
@@ -46,7 +46,7 @@ from ml_worker.local_stack import (
     worker_pool,
 )
 
-CORPUS = resources.files("ml_worker") / "data" / "demo_corpus.jsonl"
+CORPUS = Path(__file__).parent / "data" / "demo_corpus.jsonl"
 # Small batches, so that the workers share the run and the progress shows.
 BATCH_SIZE = 4
 RESULTS_PER_QUERY = 3

@@ -26,9 +26,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-from icij_worker.routing_strategy import RoutingStrategy
 
+from ml_worker import broker
+from ml_worker.broker import port_open
 from ml_worker.constants import APP_PATH, WorkerKind
+from ml_worker.exceptions import Unavailable
 from ml_worker.pool import pool_kinds
 
 # This environment's console scripts: icij-worker's task service, ml-worker's CLI,
@@ -37,33 +39,13 @@ _SCRIPTS = Path(sys.executable).parent
 _READY_TIMEOUT_S = 120.0
 
 
-class ServiceUnreachable(RuntimeError):
+class ServiceUnreachable(Unavailable):
     pass
 
 
 @dataclass(frozen=True)
-class RabbitMQ:
-    host: str = "127.0.0.1"
-    port: int = 5672
-    management_port: int = 15672
-    user: str = "guest"
-    password: str = "guest"
-
-    @property
-    def management_url(self) -> str:
-        return f"http://{self.host}:{self.management_port}"
-
-    def check(self) -> None:
-        start = "start it with `rabbitmq-server -detached`, or `./ml-worker up -d rabbitmq`"
-        if not _port_open(self.host, self.port):
-            msg = f"RabbitMQ is not reachable at {self.host}:{self.port}: {start}"
-            raise ServiceUnreachable(msg)
-        if not _port_open(self.host, self.management_port):
-            msg = (
-                f"RabbitMQ's management API is not reachable at {self.management_url}:"
-                " enable it with `rabbitmq-plugins enable rabbitmq_management`"
-            )
-            raise ServiceUnreachable(msg)
+class RabbitMQ(broker.RabbitMQ):
+    """The broker, with what the tests and the demo need besides."""
 
     @contextmanager
     def temporary_vhost(self):
@@ -80,26 +62,6 @@ class RabbitMQ:
                 yield vhost
             finally:
                 client.delete(f"/api/vhosts/{quote(vhost)}")
-
-
-    def task_queue_consumers(
-        self, vhost: str, group: str, *, quoted: bool = False
-    ) -> int | None:
-        """How many workers consume ``group``'s task queue in ``vhost``: 0 until one
-        declared it, None while RabbitMQ has no statistics of the queue (for a few
-        seconds at times: measured 2.75 s after its creation). ``quoted``: ``vhost``
-        is URL-encoded already, as icij-worker's ``rabbitmq_vhost`` setting is (``%2F``
-        for ``/``). Raises httpx.HTTPError when the management API does not tell."""
-        queue = RoutingStrategy.amqp_task_routing(group).queue_name
-        vhost = vhost if quoted else quote(vhost, safe="")
-        path = f"/api/queues/{vhost}/{quote(queue, safe='')}"
-        res = httpx.get(
-            f"{self.management_url}{path}", auth=(self.user, self.password), timeout=5
-        )
-        if res.status_code == 404:
-            return 0
-        res.raise_for_status()
-        return res.json().get("consumers")
 
 
 def wait_for_workers(
@@ -139,7 +101,7 @@ class Postgres:
     password: str = ""
 
     def check(self) -> None:
-        if not _port_open(self.host, self.port):
+        if not port_open(self.host, self.port):
             msg = (
                 f"PostgreSQL is not reachable at {self.host}:{self.port}: start it"
                 " (`pg_ctlcluster <version> main start`, or `./ml-worker up -d postgres`)"
@@ -172,7 +134,7 @@ def s3_emulator(workdir: Path):
     cmd = [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
     with _process(cmd, log) as process:
         _wait_until(
-            lambda: _port_open("127.0.0.1", port), process, what=f"S3 at {url}", log=log
+            lambda: port_open("127.0.0.1", port), process, what=f"S3 at {url}", log=log
         )
         yield url
 
@@ -328,9 +290,3 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2.0):
-            return True
-    except OSError:
-        return False

@@ -1,0 +1,100 @@
+"""Every error ml-worker raises on purpose, in one tree.
+
+Three kinds, which the CLI turns into its exit codes: something named does not exist
+(``NotFound``), a task's arguments or the settings are wrong (``InvalidInput``), a
+service is down or refuses us (``Unavailable``). An error raised in a worker reaches
+the CLI by its class name only, through the task service: ``kind_of_remote`` finds
+its kind again by that name.
+"""
+
+from __future__ import annotations
+
+
+class MLWorkerError(Exception):
+    """The base of every error ml-worker raises on purpose."""
+
+
+class NotFound(MLWorkerError, LookupError):
+    """Something named does not exist: a project, its vectors, a task, a model."""
+
+
+class InvalidInput(MLWorkerError, ValueError):
+    """A task's arguments or the settings are wrong: retrying cannot help."""
+
+
+class Unavailable(MLWorkerError, ConnectionError):
+    """A service is down or refuses us: retrying later may help."""
+
+
+class UnknownProject(NotFound):
+    """No Elasticsearch index of that name."""
+
+
+class ProjectNotVectorized(NotFound):
+    """The project has no vector table yet."""
+
+
+class ModelNotFound(NotFound):
+    """Neither a local model folder, a packaged model nor one the hub has."""
+
+
+class InvalidProject(InvalidInput):
+    """A project name that cannot name a table."""
+
+
+class ModelMismatch(InvalidInput):
+    """A model other than the one that embedded the project's table."""
+
+
+class UnsafeObjectStore(InvalidInput):
+    """The object store would let two writers commit the same table version."""
+
+
+class ElasticsearchUnavailable(Unavailable):
+    """Elasticsearch did not answer, even after retrying with backoff."""
+
+
+class BrokerUnreachable(Unavailable):
+    """RabbitMQ or its management API does not answer."""
+
+
+class TableBusy(Unavailable):
+    """Other writers kept committing first: the write is worth trying again later."""
+
+
+class TaskServiceError(MLWorkerError):
+    """The task API answered with an error, or could not be reached."""
+
+
+class TaskServiceUnavailable(TaskServiceError, Unavailable):
+    """The task API does not answer, or answers that it cannot serve now."""
+
+
+class TaskServiceAuthError(TaskServiceError, Unavailable):
+    """The task API refuses our credentials."""
+
+
+class UnknownTask(TaskServiceError, NotFound):
+    """No task of that id."""
+
+
+class DependencyNotSetUp(MLWorkerError, RuntimeError):
+    """A task ran outside a worker process whose dependencies were set up."""
+
+    def __init__(self, name: str):
+        super().__init__(
+            f"{name} is not set up: it exists only inside a worker started with the"
+            " ml_worker app, or pass it to the task as a keyword argument"
+        )
+
+
+def kind_of_remote(error_name: str) -> type[MLWorkerError] | None:
+    """The kind (``NotFound``, ``InvalidInput``, ``Unavailable``) of an error raised
+    in a worker, known by its class name; None for other errors."""
+    error = globals().get(error_name)
+    if not (isinstance(error, type) and issubclass(error, MLWorkerError)):
+        return None
+    return next(
+        (kind for kind in (NotFound, InvalidInput, Unavailable) if issubclass(error, kind)),
+        None,
+    )
