@@ -49,7 +49,7 @@ from ml_worker.constants import (  # noqa: E402
     WorkerKind,
     task_group,
 )
-from ml_worker.local_stack import (  # noqa: E402
+from ml_worker_dev.local_stack import (  # noqa: E402
     Postgres,
     RabbitMQ,
     es_emulator,

@@ -19,8 +19,8 @@ from ml_worker import embedding, store
 from ml_worker.clients import es_client_from, task_client_from
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import FIND_MOST_SIMILAR, VECTORIZE_DOCS
-from ml_worker.task_client import TaskClient
 from ml_worker.exceptions import DependencyNotSetUp
+from ml_worker.task_client import TaskClient
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from lancedb.embeddings.sentence_transformers import SentenceTransformerEmbeddin
 
 from ml_worker.model_files import model_files, not_found, resolve_model
 from ml_worker.query_encoder import QueryEncoder, onnx_query_encoder
-from ml_worker.exceptions import ModelNotFound
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

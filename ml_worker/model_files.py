@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ml_worker.exceptions import ModelNotFound, UnsupportedModel
+
 # The files that describe a model, and none of its weights.
 _CONFIG_FILES = ["*.json", "*.txt", "*.model"]
 
@@ -33,14 +35,6 @@ _LEGACY_POOLING_FLAGS = {
 }
 # Modules that keep the width of the vectors they are given.
 _SAME_WIDTH = {"Normalize", "Dropout", "LayerNorm"}
-
-
-class ModelNotFound(ValueError):
-    pass
-
-
-class UnsupportedModel(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

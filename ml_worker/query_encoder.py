@@ -30,13 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ml_worker.model_files import (
-    ModelFiles,
-    UnsupportedModel,
-    model_files,
-    pooling_modes,
-    resolve_model,
-)
+from ml_worker.exceptions import QueryEncoderExportFailed, UnsupportedModel
+from ml_worker.model_files import ModelFiles, model_files, pooling_modes, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +57,6 @@ _POOLINGS = {
 }
 _ESCAPE = "set query_encoder to `torch` (ML_WORKER_QUERY_ENCODER=torch) to embed its"
 _ESCAPE += " queries with the model itself, which makes search workers load torch"
-
-
-class ExportFailed(RuntimeError):
-    pass
 
 
 class QueryEncoder:
@@ -119,7 +110,7 @@ def onnx_query_encoder(model: str, *, threads: int) -> QueryEncoder:
     """A query encoder for ``model``, exported by a child process if not cached.
 
     Raises UnsupportedModel when the model's queries cannot be embedded without
-    torch, ExportFailed when the export fails or disagrees with the model.
+    torch, QueryEncoderExportFailed when the export fails or disagrees with the model.
     """
     files = model_files(model)
     check_supported(files)
@@ -156,11 +147,11 @@ def _export_in_child(model: str, path: Path) -> None:
         )
     except subprocess.TimeoutExpired as e:
         msg = f"exporting the query encoder of {model} took over {EXPORT_TIMEOUT_S} s"
-        raise ExportFailed(msg) from e
+        raise QueryEncoderExportFailed(msg) from e
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1:] or ["no message"]
         msg = f"exporting the query encoder of {model} failed: {last[0]}"
-        raise ExportFailed(msg)
+        raise QueryEncoderExportFailed(msg)
     logger.info("exported the query encoder of %s to %s", model, path)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
+from ml_worker.exceptions import QueryEncoderExportFailed
 from ml_worker.model_files import model_files, resolve_model
 from ml_worker.query_encoder import MIN_AGREEMENT, PROBES, QueryEncoder
 
@@ -29,7 +30,8 @@ from ml_worker.query_encoder import MIN_AGREEMENT, PROBES, QueryEncoder
 def export(model: str, path: Path) -> None:
     """Write the checked export of ``model``'s transformer to ``path``.
 
-    Raises ValueError when the encoder's vectors disagree with the model's.
+    Raises QueryEncoderExportFailed when the encoder's vectors disagree with the
+    model's.
     """
     reference = SentenceTransformer(resolve_model(model), device="cpu")  # float32
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +46,7 @@ def export(model: str, path: Path) -> None:
                 f"the query encoder of {model} disagrees with the model (cosine"
                 f" {agreement:.4f} < {MIN_AGREEMENT})"
             )
-            raise ValueError(msg)
+            raise QueryEncoderExportFailed(msg)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

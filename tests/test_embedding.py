@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml_worker import embedding, model_files, query_export
+from ml_worker import embedding, exceptions, model_files, query_export
 from ml_worker import query_encoder as query_encoder_module
 from ml_worker.config import DEFAULT_MODEL
 
@@ -25,7 +25,7 @@ def test_default_model_embeds_without_a_hub():
 
 
 def test_unknown_model_names_itself():
-    with pytest.raises(model_files.ModelNotFound, match="no-such/model"):
+    with pytest.raises(exceptions.ModelNotFound, match="no-such/model"):
         embedding.embedder("no-such/model")
 
 
@@ -145,7 +145,7 @@ def test_model_export_is_cached_on_disk(query_encoder, monkeypatch):
 def test_an_export_that_disagrees_is_not_cached(monkeypatch, tmp_path):
     monkeypatch.setattr(query_export, "MIN_AGREEMENT", 1.01)
     path = tmp_path / "model.onnx"
-    with pytest.raises(ValueError, match="disagrees with the model"):
+    with pytest.raises(exceptions.QueryEncoderExportFailed, match="disagrees with the model"):
         query_export.export(DEFAULT_MODEL, path)
 
     assert list(tmp_path.iterdir()) == []
@@ -169,7 +169,7 @@ def test_unsupported_pooling_is_refused_naming_the_setting(query_encoder, tmp_pa
     model = str(_model_copy(tmp_path, {"embedding_dimension": 384, "pooling_mode": "lasttoken"}))
     query_encoder("onnx")
 
-    with pytest.raises(model_files.UnsupportedModel) as refused:
+    with pytest.raises(exceptions.UnsupportedModel) as refused:
         embedding.process_query_encoder(model)
     assert model in str(refused.value)
     assert "lasttoken" in str(refused.value)
@@ -181,7 +181,7 @@ def test_a_failed_export_is_a_clear_error_or_the_model_itself(
 ):
     model = str(_model_copy(tmp_path))  # no weights: torch cannot load it
     query_encoder("onnx")  # asked for explicitly: a clear error
-    with pytest.raises(query_encoder_module.ExportFailed, match=model):
+    with pytest.raises(exceptions.QueryEncoderExportFailed, match=model):
         embedding.process_query_encoder(model)
     assert not query_encoder_module.export_path(model).exists()
 
