@@ -48,7 +48,8 @@ def setup_embedding(app: AsyncApp | None = None, **_) -> None:
     embedding.use_query_encoder(config.query_encoder)
     # Loaded now, once per process, so the first task does not wait for them; and
     # only where this worker's group runs the task that needs them: the model (and
-    # torch, 1.5 GiB) for document batches, the query encoder for searches.
+    # torch: 0.9 GiB, docs/performance.md) for document batches, the query encoder
+    # for searches.
     runs = set(app.registry) if app is not None else set()
     if VECTORIZE_DOCS in runs:
         embedding.process_model(config.model)
