@@ -34,6 +34,9 @@ class WorkerKind(enum.StrEnum):
 
 _GROUPS = {
     # Datashare's Python task group: deployments that route PYTHON keep working.
+    # icij-worker keeps the tasks of every group whose name starts with a worker's
+    # group, so a vectorizing worker also runs a search or a fan-out submitted to
+    # PYTHON by an older client: late, behind the batches, but answered.
     WorkerKind.VECTORIZE: "PYTHON",
     WorkerKind.SEARCH: "PYTHON_SEARCH",
     WorkerKind.FANOUT: "PYTHON_FANOUT",
@@ -46,6 +49,19 @@ TASK_KINDS = {
     VECTORIZE_DOCS: WorkerKind.VECTORIZE,
     FIND_MOST_SIMILAR: WorkerKind.SEARCH,
 }
+
+
+class SearchMode(enum.StrEnum):
+    HYBRID = "hybrid"
+    VECTOR = "vector"
+    TEXT = "text"
+
+
+class Scoring(enum.StrEnum):
+    BEST_PASSAGE = "best_passage"
+    # The best passage, plus a decreasing share of the next ones: rewards documents
+    # matching in several places.
+    WEIGHTED_SUM = "weighted_sum"
 
 
 def task_group(task_name: str) -> str:

@@ -30,6 +30,7 @@ from ml_worker.store import (
     table_embedder,
 )
 from ml_worker.upkeep import tuned
+from ml_worker.constants import Scoring, SearchMode
 
 # Passages fetched per requested document: several passages of one document often
 # fill the top of the list, and grouping must still yield n_similar documents
@@ -65,19 +66,6 @@ _RESULT_FIELDS = [
     "content_type",
     "language",
 ]
-
-
-class SearchMode(str, Enum):
-    HYBRID = "hybrid"
-    VECTOR = "vector"
-    TEXT = "text"
-
-
-class Scoring(str, Enum):
-    BEST_PASSAGE = "best_passage"
-    # The best passage, plus a decreasing share of the next ones: rewards documents
-    # matching in several places.
-    WEIGHTED_SUM = "weighted_sum"
 
 
 def parse_enum(enum: type[Enum], name: str, value) -> Enum:

@@ -20,6 +20,7 @@ import pytest
 
 from ml_worker.constants import WorkerKind, task_group
 from ml_worker.cli.docs import command_paths, normalize, render
+from ml_worker.cli.errors import next_step, remote_error_code
 from ml_worker.cli.main import app
 from ml_worker.config import MLWorkerConfig
 from ml_worker_dev.demo import load_corpus, load_sample_corpus, wait_for_workers
@@ -156,6 +157,30 @@ def test_demo_says_which_service_is_missing_and_how_to_start_it(tmp_path):
     line = error_line(result)
     assert f"RabbitMQ is not reachable at 127.0.0.1:{port}" in line
     assert "rabbitmq-server -detached" in line
+
+
+@pytest.mark.parametrize(
+    ("error_name", "code"),
+    [
+        ("ProjectNotVectorized", 4),
+        ("UnknownTask", 4),
+        ("ModelMismatch", 2),
+        ("ValidationError", 2),
+        ("TableBusy", 3),
+        ("TaskServiceAuthError", 3),
+        ("KeyError", 1),
+        ("kind_of_remote", 1),  # a name in the module that is no error class
+    ],
+)
+def test_a_workers_error_exits_with_the_code_of_its_kind(error_name, code):
+    assert remote_error_code(error_name) == code
+
+
+def test_a_workers_error_names_the_command_to_run_next():
+    step = next_step("ProjectNotVectorized", {"project": "a b;rm"})
+
+    assert step == "`ml-worker vectorize 'a b;rm'`"
+    assert next_step("KeyError", {"project": "p"}) is None
 
 
 def test_entry_script_without_a_command_shows_its_usage():
@@ -398,6 +423,7 @@ def test_unknown_project_exits_4(stack):
     )
     assert search.returncode == 4
     assert 'ProjectNotVectorized: project "no-such-project"' in error_line(search)
+    assert error_line(search).endswith("next: `ml-worker vectorize no-such-project`")
 
 
 @pytest.mark.e2e

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from enum import IntEnum
 
 from ml_worker.cli.output import printable
@@ -36,6 +37,18 @@ def remote_error_code(error_name: str) -> ExitCode:
         return ExitCode.USAGE
     kind = kind_of_remote(error_name)
     return _KIND_CODES[kind] if kind is not None else ExitCode.FAILURE
+
+
+def next_step(error_name: str, task_args: dict) -> str | None:
+    """The command to run after a worker's error, in the CLI's words."""
+    project = shlex.quote(str(task_args.get("project", "PROJECT")))
+    steps = {
+        "ProjectNotVectorized": f"`ml-worker vectorize {project}`",
+        "ModelMismatch": f"`ml-worker vectorize {project} --rebuild --model MODEL`",
+        "UnknownProject": "`ml-worker status` to check the Elasticsearch address",
+        "TableBusy": "the same command again in a minute",
+    }
+    return steps.get(error_name)
 
 
 def exit_code_for(error: BaseException) -> ExitCode:

@@ -16,7 +16,7 @@ from icij_worker import Task, TaskError, TaskState
 from icij_worker.objects import READY_STATES
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
-from ml_worker.cli.errors import CLIError, remote_error_code
+from ml_worker.cli.errors import CLIError, next_step, remote_error_code
 from ml_worker.cli.output import duration, err, out, printable, shown
 from ml_worker.constants import (
     CREATE_VECTORIZATION_TASKS,
@@ -150,9 +150,12 @@ async def wait_for_task(
 async def raise_if_failed(client: TaskClient, task: Task) -> None:
     if task.state is TaskState.ERROR:
         error = await last_error(client, task.id)
+        name = error.name if error else ""
+        step = next_step(name, task.args or {})
+        then = f"; next: {step}" if step else ""
         raise CLIError(
-            f"task {task.id} failed: {describe(error)}",
-            remote_error_code(error.name if error else ""),
+            f"task {task.id} failed: {describe(error)}{then}",
+            remote_error_code(name),
         )
     if task.state is TaskState.CANCELLED:
         raise CLIError(f"task {task.id} was cancelled")

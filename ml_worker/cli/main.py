@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -20,7 +19,7 @@ import typer
 
 from ml_worker.cli.errors import CLIError, ExitCode, exit_code_for, one_line
 from ml_worker.cli.output import err, out, print_json, printable, shown
-from ml_worker.constants import WorkerKind
+from ml_worker.constants import SearchMode, WorkerKind
 
 T = TypeVar("T")
 
@@ -136,13 +135,6 @@ def vectorize(
     print_vectorization_summary(run)
 
 
-class Mode(str, Enum):
-    # ml_worker.search.SearchMode's values; that module loads LanceDB.
-    HYBRID = "hybrid"
-    VECTOR = "vector"
-    TEXT = "text"
-
-
 @app.command()
 def search(
     project: Annotated[
@@ -161,12 +153,12 @@ def search(
         int, typer.Option("-n", "--n-similar", min=1, help="Documents per query.")
     ] = 10,
     mode: Annotated[
-        Mode,
+        SearchMode,
         typer.Option(
             help="hybrid: meaning and words, fused; vector: meaning only;"
             " text: words only (BM25)."
         ),
-    ] = Mode.HYBRID,
+    ] = SearchMode.HYBRID,
     languages: Annotated[
         list[str] | None,
         typer.Option(
