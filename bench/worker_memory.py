@@ -35,7 +35,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.throughput import (  # noqa: E402
+from bench.throughput import (
     PROJECT,
     corpus,
     descendants,
@@ -43,13 +43,14 @@ from bench.throughput import (  # noqa: E402
     status_kib,
     wait_done,
 )
-from ml_worker.constants import (  # noqa: E402
+from ml_worker.constants import (
     CREATE_VECTORIZATION_TASKS,
     FIND_MOST_SIMILAR,
     WorkerKind,
     task_group,
 )
-from ml_worker_dev.local_stack import (  # noqa: E402
+from ml_worker.task_client import ICIJTaskClient
+from ml_worker_dev.local_stack import (
     Postgres,
     RabbitMQ,
     es_emulator,
@@ -58,7 +59,6 @@ from ml_worker_dev.local_stack import (  # noqa: E402
     wait_for_workers,
     worker_pool,
 )
-from ml_worker.task_client import ICIJTaskClient  # noqa: E402
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -118,19 +118,27 @@ def main() -> None:
     parser.add_argument("--searches", type=int, default=100, help="searches run")
     args = parser.parse_args()
 
-    print(f"load average {_load_average()} (1, 5 min), {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"load average {_load_average()} (1, 5 min), {os.cpu_count()} CPUs", flush=True
+    )
     docs = corpus(args.docs)
     rabbitmq, postgres = RabbitMQ(), Postgres()
     rabbitmq.check()
     postgres.check()
     with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ml-worker-bench-")))
+        workdir = Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="ml-worker-bench-"))
+        )
         es_url = stack.enter_context(es_emulator())
         asyncio.run(index_corpus(es_url, docs))
         vhost = stack.enter_context(rabbitmq.temporary_vhost())
         url = stack.enter_context(
             task_service(
-                workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
+                workdir,
+                rabbitmq=rabbitmq,
+                vhost=vhost,
+                postgres=postgres,
+                port=free_port(),
             )
         )
         config = {
@@ -140,7 +148,11 @@ def main() -> None:
         }
         pool = stack.enter_context(
             worker_pool(
-                workdir, n_workers=1, rabbitmq=rabbitmq, vhost=vhost, ml_worker_config=config
+                workdir,
+                n_workers=1,
+                rabbitmq=rabbitmq,
+                vhost=vhost,
+                ml_worker_config=config,
             )
         )
         wait_for_workers(rabbitmq, vhost, 1, pool, log=workdir / "workers.log")

@@ -59,17 +59,18 @@ class ModelFiles:
     @property
     def ndims(self) -> int:
         """The width of the model's vectors, as its modules compute them."""
-        width = None
+        width: int | None = None
         for module in self.modules:
             if module.kind == "Transformer":
                 width = self.read("config.json").get("hidden_size")
             elif module.kind == "Pooling":
                 settings = self.settings(module)
-                width = len(pooling_modes(settings)) * (
+                per_mode = (
                     settings.get("embedding_dimension")
                     or settings.get("word_embedding_dimension")
                     or width
                 )
+                width = per_mode and len(pooling_modes(settings)) * per_mode
             elif module.kind == "Dense":
                 width = self.settings(module).get("out_features")
             elif module.kind not in _SAME_WIDTH:
@@ -80,7 +81,9 @@ class ModelFiles:
                 )
                 raise UnsupportedModel(msg)
         if not width:
-            msg = f'model "{self.model}": its files do not give the width of its vectors'
+            msg = (
+                f'model "{self.model}": its files do not give the width of its vectors'
+            )
             raise UnsupportedModel(msg)
         return width
 

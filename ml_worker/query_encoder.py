@@ -25,6 +25,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from importlib.metadata import version
 from pathlib import Path
 
@@ -74,7 +75,7 @@ class QueryEncoder:
             str(onnx_path), options, providers=["CPUExecutionProvider"]
         )
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: Iterable[str]) -> np.ndarray:
         # One text per call: the export takes a batch of one, so no padding.
         return np.vstack([self._encode_one(text) for text in texts])
 
@@ -102,7 +103,9 @@ def check_supported(files: ModelFiles) -> None:
         raise UnsupportedModel(msg)
     prompt = files.read("config_sentence_transformers.json").get("default_prompt_name")
     if prompt:
-        msg = f'model "{files.model}" prepends its prompt "{prompt}" to texts: {_ESCAPE}'
+        msg = (
+            f'model "{files.model}" prepends its prompt "{prompt}" to texts: {_ESCAPE}'
+        )
         raise UnsupportedModel(msg)
 
 
@@ -143,7 +146,11 @@ def _export_in_child(model: str, path: Path) -> None:
     command = [sys.executable, "-m", "ml_worker.query_export", model, str(path)]
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, check=False
+            command,
+            capture_output=True,
+            text=True,
+            timeout=EXPORT_TIMEOUT_S,
+            check=False,
         )
     except subprocess.TimeoutExpired as e:
         msg = f"exporting the query encoder of {model} took over {EXPORT_TIMEOUT_S} s"
@@ -186,7 +193,10 @@ def _head(files: ModelFiles) -> tuple[list, bool]:
     """The pooling functions and whether vectors are normalized, from the modules
     after the transformer."""
     kinds = [module.kind for module in files.modules]
-    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+    if kinds not in (
+        ["Transformer", "Pooling"],
+        ["Transformer", "Pooling", "Normalize"],
+    ):
         msg = (
             f'model "{files.model}": its modules ({", ".join(kinds)}) are not a'
             f" transformer, a pooling and a normalization: {_ESCAPE}"

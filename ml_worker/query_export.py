@@ -93,8 +93,8 @@ def main() -> None:
     model, path = sys.argv[1:]
     try:
         export(model, Path(path))
-    except Exception as e:  # pylint: disable=broad-exception-caught
-        # The parent reads the last line: the reason, whatever failed.
+    # The parent reads the last line: the reason, whatever failed.
+    except Exception as e:  # noqa: BLE001
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)
 

@@ -56,7 +56,11 @@ def test_search_and_table_creation_never_import_torch(tmp_path, monkeypatch):
     script = f"HEAVY = {HEAVY!r}\n{_LIGHT_RUN}"
     run = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "vectors")],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
     assert run.returncode == 0, run.stderr
