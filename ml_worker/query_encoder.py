@@ -98,6 +98,7 @@ def check_supported(files: ModelFiles) -> None:
     """Raises UnsupportedModel, naming the setting to change, when this pipeline
     cannot embed ``files``' queries as the model does."""
     _head(files)
+    _max_tokens(files)
     if not (files.folder / "tokenizer.json").is_file():
         msg = f'model "{files.model}" has no tokenizer.json: {_ESCAPE}'
         raise UnsupportedModel(msg)
@@ -186,7 +187,11 @@ def _max_tokens(files: ModelFiles) -> int:
         files.read("tokenizer_config.json").get("model_max_length"),
         files.read("config.json").get("max_position_embeddings"),
     ]
-    return int(min(limit for limit in limits if limit and limit > 0))
+    known = [limit for limit in limits if limit and limit > 0]
+    if not known:
+        msg = f'model "{files.model}": its files do not say how many tokens it reads'
+        raise UnsupportedModel(f"{msg}: {_ESCAPE}")
+    return int(min(known))
 
 
 def _head(files: ModelFiles) -> tuple[list, bool]:
