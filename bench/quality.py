@@ -6,8 +6,12 @@ path as a Datashare project's: indexed in Elasticsearch with Datashare's layout,
 vectorized by the ``vectorize_docs`` task, searched with ``find_most_similar``.
 Documents get neutral paths and titles, so only their content can match a query.
 
-    uv run python -m bench.quality [--dataset PATH] [--es-url URL] [--limit N]
+    uv run python -m bench.quality --dataset PATH [--es-url URL] [--limit N]
         [--model MODEL] [--compare-scoring]
+
+``--dataset`` defaults to ``ML_WORKER_QUALITY_DATASET``; the set measured in
+docs/retrieval.md is a known-item set built from Python's standard library
+documentation (stdlib-known-item.jsonl), which this repository does not ship.
 
 The last line printed is ``quality hybrid_mrr10=X vector_mrr10=Y text_mrr10=Z``.
 """
@@ -18,19 +22,19 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import tempfile
 import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
-from ml_worker_dev import datashare_index, documents, store, tasks
+from ml_worker import documents, store, tasks
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
+from ml_worker_dev import datashare_index
 from ml_worker_dev.local_stack import es_emulator
 from ml_worker.search import Scoring, SearchMode
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATASET = REPO_ROOT.parent / "shared" / "data" / "stdlib-known-item.jsonl"
 K = 10
 VECTORIZE_BATCH = 64
 QUERY_BATCH = 64
@@ -149,7 +153,13 @@ async def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=os.environ.get("ML_WORKER_QUALITY_DATASET"),
+        help="JSONL known-item set, lines {id, query, content}"
+        " (default: $ML_WORKER_QUALITY_DATASET)",
+    )
     parser.add_argument(
         "--es-url", help="Elasticsearch to use (default: an emulator started here)"
     )
@@ -165,6 +175,10 @@ def main() -> None:
         help="also rank hybrid results by weighted_sum, the non-default scoring",
     )
     args = parser.parse_args()
+    if args.dataset is None:
+        parser.error("give a dataset: --dataset PATH or ML_WORKER_QUALITY_DATASET")
+    if not args.dataset.is_file():
+        parser.error(f"no dataset file at {args.dataset}")
     with ExitStack() as stack:
         es_url = args.es_url or stack.enter_context(es_emulator())
         mrr = asyncio.run(
