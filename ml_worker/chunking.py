@@ -51,7 +51,7 @@ def split_passages(
         raise ValueError(f"overlap must be in [0, {window // 2}), got {overlap_tokens}")
     offsets, word_starts = _tokens(content, tokenizer)
     words_alone = _tokenizes_words_alone(tokenizer)
-    passages = []
+    passages: list[Passage] = []
     first = 0
     while first < len(offsets):
         last = _passage_end(word_starts, first, window)

@@ -54,7 +54,7 @@ def export(model: str, path: Path) -> None:
 
 def _export(model: SentenceTransformer, path: Path) -> None:
     """Write the ONNX graph of ``model``'s transformer (float32) to ``path``."""
-    transformer = _TokenEmbeddings(model[0].auto_model).eval()
+    transformer = _TokenEmbeddings(model[0].auto_model).eval()  # type: ignore[arg-type]
     example = model.preprocess(["an example query"])
     with warnings.catch_warnings():
         # torch notes that both inputs' axes share the name they are given.
@@ -68,6 +68,8 @@ def _export(model: SentenceTransformer, path: Path) -> None:
             output_names=["token_embeddings"],
             verbose=False,
         )
+    if program is None:  # only the legacy exporter returns nothing
+        raise RuntimeError(f"torch exported no ONNX program of {path.stem}")
     program.save(str(path))
 
 
