@@ -151,25 +151,25 @@ class WorkerMemory:
     def workers(self) -> list[int]:
         # The pool's children, each running one worker (`icij_worker ... -n 1`).
         pids = []
-        for pid in _children(self.pool_pid):
+        for pid in descendants(self.pool_pid):
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             if b"icij_worker" in cmdline:
                 pids.append(pid)
         return sorted(pids)
 
     def sample(self, key: str) -> dict[int, int]:
-        return {pid: _status_kib(pid, key) for pid in self.workers()}
+        return {pid: status_kib(pid, key) for pid in self.workers()}
 
 
-def _children(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     children = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         text = (task / "children").read_text().split()
         children += [int(c) for c in text]
-    return children + [g for c in children for g in _children(c)]
+    return children + [g for c in children for g in descendants(c)]
 
 
-def _status_kib(pid: int, key: str) -> int:
+def status_kib(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{key}:"):
             return int(line.split()[1])
@@ -262,8 +262,8 @@ async def _vectorize(
         {"project": PROJECT, "rebuild": rebuild},
         group=task_group(CREATE_VECTORIZATION_TASKS),
     )
-    (parent,) = await _wait(client, [parent_id])
-    children = await _wait(client, await client.get_task_result(parent_id), memory=memory)
+    (parent,) = await wait_done(client, [parent_id])
+    children = await wait_done(client, await client.get_task_result(parent_id), memory=memory)
     written = sum([await client.get_task_result(c.id) for c in children])
     if written != n_docs:
         raise RuntimeError(f"{written} documents vectorized, not {n_docs}")
@@ -272,7 +272,7 @@ async def _vectorize(
     return (ended - parent.created_at).total_seconds(), len(children)
 
 
-async def _wait(
+async def wait_done(
     client: ICIJTaskClient, task_ids: list[str], memory: WorkerMemory | None = None
 ) -> list[Task]:
     """These tasks, once all done.

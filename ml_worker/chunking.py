@@ -10,9 +10,12 @@ a passage gives back the same tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tokenizers import models
-from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # importing transformers imports torch
+    from transformers import PreTrainedTokenizerBase
 
 # Passage length and overlap, in model tokens (bench.quality, docs/retrieval.md):
 # 256 (all-MiniLM-L6-v2's whole input) beat 128 and 64 in hybrid MRR@10, as the
@@ -48,7 +51,7 @@ def split_passages(
         raise ValueError(f"overlap must be in [0, {window // 2}), got {overlap_tokens}")
     offsets, word_starts = _tokens(content, tokenizer)
     words_alone = _tokenizes_words_alone(tokenizer)
-    passages = []
+    passages: list[Passage] = []
     first = 0
     while first < len(offsets):
         last = _passage_end(word_starts, first, window)

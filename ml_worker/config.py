@@ -126,10 +126,13 @@ class MLWorkerConfig(BaseSettings):
     )
     query_encoder: Literal["auto", "onnx", "torch"] = Field(
         default="auto",
-        description="What embeds search queries: `auto` (ONNX Runtime when the model "
-        "runs on the CPU, the model itself on a GPU), `onnx` or `torch`. ONNX Runtime "
-        "embeds a query in half the time; its vectors agree with the model's to a "
-        "cosine of 0.998",
+        description="What embeds search queries: `onnx` (the model's tokenizer, its "
+        "ONNX export run by ONNX Runtime on the CPU, its pooling in numpy: a search "
+        "worker never loads torch), `torch` (the model itself, on its device: a search "
+        "worker then holds torch and the model, about 1 GiB more) or `auto` (`onnx`, "
+        "or the model itself, with a warning, for a model `onnx` cannot embed as it "
+        "does). `onnx` embeds a query in half the time; its vectors agree with the "
+        "model's to a cosine of 0.998",
     )
     vectorize_batch_size: PositiveInt = Field(
         default=64, description="Documents per vectorize_docs task"
@@ -144,8 +147,8 @@ class MLWorkerConfig(BaseSettings):
     )
     torch_threads: PositiveInt | None = Field(
         default=None,
-        description="CPU threads of each worker process's model; unset: torch's "
-        "default (one per core). With several workers on one machine, cores / workers",
+        description="CPU threads of each worker process's model and query encoder;"
+        " unset: one per core. With several workers on one machine, cores / workers",
     )
 
     @classmethod

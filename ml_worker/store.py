@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import boto3
@@ -77,6 +77,11 @@ _IDS_PER_FILTER = 1000
 
 # Lance table names are directory names: no path separators, no dot-dot.
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,254}$")
+
+
+def project_tables(db: lancedb.DBConnection) -> list[str]:
+    """The names of every table in ``db``, sorted."""
+    return sorted(db.table_names(limit=None))  # type: ignore[arg-type]  # None: all
 
 
 def table_name(project: str) -> str:
@@ -171,7 +176,9 @@ def refuse_unsafe_store(db: lancedb.DBConnection) -> None:
     url = urlparse(db.uri)
     if url.scheme != "s3":
         return
-    client_args = _boto3_client_args(db.storage_options or {})
+    # LanceDB's local connection keeps its options; its type does not say so.
+    options = getattr(db, "storage_options", None) or {}
+    client_args = _boto3_client_args(options)
     bucket = url.netloc
     if (client_args.get("endpoint_url"), bucket) in _SAFE_BUCKETS:
         return
@@ -327,11 +334,11 @@ def _next_key_step(table: Table) -> tuple[str, Callable[[], object]] | None:
         return "adding the passage key to its rows", lambda: table.add_columns(add)
     field = schema.field(PASSAGE_ID)
     if field.nullable:
-        required = {"path": PASSAGE_ID, "nullable": False}
+        required: Any = {"path": PASSAGE_ID, "nullable": False}  # bool, not str
         return "making the passage key required", lambda: table.alter_columns(required)
     if not any(k.startswith(_PRIMARY_KEY_METADATA) for k in field.metadata or {}):
         return "declaring the passage key its primary key", lambda: (
-            table.set_unenforced_primary_key(PASSAGE_ID)
+            table.set_unenforced_primary_key(PASSAGE_ID)  # type: ignore[attr-defined]
         )
     return None
 

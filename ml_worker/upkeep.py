@@ -147,7 +147,7 @@ def create_vector_index(table: Table, n_rows: int, *, replace: bool = False) -> 
 
 def create_filter_indices(table: Table) -> None:
     for column, config in {**FILTER_INDICES, **WRITE_INDICES}.items():
-        table.create_index(column, config=config, replace=True)
+        table.create_index(column, config=config, replace=True)  # type: ignore[call-overload]
 
 
 def _unindexed_rows(table: Table, index: str) -> int:

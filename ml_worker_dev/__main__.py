@@ -1,4 +1,4 @@
-"""``./ml-worker demo``: the commands that need a source checkout."""
+"""``./ml-worker demo|stack|load``: the commands that need a source checkout."""
 
 from __future__ import annotations
 
@@ -37,6 +37,42 @@ def demo(
     from ml_worker_dev.demo import run_demo
 
     run_demo(workdir=workdir, n_workers=workers, started=started)
+
+
+@app.command()
+def stack(
+    workers: Annotated[
+        int, typer.Option("-n", "--workers", min=1, help="Vectorizing workers.")
+    ] = 1,
+    workdir: Annotated[
+        Path, typer.Option(help="Work folder: logs, vectors, the settings file.")
+    ] = Path(".ml-worker/stack"),
+) -> None:
+    """Run Elasticsearch (the configured one, or an emulator), the task service and a
+    worker pool until Ctrl-C, and write the settings that point the CLI at them to
+    WORKDIR/env. RabbitMQ and PostgreSQL must be running."""
+    from ml_worker_dev.stack import run_stack
+
+    run_stack(workdir=workdir, n_workers=workers)
+
+
+@app.command()
+def load(
+    folder: Annotated[
+        Path, typer.Argument(show_default=False, help="Folder of text files.")
+    ],
+    project: Annotated[
+        str, typer.Option(show_default=False, help="Project (index) to load into.")
+    ],
+) -> None:
+    """Index every text file under FOLDER as a document of PROJECT, laid out as
+    Datashare indexes documents, in the configured Elasticsearch
+    (ML_WORKER_ES_ADDRESS). Loading a folder again updates its documents."""
+    from ml_worker.config import MLWorkerConfig
+    from ml_worker_dev.stack import load_folder, report_load
+
+    indexed, skipped = load_folder(folder, project, MLWorkerConfig())
+    report_load(folder, project, indexed, skipped)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Everything it starts is stopped on exit, Ctrl-C included.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import shutil
@@ -19,12 +18,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from hashlib import sha256
-from importlib import resources
 from pathlib import Path
 
 from elasticsearch import ConnectionError as ESConnectionError
 
 from ml_worker_dev import datashare_index
+from ml_worker_dev.stack import elasticsearch
 from ml_worker.cli.errors import CLIError, ExitCode
 from ml_worker.cli.follow import (
     follow_vectorization,
@@ -33,13 +32,12 @@ from ml_worker.cli.follow import (
     submit_vectorization,
 )
 from ml_worker.cli.output import duration, err, hits_table, out
-from ml_worker.cli.status import check_es, rabbitmq_from_env
 from ml_worker.config import MLWorkerConfig, TaskServiceKind
 from ml_worker.clients import es_client_from, task_client_from
 from ml_worker_dev.local_stack import (
     Postgres,
+    rabbitmq_from_env,
     RabbitMQ,
-    es_emulator,
     free_port,
     task_service,
     wait_for_workers,
@@ -115,7 +113,7 @@ def _run(
     postgres: Postgres,
 ) -> None:
     project = f"demo-{uuid.uuid4().hex[:6]}"
-    es_url = stack.enter_context(_elasticsearch(MLWorkerConfig()))
+    es_url = stack.enter_context(elasticsearch(MLWorkerConfig()))
     stack.enter_context(_project_index(es_url, project))
     vhost = stack.enter_context(rabbitmq.temporary_vhost())
     step = time.monotonic()
@@ -161,29 +159,6 @@ def _reset_workdir(workdir: Path) -> None:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / _WORKDIR_MARK).touch()
-
-
-@contextmanager
-def _elasticsearch(config: MLWorkerConfig) -> Iterator[str]:
-    """The configured Elasticsearch if it answers, else an emulator of its API."""
-    check = asyncio.run(check_es(config))
-    if check.ok:
-        out.print(f"Elasticsearch at {config.es_address}: {check.detail}.")
-        yield config.es_address
-        return
-    if importlib.util.find_spec("osmem_server") is None:
-        msg = (
-            f"no Elasticsearch at {config.es_address} ({check.detail}), and its"
-            " emulator (the osmem-server package, a development dependency) is not"
-            " installed"
-        )
-        raise CLIError(msg, ExitCode.UNREACHABLE)
-    with es_emulator() as url:
-        out.print(
-            f"No Elasticsearch at {config.es_address} ({check.detail}): using an"
-            f" in-memory emulator of its API at {url}."
-        )
-        yield url
 
 
 @contextmanager

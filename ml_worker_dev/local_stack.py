@@ -10,6 +10,7 @@ included.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -70,7 +71,6 @@ class RabbitMQ(broker.RabbitMQ):
             finally:
                 client.delete(f"/api/vhosts/{quote(vhost)}")
 
-
     def purge_task_queue(self, vhost: str, group: str) -> None:
         """Drop the tasks waiting in ``group``'s queue in ``vhost``."""
         queue = quote(self.task_queue(vhost, group).queue, safe="")
@@ -79,6 +79,13 @@ class RabbitMQ(broker.RabbitMQ):
             auth=(self.user, self.password),
             timeout=5,
         ).raise_for_status()
+
+
+def rabbitmq_from_env() -> RabbitMQ:
+    """RabbitMQ as icij-worker's workers see it (``ICIJ_WORKER_RABBITMQ_*``)."""
+    from ml_worker.cli.status import rabbitmq_from_env as broker_from_env
+
+    return RabbitMQ(**dataclasses.asdict(broker_from_env()))
 
 
 def wait_for_workers(

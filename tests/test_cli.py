@@ -183,6 +183,23 @@ def test_a_workers_error_names_the_command_to_run_next():
     assert next_step("KeyError", {"project": "p"}) is None
 
 
+async def test_a_task_not_done_has_no_result_yet(datashare, datashare_client):
+    await datashare_client.create_task(
+        "ping", {}, group=task_group("ping"), task_id="ping-1"
+    )
+    env = {
+        "ML_WORKER_TASK_SERVICE": "datashare",
+        "ML_WORKER_TASK_SERVICE_URL": datashare.url,
+    }
+
+    result = await asyncio.to_thread(cli, "tasks", "result", "ping-1", env=env)
+
+    assert result.returncode == 1
+    assert error_line(result) == (
+        "ml-worker: error: task ping-1 is QUEUED: it has no result yet"
+    )
+
+
 def test_entry_script_without_a_command_shows_its_usage():
     result = subprocess.run(
         [str(ROOT / "ml-worker")], capture_output=True, text=True, check=False
@@ -342,11 +359,8 @@ def test_tasks_list_show_result_and_cancel(stack, vectorized):
     assert listed.returncode == 0, listed.stderr
     assert task_id in [t["id"] for t in json.loads(listed.stdout)]
 
+    asyncio.run(_wait_done(stack, task_id))
     result = cli("tasks", "result", task_id, env=stack.env)
-    if result.returncode != 0:  # still running: the error says so
-        assert "it has no result yet" in error_line(result)
-        asyncio.run(_wait_done(stack, task_id))
-        result = cli("tasks", "result", task_id, env=stack.env)
     assert result.returncode == 0, result.stderr
     n_batches = -(-stack.n_docs // MLWorkerConfig().vectorize_batch_size)
     assert len(json.loads(result.stdout)) == n_batches

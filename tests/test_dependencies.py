@@ -1,6 +1,8 @@
+from types import SimpleNamespace
+
 import pytest
 
-from ml_worker import dependencies, tasks
+from ml_worker import constants, dependencies, tasks
 
 
 async def test_tasks_fail_clearly_outside_a_worker():
@@ -60,3 +62,31 @@ async def test_secrets_stay_out_of_logs_and_errors(monkeypatch, caplog, tmp_path
     for secret in ("es-secret-1", "ds-secret-2"):
         assert secret not in caplog.text
         assert secret not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "runs, preloaded",
+    [
+        ({constants.VECTORIZE_DOCS}, ["model"]),
+        ({constants.FIND_MOST_SIMILAR, constants.PING}, ["query encoder"]),
+        ({constants.CREATE_VECTORIZATION_TASKS}, []),
+    ],
+)
+def test_a_worker_preloads_only_what_its_tasks_need(monkeypatch, runs, preloaded):
+    from ml_worker import embedding
+
+    loaded = []
+    monkeypatch.setattr(embedding, "load_model", lambda *_: loaded.append("model"))
+    monkeypatch.setattr(
+        embedding, "onnx_query_encoder", lambda *_, **__: loaded.append("query encoder")
+    )
+    dependencies.load_config()
+    # The app as icij-worker hands it over: filtered to the worker's group's tasks.
+    app = SimpleNamespace(registry=dict.fromkeys(runs))
+
+    try:
+        dependencies.setup_embedding(app=app)
+    finally:
+        embedding.process_query_encoder.cache_clear()
+
+    assert loaded == preloaded

@@ -1,15 +1,19 @@
+import json
+import logging
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from ml_worker import embedding
+from ml_worker import embedding, exceptions, model_files, query_export
 from ml_worker import query_encoder as query_encoder_module
 from ml_worker.config import DEFAULT_MODEL
 
 
 def test_packaged_model_resolves_to_a_local_folder():
-    path = embedding.resolve_model(DEFAULT_MODEL)
+    path = model_files.resolve_model(DEFAULT_MODEL)
     assert path != DEFAULT_MODEL
-    assert embedding.resolve_model("some/hub-model") == "some/hub-model"
+    assert model_files.resolve_model("some/hub-model") == "some/hub-model"
 
 
 def test_default_model_embeds_without_a_hub():
@@ -21,8 +25,15 @@ def test_default_model_embeds_without_a_hub():
 
 
 def test_unknown_model_names_itself():
-    with pytest.raises(embedding.ModelNotFound, match="no-such/model"):
+    with pytest.raises(exceptions.ModelNotFound, match="no-such/model"):
         embedding.embedder("no-such/model")
+
+
+def test_vector_width_read_from_the_files_is_the_models():
+    model = embedding.load_model(DEFAULT_MODEL, "cpu", "float32")
+
+    assert model_files.model_files(DEFAULT_MODEL).ndims == 384
+    assert model.get_sentence_embedding_dimension() == 384
 
 
 @pytest.fixture
@@ -102,13 +113,15 @@ def query_encoder(monkeypatch):
 def test_onnx_query_vectors_agree_with_the_model(query_encoder):
     query_encoder("onnx")
     assert embedding.process_query_encoder(DEFAULT_MODEL) is not None
-    # From one token to more than the model reads (its export takes any length).
+    # From one token to more than the model reads (256 tokens): it is cut as the
+    # model cuts it.
     queries = ["tax", *TEXTS, " ".join(TEXTS * 40)]
     fast = embedding.embedder(DEFAULT_MODEL).compute_query_embeddings(queries)
     exact = embedding.load_model(DEFAULT_MODEL, "cpu", "float32").encode(queries)
 
     assert np.linalg.norm(fast, axis=1) == pytest.approx(1.0, abs=1e-5)
-    assert (_unit(exact) * _unit(fast)).sum(axis=1).min() >= 0.99
+    agreement = (_unit(exact) * _unit(fast)).sum(axis=1).min()
+    assert agreement >= query_encoder_module.MIN_AGREEMENT
 
 
 def test_torch_query_encoder_is_the_model_itself(query_encoder):
@@ -116,26 +129,63 @@ def test_torch_query_encoder_is_the_model_itself(query_encoder):
     assert embedding.process_query_encoder(DEFAULT_MODEL) is None
 
 
-def test_model_export_is_cached_on_disk(query_encoder, monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+def test_model_export_is_cached_on_disk(query_encoder, monkeypatch):
     query_encoder("onnx")
     assert embedding.process_query_encoder(DEFAULT_MODEL) is not None
-    assert list(tmp_path.rglob("*.onnx"))
+    assert query_encoder_module.export_path(DEFAULT_MODEL).is_file()
 
     def no_export(*_):
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(query_encoder_module, "_export", no_export)
+    monkeypatch.setattr(query_encoder_module, "_export_in_child", no_export)
     query_encoder("onnx")  # a new process's encoder, from the cached export
     assert embedding.process_query_encoder(DEFAULT_MODEL) is not None
 
 
-def test_an_export_that_disagrees_is_not_used(query_encoder, monkeypatch, caplog):
-    monkeypatch.setattr(query_encoder_module, "MIN_AGREEMENT", 1.01)
-    query_encoder("auto")
-    assert embedding.process_query_encoder(DEFAULT_MODEL) is None
-    assert "disagrees with the model" in caplog.text
+def test_an_export_that_disagrees_is_not_cached(monkeypatch, tmp_path):
+    monkeypatch.setattr(query_export, "MIN_AGREEMENT", 1.01)
+    path = tmp_path / "model.onnx"
+    with pytest.raises(exceptions.QueryEncoderExportFailed, match="disagrees with the model"):
+        query_export.export(DEFAULT_MODEL, path)
 
+    assert list(tmp_path.iterdir()) == []
+
+
+def _model_copy(folder: Path, pooling: dict | None = None) -> Path:
+    """The packaged model's files linked into ``folder``, without its weights,
+    and with ``pooling`` as its pooling settings if given."""
+    source = Path(model_files.resolve_model(DEFAULT_MODEL))
+    for path in source.rglob("*"):
+        if path.is_file() and path.suffix != ".safetensors":
+            (folder / path.relative_to(source)).parent.mkdir(exist_ok=True)
+            (folder / path.relative_to(source)).symlink_to(path)
+    if pooling is not None:
+        (folder / "1_Pooling" / "config.json").unlink()
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    return folder
+
+
+def test_unsupported_pooling_is_refused_naming_the_setting(query_encoder, tmp_path):
+    model = str(_model_copy(tmp_path, {"embedding_dimension": 384, "pooling_mode": "lasttoken"}))
+    query_encoder("onnx")
+
+    with pytest.raises(exceptions.UnsupportedModel) as refused:
+        embedding.process_query_encoder(model)
+    assert model in str(refused.value)
+    assert "lasttoken" in str(refused.value)
+    assert "ML_WORKER_QUERY_ENCODER=torch" in str(refused.value)
+
+
+def test_a_failed_export_is_a_clear_error_or_the_model_itself(
+    query_encoder, tmp_path, caplog
+):
+    model = str(_model_copy(tmp_path))  # no weights: torch cannot load it
     query_encoder("onnx")  # asked for explicitly: a clear error
-    with pytest.raises(ValueError, match="disagrees with the model"):
-        embedding.process_query_encoder(DEFAULT_MODEL)
+    with pytest.raises(exceptions.QueryEncoderExportFailed, match=model):
+        embedding.process_query_encoder(model)
+    assert not query_encoder_module.export_path(model).exists()
+
+    query_encoder("auto")
+    with caplog.at_level(logging.WARNING):
+        assert embedding.process_query_encoder(model) is None
+    assert "embedded by the model itself" in caplog.text

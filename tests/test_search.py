@@ -333,10 +333,25 @@ def test_documents_without_text_never_take_the_places_of_passages(vector_db, mod
     assert sorted(h["doc_id"] for h in hits) == [f"d{i}" for i in range(60, 70)]
 
 
-@pytest.mark.parametrize("scoring", list(Scoring))
-async def test_both_scorings_through_the_task(corpus, scoring):
-    (hits,) = await _search(corpus, n_similar=5, scoring=scoring.value)
-    assert len(hits) == 5
+async def test_the_task_ranks_by_the_scoring_it_is_given(corpus):
+    query = ["copper shipment left the port"]  # every passage of "long" says so
+    (best,) = await _search(corpus, query, n_similar=5, scoring="best_passage")
+    (weighted,) = await _search(corpus, query, n_similar=5, scoring="weighted_sum")
+
+    for hits in (best, weighted):
+        assert len(hits) == 5
+        assert [h["score"] for h in hits] == sorted(
+            (h["score"] for h in hits), reverse=True
+        )
+    best_scores = {h["doc_id"]: h["score"] for h in best}
+    # A weighted sum adds a document's next passages to its best one.
+    assert all(
+        h["score"] >= best_scores[h["doc_id"]] - 1e-6
+        for h in weighted
+        if h["doc_id"] in best_scores
+    )
+    assert weighted[0]["doc_id"] == "long"
+    assert weighted[0]["score"] > best_scores["long"] + 1e-6
 
 
 BAD_ARGS = [

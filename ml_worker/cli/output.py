@@ -12,13 +12,15 @@ import json
 import re
 import sys
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from icij_worker import Task, TaskState
-from icij_worker.objects import ErrorEvent
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:  # importing icij_worker takes 2.5 s: every command would wait
+    from icij_worker import Task, TaskState
+    from icij_worker.objects import ErrorEvent
 
 out = Console()
 err = Console(stderr=True)
@@ -108,7 +110,7 @@ def tasks_table(tasks: list[Task], *, total: int) -> Table:
     table.add_column("created", no_wrap=True)
     for task in tasks:
         state = _state(task.state)
-        if task.state is TaskState.RUNNING and task.progress is not None:
+        if task.state.value == "RUNNING" and task.progress is not None:
             state.append(f" {_progress(task.progress)}")
         table.add_row(shown(task.id), state, _time(task.created_at))
     return table

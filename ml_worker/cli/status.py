@@ -149,7 +149,7 @@ def _check_vector_store(config: MLWorkerConfig) -> Check:
     from ml_worker import store
 
     try:
-        names = store.connect_from(config).table_names(limit=None)
+        names = store.project_tables(store.connect_from(config))
     except Exception as e:  # pylint: disable=broad-except
         return Check("vector store", config.vector_db_uri, False, one_line(e))
     return Check(
@@ -171,7 +171,7 @@ def project_tables(config: MLWorkerConfig) -> list[ProjectTable]:
     from ml_worker import store
 
     db = store.connect_from(config)
-    return [_describe_table(db, name) for name in sorted(db.table_names(limit=None))]
+    return [_describe_table(db, name) for name in store.project_tables(db)]
 
 
 def _describe_table(db, name: str) -> ProjectTable:
@@ -211,8 +211,8 @@ def services_table(checks: list[Check]) -> Table:
 def projects_table(tables: list[ProjectTable]) -> Table:
     table = Table(title="Vectorized projects", title_justify="left")
     for column in ("project", "documents", "passages", "model", "indexes"):
-        justify = "right" if column in ("documents", "passages") else "left"
-        table.add_column(column, justify=justify, overflow="fold")
+        right = column in ("documents", "passages")
+        table.add_column(column, justify="right" if right else "left", overflow="fold")
     for t in tables:
         # Table names and their metadata are the store's: shown, never markup.
         if t.error:
@@ -224,8 +224,8 @@ def projects_table(tables: list[ProjectTable]) -> Table:
                 shown(t.project),
                 str(t.documents),
                 str(t.passages),
-                shown(t.model),
-                shown(t.indexes),
+                shown(t.model or ""),
+                shown(t.indexes or ""),
             )
     if not tables:
         table.add_row("none yet", "", "", "", "")
@@ -235,8 +235,8 @@ def projects_table(tables: list[ProjectTable]) -> Table:
 def queues_table(queues: dict[WorkerKind, QueueStats]) -> Table:
     table = Table(title="Task queues", title_justify="left")
     for column in ("workers", "queue", "consuming", "waiting", "running"):
-        justify = "left" if column in ("workers", "queue") else "right"
-        table.add_column(column, justify=justify)
+        left = column in ("workers", "queue")
+        table.add_column(column, justify="left" if left else "right")
     for kind, q in queues.items():
         consuming = (
             Text(str(q.consumers)) if q.consumers else Text("0", style="bold red")
