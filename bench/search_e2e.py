@@ -20,9 +20,10 @@ Elasticsearch-API server. A project of ``--docs`` documents is vectorized, then:
 Each search is split, by the task service's own times: the PUT; from the task's
 creation, within the PUT, to its result event (publishing the task, queue, pick-up,
 search, publishing the result, on the worker's clock); from there to the result in
-hand (the service consuming the event, the client's polling, reading the result). Medians of each are printed, and the
-slowest busy searches split so. Five ``ml-worker search`` processes are also timed
-on the idle stack, their start-up included.
+hand (the service consuming the event, the client's polling, reading the result).
+Medians of each are printed, and the slowest busy searches split so. Five
+``ml-worker search`` processes are also timed on the idle stack, their start-up
+included.
 
     uv run python -m bench.search_e2e [--queries 100] [--busy-batches 2000]
         [--vectorizers 2] [--storage-connections N]
@@ -87,9 +88,18 @@ TIMEOUT_S = 900.0
 POLL_S = 0.5  # the harness's own waits for set-up, not measured
 
 _TOPICS = [
-    "offshore company", "shipping invoice", "mining licence", "bank transfer",
-    "customs declaration", "clinical trial", "land concession", "football transfer",
-    "oil cargo", "charity donation", "audit report", "board minutes",
+    "offshore company",
+    "shipping invoice",
+    "mining licence",
+    "bank transfer",
+    "customs declaration",
+    "clinical trial",
+    "land concession",
+    "football transfer",
+    "oil cargo",
+    "charity donation",
+    "audit report",
+    "board minutes",
 ]
 _PLACES = ["Panama", "Cyprus", "Rotterdam", "Lagos", "Jersey", "Singapore", "Geneva"]
 
@@ -118,7 +128,11 @@ async def index_project(es_url: str, project: str, contents: list[str]) -> None:
     try:
         await create_project_index(es, project)
         items = (
-            (f"{project}-{i:06d}", document_source(c, path=f"/{project}/{i:06d}.txt"), None)
+            (
+                f"{project}-{i:06d}",
+                document_source(c, path=f"/{project}/{i:06d}.txt"),
+                None,
+            )
             for i, c in enumerate(contents)
         )
         await bulk_index(es, project, items)
@@ -199,7 +213,8 @@ def summary(searches: list[Search]) -> dict[str, float]:
 def split(search: Search) -> str:
     return (
         f"{search.total_ms:.0f} ms (PUT {search.put_ms:.0f}, to result published"
-        f" {search.to_result_event_ms:.0f}, then {search.after_ms:.0f}, {search.gets} polls)"
+        f" {search.to_result_event_ms:.0f}, then {search.after_ms:.0f},"
+        f" {search.gets} polls)"
     )
 
 
@@ -244,7 +259,9 @@ def cli_search_ms(url: str, vhost: str, texts: list[str]) -> list[float]:
         started = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "ml_worker.cli", "search", SEARCHED, text, "--json"],
-            env=env, check=True, stdout=subprocess.DEVNULL,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         times.append((time.perf_counter() - started) * 1000)
     return times
@@ -261,8 +278,12 @@ class Stack:
         self.vhost = stack.enter_context(self.rabbitmq.temporary_vhost())
         self.url = stack.enter_context(
             task_service(
-                workdir, rabbitmq=self.rabbitmq, vhost=self.vhost, postgres=postgres,
-                port=free_port(), storage_connections=args.storage_connections,
+                workdir,
+                rabbitmq=self.rabbitmq,
+                vhost=self.vhost,
+                postgres=postgres,
+                port=free_port(),
+                storage_connections=args.storage_connections,
             )
         )
         self.config = {
@@ -281,11 +302,19 @@ class Stack:
         workdir = self._workdir / kind.value
         workdir.mkdir(exist_ok=True)
         with worker_pool(
-            workdir, n_workers=n_workers, rabbitmq=self.rabbitmq, vhost=self.vhost,
-            ml_worker_config=self.config, kind=kind,
+            workdir,
+            n_workers=n_workers,
+            rabbitmq=self.rabbitmq,
+            vhost=self.vhost,
+            ml_worker_config=self.config,
+            kind=kind,
         ) as pool:
             wait_for_workers(
-                self.rabbitmq, self.vhost, n_workers, pool, kind=kind,
+                self.rabbitmq,
+                self.vhost,
+                n_workers,
+                pool,
+                kind=kind,
                 log=workdir / "workers.log",
             )
             yield pool
@@ -315,7 +344,10 @@ async def run(args: argparse.Namespace, workdir: Path, es_url: str) -> dict:
     rng = random.Random(0)
     await index_project(es_url, SEARCHED, [document(rng, i) for i in range(args.docs)])
     # Tiny documents: the backlog is many batches, not much work for the model.
-    tiny = [f"Backlog note {i} about {rng.choice(_TOPICS)}." for i in range(args.busy_batches)]
+    tiny = [
+        f"Backlog note {i} about {rng.choice(_TOPICS)}."
+        for i in range(args.busy_batches)
+    ]
     await index_project(es_url, BACKLOG, tiny)
     texts = queries(WARM_UP + args.queries)
     with ExitStack() as stack:
@@ -335,8 +367,9 @@ async def run(args: argparse.Namespace, workdir: Path, es_url: str) -> dict:
             # Without bytecode files every start compiles each module it imports.
             bytecode = "not written" if sys.flags.dont_write_bytecode else "written"
             print(
-                f"idle, `ml-worker search` processes: median {statistics.median(cli):.0f}"
-                f" ms of {CLI_RUNS}, start-up included (bytecode files {bytecode})",
+                "idle, `ml-worker search` processes: median"
+                f" {statistics.median(cli):.0f} ms of {CLI_RUNS}, start-up included"
+                f" (bytecode files {bytecode})",
                 flush=True,
             )
 
@@ -386,7 +419,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}; {os.cpu_count()} CPUs", flush=True)
-    with tempfile.TemporaryDirectory(prefix="ml-worker-bench-") as tmp, es_emulator() as es_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="ml-worker-bench-") as tmp,
+        es_emulator() as es_url,
+    ):
         result = asyncio.run(run(args, Path(tmp), es_url))
     print(f"load average after: {os.getloadavg()}", flush=True)
     idle, busy = result["idle"], result["busy"]

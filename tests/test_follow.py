@@ -23,7 +23,10 @@ class _EndsAfter:
         self._left -= 1
         state = TaskState.DONE if self._left <= 0 else TaskState.QUEUED
         return Task(
-            id=task_id, name="find_most_similar", args={}, state=state,
+            id=task_id,
+            name="find_most_similar",
+            args={},
+            state=state,
             created_at=datetime.now(UTC),
         )
 

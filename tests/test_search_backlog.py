@@ -60,7 +60,11 @@ async def test_a_search_is_answered_before_the_backlog_drains(
     items, _ = datashare_corpus(20)
     await _index(es, searched, items)
     tiny = (
-        (f"note-{i:04d}", document_source(f"Note {i}.", path=f"/notes/{i:04d}.txt"), None)
+        (
+            f"note-{i:04d}",
+            document_source(f"Note {i}.", path=f"/notes/{i:04d}.txt"),
+            None,
+        )
         for i in range(BACKLOG)
     )
     await _index(es, backlog, tiny)
@@ -69,7 +73,10 @@ async def test_a_search_is_answered_before_the_backlog_drains(
         vhost = stack.enter_context(rabbitmq.temporary_vhost())
         url = stack.enter_context(
             task_service(
-                tmp_path, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres,
+                tmp_path,
+                rabbitmq=rabbitmq,
+                vhost=vhost,
+                postgres=postgres,
                 port=free_port(),
             )
         )
@@ -85,8 +92,12 @@ async def test_a_search_is_answered_before_the_backlog_drains(
             workdir.mkdir()
             pool = stack.enter_context(
                 worker_pool(
-                    workdir, n_workers=1, rabbitmq=rabbitmq, vhost=vhost,
-                    ml_worker_config=config, kind=kind,
+                    workdir,
+                    n_workers=1,
+                    rabbitmq=rabbitmq,
+                    vhost=vhost,
+                    ml_worker_config=config,
+                    kind=kind,
                 )
             )
             return pool, workdir / "workers.log"
@@ -99,13 +110,19 @@ async def test_a_search_is_answered_before_the_backlog_drains(
             # The searched project's batch first, then the backlog's, all queued
             # before any vectorizing worker runs: its one worker takes them in order.
             name = CREATE_VECTORIZATION_TASKS
-            (batch,) = await run_task(client, name, {"project": searched, "batch_size": 20})
-            backlog_ids = await run_task(client, name, {"project": backlog, "batch_size": 1})
+            (batch,) = await run_task(
+                client, name, {"project": searched, "batch_size": 20}
+            )
+            backlog_ids = await run_task(
+                client, name, {"project": backlog, "batch_size": 1}
+            )
             assert len(backlog_ids) == BACKLOG
             pool, log = start(WorkerKind.VECTORIZE)
             # First thing on the way out: what is left is dropped, not drained.
             stack.callback(rabbitmq.purge_task_queue, vhost, WorkerKind.VECTORIZE.group)
-            wait_for_workers(rabbitmq, vhost, 1, pool, kind=WorkerKind.VECTORIZE, log=log)
+            wait_for_workers(
+                rabbitmq, vhost, 1, pool, kind=WorkerKind.VECTORIZE, log=log
+            )
             await wait_done(client, [batch])
             queued = _wait_queued(rabbitmq, vhost, AT_LEAST_QUEUED)
             assert queued >= AT_LEAST_QUEUED, f"only {queued} batches queued"
@@ -115,9 +132,8 @@ async def test_a_search_is_answered_before_the_backlog_drains(
             try:
                 results = await asyncio.wait_for(search, ANSWERED_WITHIN_S)
             except TimeoutError:
-                pytest.fail(
-                    f"no answer within {ANSWERED_WITHIN_S:.0f} s, {queued} batches queued"
-                )
+                waited = f"{ANSWERED_WITHIN_S:.0f} s, {queued} batches queued"
+                pytest.fail(f"no answer within {waited}")
             answered_s = time.monotonic() - started
             left = rabbitmq.task_queue(vhost, WorkerKind.VECTORIZE.group).waiting
 
