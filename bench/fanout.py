@@ -1,23 +1,25 @@
 """Fan-out memory: create_vectorization_tasks over projects of growing size.
 
-For each size, a synthetic Datashare index (tiny contents, one named-entity child
-per 100 documents) in an Elasticsearch-API server (``ML_WORKER_ES_ADDRESS``, or the
-in-memory emulator started here), and the project's vector table as a re-run finds
-it: one row per document, plus rows of 1 % more documents that are gone from the
-index (vectors left out: the fan-out reads doc_ids only). Then
-``create_vectorization_tasks`` runs in a fresh process, creating its batch tasks
-through icij-worker's HTTP task service (PostgreSQL storage, a temporary RabbitMQ
-vhost, no workers: the tasks just queue). Reported for each run: the process's peak
-RSS (VmHWM, its imports, connections and model included), its RSS before the
-fan-out, the seconds the fan-out took and the tasks it created per second.
+For each size, a synthetic Datashare index (documents with only the fields the
+fan-out filters on, one named-entity child per 100 documents) in an
+Elasticsearch-API server (``ML_WORKER_ES_ADDRESS``, or the in-memory emulator
+started here), and the project's vector table as a re-run finds it: one row per
+document, plus rows of 1 % more documents that are gone from the index (vectors
+left out: the fan-out reads doc_ids only). Then ``create_vectorization_tasks`` runs
+in a fresh process, creating its batch tasks through icij-worker's HTTP task
+service (PostgreSQL storage, a temporary RabbitMQ vhost, no workers: the tasks just
+queue). Reported for each run: the process's peak RSS (VmHWM, its imports,
+connections and model included), its RSS before the fan-out, the seconds the
+fan-out took and the tasks it created per second.
 
 The task service creates about 50 tasks a second on 2 busy cores, so the default
 batch is 640 documents (3,125 tasks at 2 M documents). Each page of ids is a search
 over the whole index, which the emulator answers in time proportional to the index,
 hence pages of 100,000 (``--page-size``; the bench index's ``max_result_window`` is
-raised to match). The emulator is the slow part at 2 M documents: it holds about
-2.5 KiB a document (over 7 GiB while still indexing them) and indexed them for more
-than 13 minutes on 2 busy cores; a real Elasticsearch is faster at both.
+raised to match). The emulator holds about 3.5 KiB a document and is capped at
+``--es-memory-gib`` (9 by default, so that the bench stays under 12 GiB): it held
+1,000,000 documents, and ran out at the first search over 2,000,000 (see
+docs/performance.md); a real Elasticsearch holds them in far less.
 
     uv run python -m bench.fanout [--sizes 200000 2000000] [--batch-size 640]
         [--page-size 100000] [--before PATH]
@@ -97,6 +99,14 @@ async def index_project(es_url: str, project: str, n_docs: int, page_size: int) 
         await async_bulk(es, _actions(project, n_docs), chunk_size=BULK_DOCS)
         await es.indices.put_settings(index=project, body={"refresh_interval": "1s"})
         await es.indices.refresh(index=project)
+    finally:
+        await es.close()
+
+
+async def delete_index(es_url: str, project: str) -> None:
+    es = es_client(es_url, timeout_s=600)
+    try:
+        await es.indices.delete(index=project)
     finally:
         await es.close()
 
@@ -266,6 +276,8 @@ def main() -> None:
             result = run_child(ROOT, child_args)
             print(_line("now", n_docs, result), flush=True)
             peaks[n_docs] = result
+            # The emulator then holds one project at a time.
+            asyncio.run(delete_index(es_url, project))
     largest, smallest = max(peaks), min(peaks)
     result = peaks[largest]
     print(
