@@ -21,8 +21,11 @@ raised to match). The emulator holds about 3.5 KiB a document and is capped at
 1,000,000 documents, and ran out at the first search over 2,000,000 (see
 docs/performance.md); a real Elasticsearch holds them in far less.
 
-    uv run python -m bench.fanout [--sizes 200000 2000000] [--batch-size 640]
-        [--page-size 100000] [--before PATH]
+    uv run python -m bench.fanout [--sizes 200000 1000000] [--batch-size 640]
+        [--page-size 100000] [--es-memory-gib 9] [--before PATH]
+
+With a real Elasticsearch, ``ML_WORKER_ES_ADDRESS=... uv run python -m bench.fanout
+--sizes 200000 2000000`` takes the 2 M figure.
 
 ``--before PATH``: also run the fan-out of the checkout at PATH on the same data
 (before this one's, as its table is left as it found it), to compare. The last line
@@ -218,7 +221,7 @@ def _line(label: str, n_docs: int, result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 2_000_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000])
     parser.add_argument("--batch-size", type=int, default=640)
     parser.add_argument("--page-size", type=int, default=100_000)
     parser.add_argument(
