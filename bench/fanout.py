@@ -16,7 +16,7 @@ The task service creates about 50 tasks a second on 2 busy cores, so the default
 batch is 640 documents (3,125 tasks at 2 M documents). Each page of ids is a search
 over the whole index, which the emulator answers in time proportional to the index,
 hence pages of 100,000 (``--page-size``; the bench index's ``max_result_window`` is
-raised to match). The emulator holds about 3.5 KiB a document and is capped at
+raised to match). The emulator holds 3.5 to 4 KiB of RSS a document and is capped at
 ``--es-memory-gib`` (9 by default, so that the bench stays under 12 GiB): it held
 1,000,000 documents, and ran out at the first search over 2,000,000 (see
 docs/performance.md); a real Elasticsearch holds them in far less.
