@@ -6,7 +6,7 @@ import os
 import resource
 from pathlib import Path
 
-from ml_worker.local_stack import es_emulator
+from ml_worker_dev.local_stack import es_emulator
 
 
 def _child_pids(name: str) -> set[int]:
