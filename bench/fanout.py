@@ -1,26 +1,31 @@
 """Fan-out memory: create_vectorization_tasks over projects of growing size.
 
-For each size, a synthetic Datashare index (tiny contents, one named-entity child
-per 100 documents) in an Elasticsearch-API server (``ML_WORKER_ES_ADDRESS``, or the
-in-memory emulator started here), and the project's vector table as a re-run finds
-it: one row per document, plus rows of 1 % more documents that are gone from the
-index (vectors left out: the fan-out reads doc_ids only). Then
-``create_vectorization_tasks`` runs in a fresh process, creating its batch tasks
-through icij-worker's HTTP task service (PostgreSQL storage, a temporary RabbitMQ
-vhost, no workers: the tasks just queue). Reported for each run: the process's peak
-RSS (VmHWM, its imports, connections and model included), its RSS before the
-fan-out, the seconds the fan-out took and the tasks it created per second.
+For each size, a synthetic Datashare index (documents with only the fields the
+fan-out filters on, one named-entity child per 100 documents) in an
+Elasticsearch-API server (``ML_WORKER_ES_ADDRESS``, or the in-memory emulator
+started here), and the project's vector table as a re-run finds it: one row per
+document, plus rows of 1 % more documents that are gone from the index (vectors
+left out: the fan-out reads doc_ids only). Then ``create_vectorization_tasks`` runs
+in a fresh process, creating its batch tasks through icij-worker's HTTP task
+service (PostgreSQL storage, a temporary RabbitMQ vhost, no workers: the tasks just
+queue). Reported for each run: the process's peak RSS (VmHWM, its imports,
+connections and model included), its RSS before the fan-out, the seconds the
+fan-out took and the tasks it created per second.
 
 The task service creates about 50 tasks a second on 2 busy cores, so the default
 batch is 640 documents (3,125 tasks at 2 M documents). Each page of ids is a search
 over the whole index, which the emulator answers in time proportional to the index,
 hence pages of 100,000 (``--page-size``; the bench index's ``max_result_window`` is
-raised to match). The emulator is the slow part at 2 M documents: it holds about
-2.5 KiB a document (over 7 GiB while still indexing them) and indexed them for more
-than 13 minutes on 2 busy cores; a real Elasticsearch is faster at both.
+raised to match). The emulator holds 3.5 to 4 KiB of RSS a document and is capped at
+``--es-memory-gib`` (9 by default, so that the bench stays under 12 GiB): it held
+1,000,000 documents, and ran out at the first search over 2,000,000 (see
+docs/performance.md); a real Elasticsearch holds them in far less.
 
-    uv run python -m bench.fanout [--sizes 200000 2000000] [--batch-size 640]
-        [--page-size 100000] [--before PATH]
+    uv run python -m bench.fanout [--sizes 200000 1000000] [--batch-size 640]
+        [--page-size 100000] [--es-memory-gib 9] [--before PATH]
+
+With a real Elasticsearch, ``ML_WORKER_ES_ADDRESS=... uv run python -m bench.fanout
+--sizes 200000 2000000`` takes the 2 M figure.
 
 ``--before PATH``: also run the fan-out of the checkout at PATH on the same data
 (before this one's, as its table is left as it found it), to compare. The last line
@@ -66,6 +71,15 @@ from ml_worker_dev.local_stack import (  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 GONE_FRACTION = 100  # 1 stored document in 100 is gone from the index
 ROWS_PER_ADD = 100_000
+# Bulk requests of 2,000 documents: the emulator held 3.7 KiB of RSS a document
+# after 100,000 of them, against 5.4 KiB with requests of 10,000.
+BULK_DOCS = 2_000
+# The fan-out asks for the ids of `type: Document` hits only, so its process never
+# sees a document's other fields; left out, they spare the emulator 70 % of its
+# memory a document (5.6 KiB of RSS against 12.9 KiB, at 100,000 documents).
+DOCUMENT_FIELDS = {
+    k: v for k, v in document_source(None, path="/").items() if k in ("type", "join")
+}
 MIB = 1024 * 1024
 
 
@@ -80,10 +94,22 @@ async def index_project(es_url: str, project: str, n_docs: int, page_size: int) 
         await es.indices.create(
             index=project,
             mappings=MAPPING,
-            settings={"max_result_window": max(10_000, page_size)},
+            settings={
+                "max_result_window": max(10_000, page_size),
+                "refresh_interval": "-1",  # one refresh, once loaded
+            },
         )
-        await async_bulk(es, _actions(project, n_docs), chunk_size=10_000)
+        await async_bulk(es, _actions(project, n_docs), chunk_size=BULK_DOCS)
+        await es.indices.put_settings(index=project, body={"refresh_interval": "1s"})
         await es.indices.refresh(index=project)
+    finally:
+        await es.close()
+
+
+async def delete_index(es_url: str, project: str) -> None:
+    es = es_client(es_url, timeout_s=600)
+    try:
+        await es.indices.delete(index=project)
     finally:
         await es.close()
 
@@ -91,8 +117,7 @@ async def index_project(es_url: str, project: str, n_docs: int, page_size: int) 
 def _actions(project: str, n_docs: int):
     for i in range(n_docs):
         doc = doc_id(project, i)
-        source = document_source(f"text {i}", path=f"/bench/{i}.txt")
-        yield {"_index": project, "_id": doc, "_source": source}
+        yield {"_index": project, "_id": doc, "_source": DOCUMENT_FIELDS}
         if i % 100 == 0:
             entity = named_entity_source(f"person {i}", doc_id=doc)
             yield {"_index": project, "_id": f"{doc}-ne", "_routing": doc, "_source": entity}
@@ -196,9 +221,13 @@ def _line(label: str, n_docs: int, result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 2_000_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000])
     parser.add_argument("--batch-size", type=int, default=640)
     parser.add_argument("--page-size", type=int, default=100_000)
+    parser.add_argument(
+        "--es-memory-gib", type=float, default=9.0,
+        help="cap on the emulator's memory (address space)",
+    )
     parser.add_argument("--before", type=Path, help="a checkout to compare with")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,7 +246,7 @@ def main() -> None:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         es_url = os.environ.get("ML_WORKER_ES_ADDRESS") or stack.enter_context(
-            es_emulator()
+            es_emulator(memory_limit_bytes=int(args.es_memory_gib * 2**30))
         )
         vhost = stack.enter_context(rabbitmq.temporary_vhost())
         service_url = stack.enter_context(
@@ -250,6 +279,8 @@ def main() -> None:
             result = run_child(ROOT, child_args)
             print(_line("now", n_docs, result), flush=True)
             peaks[n_docs] = result
+            # The emulator then holds one project at a time.
+            asyncio.run(delete_index(es_url, project))
     largest, smallest = max(peaks), min(peaks)
     result = peaks[largest]
     print(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -134,15 +135,45 @@ class Postgres:
 
 
 @contextmanager
-def es_emulator():
-    """An in-memory server speaking Elasticsearch's API; yields its URL."""
+def es_emulator(*, memory_limit_bytes: int | None = None):
+    """An in-memory server speaking Elasticsearch's API; yields its URL.
+
+    ``memory_limit_bytes`` caps its address space, so that an index too large for
+    the machine fails the emulator alone; its garbage collector is told to work
+    harder from 80 % of it (GOMEMLIMIT: the emulator is a Go program).
+    """
     from osmem_server import OsmemServer
 
-    server = OsmemServer.start(japanese=False)
+    with _environment(GOMEMLIMIT=_go_memory_limit(memory_limit_bytes)):
+        server = OsmemServer.start(japanese=False)
     try:
+        if memory_limit_bytes is not None:
+            limit = (memory_limit_bytes, memory_limit_bytes)
+            resource.prlimit(server.pid, resource.RLIMIT_AS, limit)
         yield server.url
     finally:
         server.close()
+
+
+def _go_memory_limit(memory_limit_bytes: int | None) -> str | None:
+    if memory_limit_bytes is None:
+        return None
+    return f"{memory_limit_bytes * 4 // 5 // 2**20}MiB"
+
+
+@contextmanager
+def _environment(**values: str | None):
+    """Sets the variables whose value is not None, for the block only."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update({k: v for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager
