@@ -49,18 +49,18 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pyarrow as pa  # noqa: E402
-from elasticsearch.helpers import async_bulk  # noqa: E402
+import pyarrow as pa
+from elasticsearch.helpers import async_bulk
 
-from ml_worker import store  # noqa: E402
-from ml_worker.config import DEFAULT_MODEL  # noqa: E402
-from ml_worker_dev.datashare_index import (  # noqa: E402
+from ml_worker import store
+from ml_worker.config import DEFAULT_MODEL
+from ml_worker.documents import es_client
+from ml_worker_dev.datashare_index import (
     MAPPING,
     document_source,
     named_entity_source,
 )
-from ml_worker.documents import es_client  # noqa: E402
-from ml_worker_dev.local_stack import (  # noqa: E402
+from ml_worker_dev.local_stack import (
     Postgres,
     RabbitMQ,
     es_emulator,
@@ -120,7 +120,12 @@ def _actions(project: str, n_docs: int):
         yield {"_index": project, "_id": doc, "_source": DOCUMENT_FIELDS}
         if i % 100 == 0:
             entity = named_entity_source(f"person {i}", doc_id=doc)
-            yield {"_index": project, "_id": f"{doc}-ne", "_routing": doc, "_source": entity}
+            yield {
+                "_index": project,
+                "_id": f"{doc}-ne",
+                "_routing": doc,
+                "_source": entity,
+            }
 
 
 def store_project(vectors: str, project: str, n_docs: int) -> None:
@@ -225,7 +230,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=640)
     parser.add_argument("--page-size", type=int, default=100_000)
     parser.add_argument(
-        "--es-memory-gib", type=float, default=9.0,
+        "--es-memory-gib",
+        type=float,
+        default=9.0,
         help="cap on the emulator's memory (address space)",
     )
     parser.add_argument("--before", type=Path, help="a checkout to compare with")
@@ -251,7 +258,10 @@ def main() -> None:
         vhost = stack.enter_context(rabbitmq.temporary_vhost())
         service_url = stack.enter_context(
             task_service(
-                workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres,
+                workdir,
+                rabbitmq=rabbitmq,
+                vhost=vhost,
+                postgres=postgres,
                 port=free_port(),
             )
         )
@@ -260,8 +270,10 @@ def main() -> None:
             start = time.monotonic()
             asyncio.run(index_project(es_url, project, n_docs, args.page_size))
             store_project(str(workdir / "vectors"), project, n_docs)
-            print(f"docs={n_docs}: indexed and stored in {time.monotonic() - start:.0f}s",
-                  flush=True)
+            print(
+                f"docs={n_docs}: indexed and stored in {time.monotonic() - start:.0f}s",
+                flush=True,
+            )
             child_args = {
                 "project": project,
                 "es_url": es_url,

@@ -31,9 +31,9 @@ from pathlib import Path
 
 from ml_worker import documents, store, tasks
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
+from ml_worker.search import Scoring, SearchMode
 from ml_worker_dev import datashare_index
 from ml_worker_dev.local_stack import es_emulator
-from ml_worker.search import Scoring, SearchMode
 
 K = 10
 VECTORIZE_BATCH = 64
@@ -101,7 +101,7 @@ async def evaluate(
             scoring=scoring,
             vector_db=vector_db,
         )
-        for item, hits in zip(batch, results):
+        for item, hits in zip(batch, results, strict=False):
             ranked = [hit["doc_id"] for hit in hits]
             target = doc_id(item["id"])
             if target in ranked:

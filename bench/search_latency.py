@@ -40,13 +40,13 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pyarrow as pa
+import torch
 
-from ml_worker import store, tasks, upkeep  # noqa: E402
-from ml_worker.config import DEFAULT_MODEL  # noqa: E402
-from ml_worker.search import nearest_passages, passages_limit  # noqa: E402
+from ml_worker import store, tasks, upkeep
+from ml_worker.config import DEFAULT_MODEL
+from ml_worker.search import nearest_passages, passages_limit
 
 PROJECT = "bench-search"
 CACHE_DIR = Path(".ml-worker/bench")
@@ -72,7 +72,9 @@ class Corpus:
         n_topics = max(1, n_rows // ROWS_PER_TOPIC)
         centers = rng.standard_normal((n_topics, NDIMS)).astype(np.float32)
         self.centers = centers / np.linalg.norm(centers, axis=1, keepdims=True)
-        self.words = np.array([_pseudo_word(i) for i in range(VOCABULARY)], dtype=object)
+        self.words = np.array(
+            [_pseudo_word(i) for i in range(VOCABULARY)], dtype=object
+        )
         weights = 1.0 / np.arange(1, VOCABULARY + 1) ** ZIPF_EXPONENT
         self.cdf = np.cumsum(weights) / weights.sum()
 
@@ -86,7 +88,9 @@ class Corpus:
         lo, hi = lengths
         ids = np.searchsorted(self.cdf, rng.random((n, hi)))
         n_words = rng.integers(lo, hi + 1, n)
-        return [" ".join(self.words[row[:k]]) for row, k in zip(ids, n_words)]
+        return [
+            " ".join(self.words[row[:k]]) for row, k in zip(ids, n_words, strict=False)
+        ]
 
     def chunk(self, first: int, n: int) -> dict:
         rng = np.random.default_rng([SEED, first])
@@ -121,7 +125,20 @@ class Corpus:
 
 
 def _pseudo_word(i: int) -> str:
-    syllables = ["ka", "lo", "mi", "ren", "tu", "sa", "vo", "de", "pri", "nul", "ga", "shi"]
+    syllables = [
+        "ka",
+        "lo",
+        "mi",
+        "ren",
+        "tu",
+        "sa",
+        "vo",
+        "de",
+        "pri",
+        "nul",
+        "ga",
+        "shi",
+    ]
     word = []
     i += 1
     while i:
@@ -191,7 +208,9 @@ async def measure(n_rows: int, n_queries: int) -> dict:
     latencies = []
     for text in texts:
         started = time.perf_counter()
-        hits = await tasks.find_most_similar(PROJECT, [text], n_similar=10, vector_db=db)
+        hits = await tasks.find_most_similar(
+            PROJECT, [text], n_similar=10, vector_db=db
+        )
         latencies.append((time.perf_counter() - started) * 1000)
         assert len(hits[0]) == 10, f"only {len(hits[0])} documents for {text!r}"
 
@@ -263,7 +282,9 @@ def main() -> None:
 
     built = table_dir(n_rows) / "built.json"
     if args.rebuild or not built.exists():
-        print(f"building a table of {n_rows} passages in {table_dir(n_rows)}", flush=True)
+        print(
+            f"building a table of {n_rows} passages in {table_dir(n_rows)}", flush=True
+        )
         # spawn: a process that has used LanceDB must never be forked.
         child = multiprocessing.get_context("spawn").Process(
             target=build_table, args=(n_rows,)

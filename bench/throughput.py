@@ -44,17 +44,20 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from icij_worker import Task, TaskState  # noqa: E402
+from icij_worker import Task, TaskState
 
-from ml_worker import embedding  # noqa: E402
-from ml_worker.config import MLWorkerConfig  # noqa: E402
-from ml_worker_dev.datashare_index import (  # noqa: E402
+from ml_worker import embedding
+from ml_worker.config import MLWorkerConfig
+from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
+from ml_worker.documents import es_client
+from ml_worker.task_client import ICIJTaskClient
+from ml_worker.tasks import passages_of
+from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,
     document_source,
 )
-from ml_worker.documents import es_client  # noqa: E402
-from ml_worker_dev.local_stack import (  # noqa: E402
+from ml_worker_dev.local_stack import (
     Postgres,
     RabbitMQ,
     es_emulator,
@@ -63,12 +66,11 @@ from ml_worker_dev.local_stack import (  # noqa: E402
     wait_for_workers,
     worker_pool,
 )
-from ml_worker.task_client import ICIJTaskClient  # noqa: E402
-from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group  # noqa: E402
-from ml_worker.tasks import passages_of  # noqa: E402
 
 PROJECT = "bench-throughput"
-DEMO_CORPUS = Path(__file__).parent.parent / "ml_worker_dev" / "data" / "demo_corpus.jsonl"
+DEMO_CORPUS = (
+    Path(__file__).parent.parent / "ml_worker_dev" / "data" / "demo_corpus.jsonl"
+)
 BATCH_SIZES = (16, 32, 64, 128)
 SWEEP_PASSAGES = 256
 QUICK_SWEEP_PASSAGES = 64
@@ -117,14 +119,19 @@ class Ceiling:
             started = time.perf_counter()
             self._model.encode(sample, batch_size=batch_size, normalize_embeddings=True)
             passages_s = len(sample) / (time.perf_counter() - started)
-            print(f"  model batch_size={batch_size}: {passages_s:.1f} passages/s", flush=True)
+            print(
+                f"  model batch_size={batch_size}: {passages_s:.1f} passages/s",
+                flush=True,
+            )
             best = max(best, (passages_s, batch_size))
         return best[1]
 
     def docs_s(self) -> float:
         """Documents a second, every passage encoded at the best batch size."""
         started = time.perf_counter()
-        self._model.encode(self.texts, batch_size=self.batch_size, normalize_embeddings=True)
+        self._model.encode(
+            self.texts, batch_size=self.batch_size, normalize_embeddings=True
+        )
         return self._n_docs / (time.perf_counter() - started)
 
 
@@ -203,7 +210,10 @@ async def end_to_end(
         vhost = stack.enter_context(rabbitmq.temporary_vhost())
         url = stack.enter_context(
             task_service(
-                workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres,
+                workdir,
+                rabbitmq=rabbitmq,
+                vhost=vhost,
+                postgres=postgres,
                 port=free_port(),
             )
         )
@@ -215,7 +225,10 @@ async def end_to_end(
         }
         pool = stack.enter_context(
             worker_pool(
-                workdir, n_workers=n_workers, rabbitmq=rabbitmq, vhost=vhost,
+                workdir,
+                n_workers=n_workers,
+                rabbitmq=rabbitmq,
+                vhost=vhost,
                 ml_worker_config=config,
             )
         )
@@ -232,13 +245,15 @@ async def end_to_end(
                 )
                 ceilings.append(ceiling.docs_s())
                 around = (ceilings[-2] + ceilings[-1]) / 2
-                results.append({
-                    "docs_s": n_docs / elapsed,
-                    "ceiling_docs_s": around,
-                    "ratio": n_docs / elapsed / around,
-                    "elapsed_s": elapsed,
-                    "tasks": n_tasks,
-                })
+                results.append(
+                    {
+                        "docs_s": n_docs / elapsed,
+                        "ceiling_docs_s": around,
+                        "ratio": n_docs / elapsed / around,
+                        "elapsed_s": elapsed,
+                        "tasks": n_tasks,
+                    }
+                )
         at_end, peak = memory.sample("VmRSS"), memory.sample("VmHWM")
     median = sorted(results, key=lambda r: r["ratio"])[len(results) // 2]
     return {
@@ -263,7 +278,9 @@ async def _vectorize(
         group=task_group(CREATE_VECTORIZATION_TASKS),
     )
     (parent,) = await wait_done(client, [parent_id])
-    children = await wait_done(client, await client.get_task_result(parent_id), memory=memory)
+    children = await wait_done(
+        client, await client.get_task_result(parent_id), memory=memory
+    )
     written = sum([await client.get_task_result(c.id) for c in children])
     if written != n_docs:
         raise RuntimeError(f"{written} documents vectorized, not {n_docs}")
@@ -321,10 +338,16 @@ def main() -> None:
     print(f"{n_docs} documents, device {device} ({precision}), {n_cores} CPUs")
     sweep = QUICK_SWEEP_PASSAGES if args.quick else SWEEP_PASSAGES
     ceiling = Ceiling(docs, config, sweep)
-    print(f"{len(ceiling.texts)} passages; best batch size {ceiling.batch_size}", flush=True)
+    print(
+        f"{len(ceiling.texts)} passages; best batch size {ceiling.batch_size}",
+        flush=True,
+    )
 
     results = []
-    with tempfile.TemporaryDirectory(prefix="ml-worker-bench-") as tmp, es_emulator() as es_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="ml-worker-bench-") as tmp,
+        es_emulator() as es_url,
+    ):
         asyncio.run(index_corpus(es_url, docs))
         for n_workers in sorted({1, args.workers}):
             workdir = Path(tmp) / f"workers-{n_workers}"
@@ -334,7 +357,9 @@ def main() -> None:
                 "embed_batch_size": ceiling.batch_size,
                 # --quick's 150 documents in the default 64 a task would make 3
                 # tasks: too few to spread over the workers.
-                "vectorize_batch_size": 16 if args.quick else config.vectorize_batch_size,
+                "vectorize_batch_size": 16
+                if args.quick
+                else config.vectorize_batch_size,
                 "torch_threads": max(1, n_cores // n_workers),
             }
             result = asyncio.run(

@@ -33,18 +33,30 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import boto3  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
+import boto3
+import numpy as np
+import pyarrow as pa
 
-from ml_worker import store  # noqa: E402
-from ml_worker.config import DEFAULT_MODEL  # noqa: E402
-from ml_worker_dev.local_stack import s3_emulator  # noqa: E402
+from ml_worker import store
+from ml_worker.config import DEFAULT_MODEL
+from ml_worker_dev.local_stack import s3_emulator
 
 NDIMS = 384
 PASSAGES_PER_DOC = 4
 BATCH_DOCS = 64  # the product's default vectorize_batch_size
-WORDS = "the port authority approved a lease through an offshore trust in".split()
+WORDS = [
+    "the",
+    "port",
+    "authority",
+    "approved",
+    "a",
+    "lease",
+    "through",
+    "an",
+    "offshore",
+    "trust",
+    "in",
+]
 SEED = 7
 PROJECT = "bench-writes"
 SPAWN = multiprocessing.get_context("spawn")
@@ -62,19 +74,21 @@ def batch_rows(batch: int) -> tuple[list[str], list[dict]]:
     for k in range(n):
         doc_id, passage = doc_ids[k // PASSAGES_PER_DOC], k % PASSAGES_PER_DOC
         content = " ".join(WORDS[w] for w in words[k])
-        rows.append({
-            store.DOC_ID: doc_id,
-            "root_id": doc_id,
-            store.PASSAGE: passage,
-            "start": passage * 400,
-            "end": passage * 400 + len(content),
-            store.CONTENT: content,
-            store.VECTOR: vectors[k],
-            "path": f"/bench/{doc_id}.txt",
-            "language": "ENGLISH",
-            "tags": [],
-            store.CONTENT_HASH: f"{batch:08x}{k // PASSAGES_PER_DOC:08x}",
-        })
+        rows.append(
+            {
+                store.DOC_ID: doc_id,
+                "root_id": doc_id,
+                store.PASSAGE: passage,
+                "start": passage * 400,
+                "end": passage * 400 + len(content),
+                store.CONTENT: content,
+                store.VECTOR: vectors[k],
+                "path": f"/bench/{doc_id}.txt",
+                "language": "ENGLISH",
+                "tags": [],
+                store.CONTENT_HASH: f"{batch:08x}{k // PASSAGES_PER_DOC:08x}",
+            }
+        )
     return doc_ids, rows
 
 
@@ -82,7 +96,9 @@ def _writer(stores: list[tuple[str, dict]], batches: list[int], sync) -> None:
     """Writes its batches to each store, when every writer is ready for it."""
     prepared = [batch_rows(b) for b in batches]
     for uri, options in stores:
-        table = store.writable_table(store.connect(uri, storage_options=options), PROJECT)
+        table = store.writable_table(
+            store.connect(uri, storage_options=options), PROJECT
+        )
         sync.wait()
         for doc_ids, rows in prepared:
             store.replace_documents(table, doc_ids, rows)
@@ -91,7 +107,9 @@ def _writer(stores: list[tuple[str, dict]], batches: list[int], sync) -> None:
 
 def _create_table(uri: str, options: dict, name: str):
     db = store.connect(uri, storage_options=options)
-    return store.open_or_create_table(db, name, model=DEFAULT_MODEL, embed_batch_size=64)
+    return store.open_or_create_table(
+        db, name, model=DEFAULT_MODEL, embed_batch_size=64
+    )
 
 
 def reference(uri: str, options: dict, n_batches: int) -> float:
@@ -135,7 +153,9 @@ def concurrent(
             sync.wait()
             elapsed = time.perf_counter() - started
             rates.append(n_batches * BATCH_DOCS * PASSAGES_PER_DOC / elapsed)
-            table = store.open_table(store.connect(uri, storage_options=options), PROJECT)
+            table = store.open_table(
+                store.connect(uri, storage_options=options), PROJECT
+            )
             rows = table.count_rows()
             expected = n_batches * BATCH_DOCS * PASSAGES_PER_DOC
             assert rows == expected, f"{uri}: {rows} rows, not {expected}"
@@ -167,9 +187,10 @@ def main() -> None:
     n_batches = max(1, args.docs // BATCH_DOCS)
     passages = n_batches * BATCH_DOCS * PASSAGES_PER_DOC
 
-    with tempfile.TemporaryDirectory(prefix="bench-writes-") as tmp, s3_emulator(
-        Path(tmp)
-    ) as s3_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-writes-") as tmp,
+        s3_emulator(Path(tmp)) as s3_url,
+    ):
         bucket = "bench-writes"
         options = {
             "aws_endpoint": s3_url,
@@ -195,7 +216,7 @@ def main() -> None:
         references = [reference(uri, opts, n_batches) for uri, opts in stores]
 
     results = {}
-    for name, rate, ref in zip(("local", "s3"), rates, references):
+    for name, rate, ref in zip(("local", "s3"), rates, references, strict=False):
         results[name] = (rate, rate / ref)
         print(
             f"{name}: {args.writers} writers {rate:.0f} passages/s; one process's"

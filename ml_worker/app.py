@@ -15,7 +15,11 @@ from ml_worker.constants import (
     task_group,
 )
 from ml_worker.dependencies import DEPENDENCIES
-from ml_worker.exceptions import ElasticsearchUnavailable, TableBusy, TaskServiceUnavailable
+from ml_worker.exceptions import (
+    ElasticsearchUnavailable,
+    TableBusy,
+    TaskServiceUnavailable,
+)
 
 # Handed to the tasks by the worker process, never taken from a task's arguments.
 INJECTED = frozenset({"config", "es_client", "task_client", "vector_db", "progress"})

@@ -41,7 +41,9 @@ class RabbitMQ:
     def check(self) -> None:
         """Raises BrokerUnreachable, saying how to fix it, unless RabbitMQ and its
         management API both accept connections."""
-        start = "start it with `rabbitmq-server -detached`, or `./ml-worker up -d rabbitmq`"
+        start = (
+            "start it with `rabbitmq-server -detached`, or `./ml-worker up -d rabbitmq`"
+        )
         if not port_open(self.host, self.port):
             msg = f"RabbitMQ is not reachable at {self.host}:{self.port}: {start}"
             raise BrokerUnreachable(msg)

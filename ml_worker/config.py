@@ -8,7 +8,7 @@ as icij-worker's ``app_bootstrap_config_path``; the environment wins over the fi
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +21,7 @@ VECTOR_DB_INDEX_CACHE_MB = 1024
 VECTOR_DB_METADATA_CACHE_MB = 256
 
 
-class TaskServiceKind(str, Enum):
+class TaskServiceKind(StrEnum):
     ICIJ = "icij"
     DATASHARE = "datashare"
 
@@ -41,7 +41,9 @@ class MLWorkerConfig(BaseSettings):
     es_password: SecretStr | None = Field(
         default=None, description="Elasticsearch password"
     )
-    es_timeout_s: float = Field(default=30.0, description="Elasticsearch request timeout")
+    es_timeout_s: float = Field(
+        default=30.0, description="Elasticsearch request timeout"
+    )
     es_retry_s: float = Field(
         default=60.0,
         description="How long Elasticsearch calls are retried, with backoff, before"

@@ -38,7 +38,9 @@ def load_config(worker_config: WorkerConfig | None = None, **_) -> None:
 
 def setup_loggers_(**_) -> None:
     config = lifespan_config()
-    setup_loggers(["__main__", "ml_worker"], level=logging.getLevelName(config.log_level))
+    setup_loggers(
+        ["__main__", "ml_worker"], level=logging.getLevelName(config.log_level)
+    )
     logger.info("worker config: %s", config.model_dump_json())  # secrets stay masked
 
 

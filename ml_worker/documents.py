@@ -14,14 +14,19 @@ from collections.abc import AsyncIterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from elasticsearch import AsyncElasticsearch, ConnectionError, NotFoundError
-from elasticsearch import TransportError
+from elasticsearch import (
+    AsyncElasticsearch,
+    ConnectionError,
+    NotFoundError,
+    TransportError,
+)
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
     stop_after_delay,
     wait_exponential,
 )
+
 from ml_worker.exceptions import ElasticsearchUnavailable, UnknownProject
 
 _DOCUMENTS_ONLY = {"bool": {"filter": [{"term": {"type": "Document"}}]}}
@@ -165,7 +170,9 @@ async def fetch_documents(
 
 
 def _documents_with_ids(ids: list[str]) -> dict:
-    return {"bool": {"filter": [{"ids": {"values": ids}}, {"term": {"type": "Document"}}]}}
+    return {
+        "bool": {"filter": [{"ids": {"values": ids}}, {"term": {"type": "Document"}}]}
+    }
 
 
 def _hit_ids(res: dict) -> list[str]:
@@ -212,7 +219,9 @@ def _retrying(es: AsyncElasticsearch, retry_s: float) -> AsyncRetrying:
 def _is_transient(error: BaseException) -> bool:
     if isinstance(error, ConnectionError):  # refused, reset, timed out
         return True
-    return isinstance(error, TransportError) and error.status_code in _TRANSIENT_STATUSES
+    return (
+        isinstance(error, TransportError) and error.status_code in _TRANSIENT_STATUSES
+    )
 
 
 def _address(es: AsyncElasticsearch) -> str:
@@ -229,7 +238,9 @@ def _to_document(hit: dict) -> Document:
     return Document(
         id=hit["_id"],
         content=content,
-        content_hash=hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest(),
+        content_hash=hashlib.sha256(
+            content.encode("utf-8", "surrogatepass")
+        ).hexdigest(),
         root_id=source.get("rootDocument") or hit["_id"],
         path=source.get("path"),
         title=source.get("title"),

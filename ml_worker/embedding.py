@@ -47,7 +47,7 @@ def use_device(
     """Run this process's models on ``device`` (`auto`: CUDA when present), in
     ``precision`` (`auto`: bfloat16 where the device computes it natively), with
     ``threads`` CPU threads (None: one per core)."""
-    global _device, _precision, _threads  # pylint: disable=global-statement
+    global _device, _precision, _threads
     _device, _precision, _threads = device, precision, threads
 
 
@@ -55,7 +55,7 @@ def use_query_encoder(kind: str) -> None:
     """Embed this process's queries with ``kind``: `onnx` (ONNX Runtime, without
     torch), `torch` (the model itself) or `auto` (ONNX Runtime, or the model itself
     for a model that ONNX Runtime cannot embed as it does)."""
-    global _query_encoder  # pylint: disable=global-statement
+    global _query_encoder
     _query_encoder = kind
     process_query_encoder.cache_clear()
 
@@ -176,7 +176,7 @@ def process_query_encoder(model: str) -> QueryEncoder | None:
         return onnx_query_encoder(model, threads=_threads or 0)
     # Exporting can fail in many ways (a model torch.export cannot trace, a missing
     # package...); under `auto` the model itself still embeds the queries.
-    except Exception as e:  # pylint: disable=broad-exception-caught
+    except Exception as e:
         if _query_encoder == "onnx":
             raise
         logger.warning(

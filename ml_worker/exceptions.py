@@ -103,6 +103,10 @@ def kind_of_remote(error_name: str) -> type[MLWorkerError] | None:
     if not (isinstance(error, type) and issubclass(error, MLWorkerError)):
         return None
     return next(
-        (kind for kind in (NotFound, InvalidInput, Unavailable) if issubclass(error, kind)),
+        (
+            kind
+            for kind in (NotFound, InvalidInput, Unavailable)
+            if issubclass(error, kind)
+        ),
         None,
     )

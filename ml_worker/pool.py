@@ -165,7 +165,9 @@ class _Pool:
                 wait_s = self._backoff.next_wait(wait_s, 0.0)
                 logger.error(
                     "worker %d could not start (%s): trying again in %g s",
-                    slot, e, wait_s,
+                    slot,
+                    e,
+                    wait_s,
                 )
                 await self._pause(wait_s)
                 continue
@@ -183,7 +185,11 @@ class _Pool:
             wait_s = self._backoff.next_wait(wait_s, uptime_s)
             logger.warning(
                 "worker %d (pid %d) %s after %.1f s: restarting it in %g s",
-                slot, process.pid, cause, uptime_s, wait_s,
+                slot,
+                process.pid,
+                cause,
+                uptime_s,
+                wait_s,
             )
             await self._pause(wait_s)
 

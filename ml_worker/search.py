@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from lancedb.table import Table
 
+from ml_worker.constants import Scoring, SearchMode
 from ml_worker.store import (
     CONTENT,
     DOC_ID,
@@ -31,7 +32,6 @@ from ml_worker.store import (
     table_embedder,
 )
 from ml_worker.upkeep import tuned
-from ml_worker.constants import Scoring, SearchMode
 
 # Passages fetched per requested document: several passages of one document often
 # fill the top of the list, and grouping must still yield n_similar documents
@@ -175,7 +175,7 @@ def search_queries(
     )
     return [
         search.documents(query, vector, bm25)
-        for query, vector, bm25 in zip(queries, vectors, text_scores)
+        for query, vector, bm25 in zip(queries, vectors, text_scores, strict=False)
     ]
 
 
@@ -266,7 +266,9 @@ class _Search:
         _read(self.table, [row for row, _ in ranked], read, _KEYS)
         rows = [read[row] for row, _ in ranked]
         blank = [r[PASSAGE] == NO_TEXT_PASSAGE for r in rows]
-        found = tuple(sorted({r[DOC_ID] for r, b in zip(rows, blank) if not b}))
+        found = tuple(
+            sorted({r[DOC_ID] for r, b in zip(rows, blank, strict=False) if not b})
+        )
         conditions = [f"{DOC_ID} NOT IN ({_sql_list(found)})"] if found else []
         if any(blank):
             # Documents without text are many rows, often of one vector: a condition
@@ -356,7 +358,7 @@ def _scores_by_row(builder, score: str, limit: int, where: str | None) -> dict:
     if where is not None:
         builder = builder.where(where, prefilter=True)
     rows = builder.select([score]).limit(limit).to_arrow()
-    return dict(zip(rows[_ROW_ID].to_pylist(), rows[score].to_pylist()))
+    return dict(zip(rows[_ROW_ID].to_pylist(), rows[score].to_pylist(), strict=False))
 
 
 def _ranked(

@@ -11,6 +11,7 @@ them: Lance's commit protocol keeps it exact (see ``replace_documents``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -144,7 +145,9 @@ def connect(
         index_cache_size_bytes=index_cache_mb * _MIB,
         metadata_cache_size_bytes=metadata_cache_mb * _MIB,
     )
-    return lancedb.connect(uri, storage_options=storage_options or None, session=session)
+    return lancedb.connect(
+        uri, storage_options=storage_options or None, session=session
+    )
 
 
 def connect_from(config: MLWorkerConfig) -> lancedb.DBConnection:
@@ -325,8 +328,8 @@ def _next_key_step(table: Table) -> tuple[str, Callable[[], object]] | None:
     if f"{CONTENT}_idx" not in {index.name for index in table.list_indices()}:
         # Unindexed rows stay searchable: the index is built on the empty table.
         fts = FTS()
-        return "creating the full-text index", lambda: (
-            table.create_index(CONTENT, config=fts, replace=False)
+        return "creating the full-text index", lambda: table.create_index(
+            CONTENT, config=fts, replace=False
         )
     schema = table.schema
     if PASSAGE_ID not in schema.names:
@@ -337,8 +340,9 @@ def _next_key_step(table: Table) -> tuple[str, Callable[[], object]] | None:
         required: Any = {"path": PASSAGE_ID, "nullable": False}  # bool, not str
         return "making the passage key required", lambda: table.alter_columns(required)
     if not any(k.startswith(_PRIMARY_KEY_METADATA) for k in field.metadata or {}):
-        return "declaring the passage key its primary key", lambda: (
-            table.set_unenforced_primary_key(PASSAGE_ID)  # type: ignore[attr-defined]
+        return (
+            "declaring the passage key its primary key",
+            lambda: table.set_unenforced_primary_key(PASSAGE_ID),  # type: ignore[attr-defined]
         )
     return None
 
@@ -391,7 +395,10 @@ def replace_documents(table: Table, doc_ids: list[str], rows: list[dict]) -> Non
     documents: it scans the whole table, 421 ms a batch at a million passages.
     """
     rows = [
-        {**row, PASSAGE_ID: passage_id(row[DOC_ID], row.get(CONTENT_HASH), row[PASSAGE])}
+        {
+            **row,
+            PASSAGE_ID: passage_id(row[DOC_ID], row.get(CONTENT_HASH), row[PASSAGE]),
+        }
         for row in _with_vectors(table, rows)
     ]
     # Each step of the write is idempotent: the whole of it may start again.
@@ -463,7 +470,9 @@ def _one_row_each(table: Table, new: pa.Table) -> None:
         twins = sorted(k for k, n in Counter(stored.to_pylist()).items() if n > 1)
         if not twins:
             return
-        logger.info("table %s: %s passages written twice at once", table.name, len(twins))
+        logger.info(
+            "table %s: %s passages written twice at once", table.name, len(twins)
+        )
         table.delete(_key_filter(twins))
         again = new.filter(pc.is_in(new[PASSAGE_ID], pa.array(twins)))
         (
@@ -497,16 +506,16 @@ def _with_vectors(table: Table, rows: list[dict]) -> list[dict]:
     """
     if all(row.get(VECTOR) is not None for row in rows):
         return rows
-    vectors = table_embedder(table).compute_source_embeddings([r[CONTENT] for r in rows])
-    return [{**row, VECTOR: vector} for row, vector in zip(rows, vectors)]
+    vectors = table_embedder(table).compute_source_embeddings(
+        [r[CONTENT] for r in rows]
+    )
+    return [{**row, VECTOR: vector} for row, vector in zip(rows, vectors, strict=False)]
 
 
 def drop_table(db: lancedb.DBConnection, project: str) -> None:
     refuse_unsafe_store(db)
-    try:
+    with contextlib.suppress(ValueError):  # not found: nothing to rebuild
         db.drop_table(table_name(project))
-    except ValueError:  # not found: nothing to rebuild
-        pass
 
 
 def stored_document_id_chunks(table: Table, *, chunk_rows: int) -> Iterator[list[str]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from abc import ABC, abstractmethod
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -93,7 +93,11 @@ class TaskClient(ABC):
             raise TaskServiceUnavailable(msg) from e
         status = f"{res.status_code} {res.reason_phrase}".strip()
         if res.status_code in (401, 403):
-            what = "rejected the credentials" if res.status_code == 401 else "denied access"
+            what = (
+                "rejected the credentials"
+                if res.status_code == 401
+                else "denied access"
+            )
             msg = f"task service {what} ({status}) for {method} {url}{_body(res)}"
             raise TaskServiceAuthError(msg)
         if res.status_code == 404:
@@ -148,7 +152,9 @@ class ICIJTaskClient(TaskClient):
             # icij-worker 0.19.5's service answers an unknown id with a 500 (its 404
             # handler fails): tell that apart from a real failure by the task list.
             if all(t.id != task_id for t in await self.get_tasks()):
-                raise UnknownTask(f"unknown task {task_id} at {self._base_url}") from None
+                raise UnknownTask(
+                    f"unknown task {task_id} at {self._base_url}"
+                ) from None
             raise
         return Task.model_validate(res.json())
 
@@ -303,7 +309,7 @@ def _datetime(value: int | float | str | None) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
     return datetime.fromisoformat(value)
 
 

@@ -88,7 +88,9 @@ async def create_vectorization_tasks(
     # being found before the run starts.
     gone = await _delete_gone_documents(es_client, table, project, config)
     if gone:
-        logger.info("project %s: removed %s documents gone from the index", project, gone)
+        logger.info(
+            "project %s: removed %s documents gone from the index", project, gone
+        )
     # Each batch task is created as soon as its ids are read: memory stays that of a
     # page and a batch, whatever the project's size. Each page is retried through an
     # outage; one that outlasts es_retry_s fails the task, and the worker runs it
@@ -154,7 +156,9 @@ async def _batches(
 
 async def _create_batch_task(client: TaskClient, project: str, batch: list[str]) -> str:
     args = {"docs": batch, "project": project}
-    return await client.create_task(VECTORIZE_DOCS, args, group=task_group(VECTORIZE_DOCS))
+    return await client.create_task(
+        VECTORIZE_DOCS, args, group=task_group(VECTORIZE_DOCS)
+    )
 
 
 async def vectorize_docs(

@@ -22,8 +22,6 @@ from pathlib import Path
 
 from elasticsearch import ConnectionError as ESConnectionError
 
-from ml_worker_dev import datashare_index
-from ml_worker_dev.stack import elasticsearch
 from ml_worker.cli.errors import CLIError, ExitCode
 from ml_worker.cli.follow import (
     follow_vectorization,
@@ -32,17 +30,19 @@ from ml_worker.cli.follow import (
     submit_vectorization,
 )
 from ml_worker.cli.output import duration, err, hits_table, out
-from ml_worker.config import MLWorkerConfig, TaskServiceKind
 from ml_worker.clients import es_client_from, task_client_from
+from ml_worker.config import MLWorkerConfig, TaskServiceKind
+from ml_worker_dev import datashare_index
 from ml_worker_dev.local_stack import (
     Postgres,
-    rabbitmq_from_env,
     RabbitMQ,
     free_port,
+    rabbitmq_from_env,
     task_service,
     wait_for_workers,
     worker_pool,
 )
+from ml_worker_dev.stack import elasticsearch
 
 CORPUS = Path(__file__).parent / "data" / "demo_corpus.jsonl"
 # Small batches, so that the workers share the run and the progress shows.

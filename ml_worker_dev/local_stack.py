@@ -114,7 +114,9 @@ def wait_for_workers(
         if pool.poll() is not None:
             raise ServiceUnreachable(f"the workers exited at start-up: see {log}")
         if time.monotonic() > deadline:
-            raise ServiceUnreachable(f"workers not ready after {timeout_s:.0f}s: see {log}")
+            raise ServiceUnreachable(
+                f"workers not ready after {timeout_s:.0f}s: see {log}"
+            )
         time.sleep(0.5)
 
 
@@ -350,5 +352,3 @@ def http_ok(url: str) -> bool:
         return httpx.get(url, timeout=2.0).status_code == 200
     except httpx.HTTPError:
         return False
-
-

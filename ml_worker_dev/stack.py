@@ -28,9 +28,9 @@ from ml_worker.config import MLWorkerConfig, TaskServiceKind
 from ml_worker_dev import datashare_index
 from ml_worker_dev.local_stack import (
     Postgres,
-    rabbitmq_from_env,
     es_emulator,
     free_port,
+    rabbitmq_from_env,
     task_service,
     wait_for_workers,
     worker_pool,
@@ -74,7 +74,10 @@ def run_stack(*, workdir: Path, n_workers: int) -> None:
         vhost = stack.enter_context(rabbitmq.temporary_vhost())
         url = stack.enter_context(
             task_service(
-                workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres,
+                workdir,
+                rabbitmq=rabbitmq,
+                vhost=vhost,
+                postgres=postgres,
                 port=free_port(),
             )
         )
@@ -102,9 +105,7 @@ def run_stack(*, workdir: Path, n_workers: int) -> None:
         with err.status("Starting the workers…"):
             wait_for_workers(rabbitmq, vhost, n_workers, pool, log=log)
         env_file = workdir / "env"
-        env_file.write_text(
-            "".join(f"export {k}={v}\n" for k, v in settings.items())
-        )
+        env_file.write_text("".join(f"export {k}={v}\n" for k, v in settings.items()))
         out.print(
             f"Task service at {url}; {n_workers} vectorizing workers, a search and a"
             f" fan-out worker (logs in {log}).\nIn another shell:\n\n"

@@ -18,22 +18,22 @@ from dataclasses import dataclass
 # Before any Hugging Face import: tests never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import boto3  # noqa: E402
-import lancedb  # noqa: E402
-import pytest  # noqa: E402
-from elasticsearch import AsyncElasticsearch  # noqa: E402
+import boto3
+import lancedb
+import pytest
+from elasticsearch import AsyncElasticsearch
 
-from ml_worker import store  # noqa: E402
-from ml_worker.config import MLWorkerConfig  # noqa: E402
-from ml_worker.documents import es_client  # noqa: E402
-from ml_worker.task_client import DatashareTaskClient  # noqa: E402
-from tests.datashare_double import DatashareDouble  # noqa: E402
-from ml_worker_dev.local_stack import (  # noqa: E402
+from ml_worker import store
+from ml_worker.config import MLWorkerConfig
+from ml_worker.documents import es_client
+from ml_worker.task_client import DatashareTaskClient
+from ml_worker_dev.local_stack import (
     Postgres,
     RabbitMQ,
     es_emulator,
     s3_emulator,
 )
+from tests.datashare_double import DatashareDouble
 
 ES_URL_ENV = "ML_WORKER_TEST_ES_URL"
 S3_ENV = "ML_WORKER_TEST_S3_"
@@ -73,7 +73,9 @@ class S3Endpoint:
         client = self.client()
         location = {}
         if self.region != "us-east-1":
-            location = {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
+            location = {
+                "CreateBucketConfiguration": {"LocationConstraint": self.region}
+            }
         client.create_bucket(Bucket=name, **location)
         try:
             yield name

@@ -7,22 +7,56 @@ import random
 from ml_worker_dev.datashare_index import document_source, named_entity_source
 
 _SUBJECTS = [
-    "the shipping company", "the offshore trust", "the mining ministry", "the auditor",
-    "the pharmaceutical lab", "the port authority", "the private bank", "the senator",
-    "the logistics firm", "the oil trader", "the charity", "the football club",
+    "the shipping company",
+    "the offshore trust",
+    "the mining ministry",
+    "the auditor",
+    "the pharmaceutical lab",
+    "the port authority",
+    "the private bank",
+    "the senator",
+    "the logistics firm",
+    "the oil trader",
+    "the charity",
+    "the football club",
 ]
 _VERBS = [
-    "transferred", "invoiced", "concealed", "approved", "audited", "rerouted",
-    "declared", "registered", "disputed", "settled", "postponed", "signed",
+    "transferred",
+    "invoiced",
+    "concealed",
+    "approved",
+    "audited",
+    "rerouted",
+    "declared",
+    "registered",
+    "disputed",
+    "settled",
+    "postponed",
+    "signed",
 ]
 _OBJECTS = [
-    "a consultancy fee", "the quarterly accounts", "a cargo of copper",
-    "the board minutes", "a loan guarantee", "the clinical results",
-    "a land concession", "the customs declaration", "a donation", "the lease",
+    "a consultancy fee",
+    "the quarterly accounts",
+    "a cargo of copper",
+    "the board minutes",
+    "a loan guarantee",
+    "the clinical results",
+    "a land concession",
+    "the customs declaration",
+    "a donation",
+    "the lease",
 ]
 _PLACES = [
-    "in Panama", "through Cyprus", "via Rotterdam", "in Lagos", "from Jersey",
-    "to Singapore", "in Geneva", "via Dubai", "in Kinshasa", "to Hong Kong",
+    "in Panama",
+    "through Cyprus",
+    "via Rotterdam",
+    "in Lagos",
+    "from Jersey",
+    "to Singapore",
+    "in Geneva",
+    "via Dubai",
+    "in Kinshasa",
+    "to Hong Kong",
 ]
 
 
@@ -63,7 +97,9 @@ def datashare_corpus(
             child_id = f"{doc_id}-attachment"
             content = special.pop(child_id, None) or filler(rng, rng.randint(2, 6))
             source = document_source(
-                content, path=f"{path}/attachment.pdf", root_id=doc_id,
+                content,
+                path=f"{path}/attachment.pdf",
+                root_id=doc_id,
                 content_type="application/pdf",
             )
             items.append((child_id, source, doc_id))

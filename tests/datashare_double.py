@@ -81,8 +81,11 @@ class DatashareDouble:
     def __enter__(self) -> DatashareDouble:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
+
         # A short poll keeps shutdown quick.
-        serve = lambda: self._server.serve_forever(poll_interval=0.05)
+        def serve():
+            return self._server.serve_forever(poll_interval=0.05)
+
         threading.Thread(target=serve, daemon=True).start()
         return self
 
@@ -187,9 +190,9 @@ def _handler_for(double: DatashareDouble) -> type[BaseHTTPRequestHandler]:
                 return None
             authorization = self.headers.get("Authorization") or ""
             scheme, _, credential = authorization.partition(" ")
-            if double.api_key is not None and scheme.lower() == "bearer":
-                if credential == double.api_key:
-                    return None
+            bearer = scheme.lower() == "bearer"
+            if double.api_key is not None and bearer and credential == double.api_key:
+                return None
             if double.basic_auth is not None and scheme.lower() == "basic":
                 user, _, password = base64.b64decode(credential).decode().partition(":")
                 if (user, password) == double.basic_auth:
@@ -247,7 +250,7 @@ def _handler_for(double: DatashareDouble) -> type[BaseHTTPRequestHandler]:
             if double.on_create is not None:
                 try:
                     double.on_create(task, group)
-                except Exception as e:  # pylint: disable=broad-except
+                except Exception as e:  # noqa: BLE001  # reported, whatever it is
                     self._send(500, f"{e.__class__.__name__}: {e}", "text/plain")
                     return
             self._send(201, json.dumps({"taskId": task_id}), "application/json")

@@ -137,7 +137,10 @@ class ConditionalWritesIgnored:
                 upstream = http.client.HTTPConnection(*target, timeout=60)
                 try:
                     upstream.putrequest(
-                        self.command, self.path, skip_host=True, skip_accept_encoding=True
+                        self.command,
+                        self.path,
+                        skip_host=True,
+                        skip_accept_encoding=True,
                     )
                     for name, value in self.headers.items():
                         if name.lower() not in stripped:

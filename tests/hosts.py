@@ -50,7 +50,9 @@ class Host:
         """The process of this host whose TCP connection has this local port."""
         res = subprocess.run(
             self.command(["ss", "-Htnp", f"sport = :{port}"]),
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         found = re.search(r"pid=(\d+)", res.stdout)
         if found is None:

@@ -9,8 +9,8 @@ from pathlib import Path
 from icij_worker import TaskState
 
 from ml_worker.constants import task_group
-from ml_worker_dev.local_stack import free_port, task_service, worker_pool
 from ml_worker.task_client import TaskClient
+from ml_worker_dev.local_stack import free_port, task_service, worker_pool
 
 TIMEOUT_S = 600
 
@@ -29,9 +29,12 @@ def running_stack(
 
     ``worker_settings`` override the workers' defaults (the task service's URL...).
     """
-    with rabbitmq.temporary_vhost() as vhost, task_service(
-        workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
-    ) as url:
+    with (
+        rabbitmq.temporary_vhost() as vhost,
+        task_service(
+            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
+        ) as url,
+    ):
         config = {
             "es_address": es_url,
             "task_service_url": url,
@@ -40,7 +43,10 @@ def running_stack(
             **(worker_settings or {}),
         }
         with worker_pool(
-            workdir, n_workers=n_workers, rabbitmq=rabbitmq, vhost=vhost,
+            workdir,
+            n_workers=n_workers,
+            rabbitmq=rabbitmq,
+            vhost=vhost,
             ml_worker_config=config,
         ):
             yield url, config, vhost

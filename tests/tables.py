@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ml_worker import store
 from ml_worker.config import MLWorkerConfig
-from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from ml_worker.tasks import passages_of
+from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from tests.corpus import datashare_corpus
 
 
@@ -35,7 +35,9 @@ def table_passages(table) -> list[tuple]:
 
 async def indexed_contents(es, project) -> dict[str, str]:
     res = await es.search(
-        index=project, query={"term": {"type": "Document"}}, size=10000,
+        index=project,
+        query={"term": {"type": "Document"}},
+        size=10000,
         _source_includes=["content"],
     )
     return {h["_id"]: h["_source"].get("content") or "" for h in res["hits"]["hits"]}
@@ -45,4 +47,6 @@ async def assert_table_exact(table, es, project) -> None:
     """Every indexed document has exactly its passages, once, and nothing else."""
     passages = table_passages(table)
     assert len(passages) == len(set(passages)), "duplicate passages"
-    assert set(passages) == expected_passages(table, await indexed_contents(es, project))
+    assert set(passages) == expected_passages(
+        table, await indexed_contents(es, project)
+    )

@@ -57,7 +57,10 @@ def test_a_folder_loaded_into_the_stack_is_vectorized_and_searched(
         stack = subprocess.Popen(
             [sys.executable, "-m", "ml_worker_dev", "stack", "--workdir", str(workdir)],
             env={**_CLEAN_ENV, "ML_WORKER_ES_ADDRESS": es_url},
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + STACK_READY_S
@@ -67,11 +70,13 @@ def test_a_folder_loaded_into_the_stack_is_vectorized_and_searched(
             time.sleep(0.5)
         settings = _settings(workdir / "env")
 
-        loaded = _run("ml_worker_dev", "load", str(folder), "--project", project,
-                      env=settings)
+        loaded = _run(
+            "ml_worker_dev", "load", str(folder), "--project", project, env=settings
+        )
         vectorized = _run("ml_worker.cli", "vectorize", project, env=settings)
-        found = _run("ml_worker.cli", "search", project, "storm at sea", "--json",
-                     env=settings)
+        found = _run(
+            "ml_worker.cli", "search", project, "storm at sea", "--json", env=settings
+        )
     finally:
         stack.send_signal(signal.SIGINT)
         stopped = stack.wait(60)

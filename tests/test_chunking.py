@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from ml_worker import chunking
@@ -70,7 +72,7 @@ def test_passages_overlap_and_cover_the_content(tokenizer):
     content = _long_text(1_000)
     passages = split_passages(content, tokenizer, max_tokens=64, overlap_tokens=8)
 
-    for previous, passage in zip(passages, passages[1:]):
+    for previous, passage in itertools.pairwise(passages):
         assert passage.start < previous.end  # overlapping: nothing falls in between
         assert passage.start > previous.start
         shared = content[passage.start : previous.end]
@@ -81,7 +83,7 @@ def test_passages_without_overlap_touch(tokenizer):
     content = _long_text(500)
     passages = split_passages(content, tokenizer, max_tokens=32, overlap_tokens=0)
 
-    for previous, passage in zip(passages, passages[1:]):
+    for previous, passage in itertools.pairwise(passages):
         assert content[previous.end : passage.start].strip() == ""
 
 
@@ -95,7 +97,13 @@ def test_passages_start_and_end_on_words(tokenizer):
 
 
 def test_unicode_offsets_are_python_string_offsets(tokenizer):
-    pieces = ["Café naïve façade", "日本語のテキスト", "Ελληνικά κείμενα", "🙂 ok", "Łódź"]
+    pieces = [
+        "Café naïve façade",
+        "日本語のテキスト",
+        "Ελληνικά κείμενα",
+        "🙂 ok",
+        "Łódź",
+    ]
     content = " ".join(pieces * 80)
     passages = split_passages(content, tokenizer, max_tokens=32, overlap_tokens=4)
 
@@ -120,8 +128,13 @@ def test_whole_word_passages_skip_the_check_and_come_out_the_same(
     """WordPiece reads each word alone: its passages of whole words need no check."""
     assert chunking._tokenizes_words_alone(tokenizer)
     pieces = [
-        _long_text(300), "Café naïve façade, l'été!", "日本語のテキスト", "🙂 ok",
-        "x9" * 60, "e-mail: a.b@c.d (2019-03-04)", "nul\x00 bell\x07 tab\t",
+        _long_text(300),
+        "Café naïve façade, l'été!",
+        "日本語のテキスト",
+        "🙂 ok",
+        "x9" * 60,
+        "e-mail: a.b@c.d (2019-03-04)",
+        "nul\x00 bell\x07 tab\t",
     ]
     content = " ".join(pieces * 6)
     fast = split_passages(content, tokenizer, max_tokens=64, overlap_tokens=8)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from ml_worker.constants import WorkerKind, task_group
 from ml_worker.cli.docs import command_paths, normalize, render
 from ml_worker.cli.errors import next_step, remote_error_code
 from ml_worker.cli.main import app
 from ml_worker.config import MLWorkerConfig
+from ml_worker.constants import WorkerKind, task_group
 from ml_worker_dev.demo import load_corpus, load_sample_corpus, wait_for_workers
 from ml_worker_dev.local_stack import _stop, free_port, task_service
 
@@ -231,7 +231,9 @@ def test_entry_script_gives_global_options_to_the_cli(args, expected):
 
 def test_entry_script_refuses_unknown_words_itself():
     result = subprocess.run(
-        [str(ROOT / "ml-worker"), "nonsense"], capture_output=True, text=True,
+        [str(ROOT / "ml-worker"), "nonsense"],
+        capture_output=True,
+        text=True,
         check=False,
     )
 
@@ -300,7 +302,9 @@ def test_workers_start_runs_every_kind_on_its_own_queue(stack, rabbitmq):
     }
 
     assert consumers == {
-        WorkerKind.VECTORIZE: 2, WorkerKind.SEARCH: 1, WorkerKind.FANOUT: 1
+        WorkerKind.VECTORIZE: 2,
+        WorkerKind.SEARCH: 1,
+        WorkerKind.FANOUT: 1,
     }
 
 

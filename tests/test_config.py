@@ -16,7 +16,9 @@ def test_defaults_are_documented_and_local():
 
 def test_file_then_environment(tmp_path, monkeypatch):
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"es_address": "http://file:9200", "model": "file-model"}))
+    path.write_text(
+        json.dumps({"es_address": "http://file:9200", "model": "file-model"})
+    )
     monkeypatch.setenv("ML_WORKER_MODEL", "env-model")
     config = MLWorkerConfig.from_file(path)
     assert config.es_address == "http://file:9200"

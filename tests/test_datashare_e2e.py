@@ -14,10 +14,10 @@ import itertools
 import httpx
 import pytest
 
-from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker import store
-from ml_worker_dev.datashare_index import bulk_index, create_project_index
+from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker.task_client import DatashareTaskClient, ICIJTaskClient
+from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from tests.corpus import datashare_corpus
 from tests.datashare_double import DatashareDouble
 from tests.stack import running_stack, wait_done
@@ -46,7 +46,10 @@ async def test_a_project_vectorized_from_datashare(
             "task_service_api_key": API_KEY,
         }
         with running_stack(
-            tmp_path, es_url=es_url, rabbitmq=rabbitmq, postgres=postgres,
+            tmp_path,
+            es_url=es_url,
+            rabbitmq=rabbitmq,
+            postgres=postgres,
             worker_settings=settings,
         ) as (url, config, _):
             task_service["url"] = url
@@ -63,12 +66,15 @@ async def test_a_project_vectorized_from_datashare(
 
     assert datashare.tasks[parent]["args"]["user"]  # Datashare's argument, accepted
     created = [
-        r for r in datashare.requests
+        r
+        for r in datashare.requests
         if r.method == "PUT" and r.path.startswith("/api/task/vectorize_docs")
     ]
     assert len(created) == len(children) == 5
     assert all(r.query.get("group") == "PYTHON" for r in created)  # Datashare's
-    auth = [{k.lower(): v for k, v in r.headers.items()}["authorization"] for r in created]
+    auth = [
+        {k.lower(): v for k, v in r.headers.items()}["authorization"] for r in created
+    ]
     assert auth == [f"bearer {API_KEY}"] * len(created)
     table = store.open_table(store.connect(config["vector_db_uri"]), project)
     chunks = store.stored_document_id_chunks(table, chunk_rows=10_000)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from icij_worker import TaskState
 
-from ml_worker.config import MLWorkerConfig, TaskServiceKind
 from ml_worker.clients import task_client_from
+from ml_worker.config import MLWorkerConfig, TaskServiceKind
 from ml_worker.task_client import (
     DatashareTaskClient,
     TaskServiceAuthError,
@@ -21,8 +21,6 @@ from ml_worker.task_client import (
 from tests.datashare_double import DatashareDouble
 
 ARGS = {"docs": ["doc-1", "doc-2"], "project": "demo"}
-
-
 
 
 async def test_create_task_puts_the_task_in_its_group(datashare_client, datashare):
@@ -54,14 +52,18 @@ async def test_create_task_makes_an_id_when_none_is_given(datashare_client, data
 
 async def test_creating_an_existing_task_again_is_a_no_op(datashare_client, datashare):
     await datashare_client.create_task("ping", {}, group="PYTHON", task_id="ping-1")
-    again = await datashare_client.create_task("ping", {}, group="PYTHON", task_id="ping-1")
+    again = await datashare_client.create_task(
+        "ping", {}, group="PYTHON", task_id="ping-1"
+    )
 
     assert again == "ping-1"
     assert len(datashare.tasks) == 1
 
 
 async def test_get_task_maps_datashare_task_json(datashare_client):
-    await datashare_client.create_task("vectorize_docs", ARGS, group="PYTHON", task_id="vec-1")
+    await datashare_client.create_task(
+        "vectorize_docs", ARGS, group="PYTHON", task_id="vec-1"
+    )
 
     task = await datashare_client.get_task("vec-1")
 
@@ -91,12 +93,14 @@ def test_task_from_datashare_reads_iso_dates():
 
     task = task_from_datashare(data)
 
-    assert task.created_at == datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
-    assert task.completed_at == datetime(2024, 5, 1, 10, 0, 1, 500000, timezone.utc)
+    assert task.created_at == datetime(2024, 5, 1, 10, tzinfo=UTC)
+    assert task.completed_at == datetime(2024, 5, 1, 10, 0, 1, 500000, UTC)
 
 
 async def test_result_is_none_until_there_is_one(datashare_client, datashare):
-    await datashare_client.create_task("vectorize_docs", ARGS, group="PYTHON", task_id="vec-1")
+    await datashare_client.create_task(
+        "vectorize_docs", ARGS, group="PYTHON", task_id="vec-1"
+    )
 
     assert await datashare_client.get_task_result("vec-1") is None
 
@@ -113,7 +117,10 @@ async def test_results_of_every_shape(datashare_client, datashare):
             datashare.complete(name, value)
 
     assert await datashare_client.get_task_result("ping") == "pong"
-    assert await datashare_client.get_task_result("create_vectorization_tasks") == ["a", "b"]
+    assert await datashare_client.get_task_result("create_vectorization_tasks") == [
+        "a",
+        "b",
+    ]
     assert await datashare_client.get_task_result("n") is None
 
 
@@ -149,7 +156,9 @@ async def test_list_tasks_reads_every_page(datashare_client, datashare, monkeypa
 
 
 async def test_list_filters_names_exactly(datashare_client):
-    await datashare_client.create_task("vectorize_docs", ARGS, group="PYTHON", task_id="v")
+    await datashare_client.create_task(
+        "vectorize_docs", ARGS, group="PYTHON", task_id="v"
+    )
     await datashare_client.create_task(
         "create_vectorization_tasks", {}, group="PYTHON", task_id="c"
     )
@@ -240,7 +249,11 @@ async def test_403_names_the_denial_and_the_url(datashare_client, datashare):
 
 
 async def test_404_names_the_unknown_task_url(datashare_client, datashare):
-    for call in (datashare_client.get_task, datashare_client.get_task_result, datashare_client.cancel_task):
+    for call in (
+        datashare_client.get_task,
+        datashare_client.get_task_result,
+        datashare_client.cancel_task,
+    ):
         with pytest.raises(UnknownTask) as error:
             await call("missing")
         assert "not found (404 Not Found)" in str(error.value)

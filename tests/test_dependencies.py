@@ -6,7 +6,9 @@ from ml_worker import constants, dependencies, tasks
 
 
 async def test_tasks_fail_clearly_outside_a_worker():
-    with pytest.raises(dependencies.DependencyNotSetUp, match="vector database is not set up"):
+    with pytest.raises(
+        dependencies.DependencyNotSetUp, match="vector database is not set up"
+    ):
         await tasks.find_most_similar("p", ["q"])
 
 
@@ -36,7 +38,10 @@ async def test_vector_db_caches_are_bounded_by_the_settings(
     async with app.lifetime_dependencies(worker_config=None, worker_id="w"):
         pass
     ((sizes, _),) = lancedb_sessions
-    assert sizes == {"index_cache_size_bytes": 7 << 20, "metadata_cache_size_bytes": 3 << 20}
+    assert sizes == {
+        "index_cache_size_bytes": 7 << 20,
+        "metadata_cache_size_bytes": 3 << 20,
+    }
 
 
 async def test_secrets_stay_out_of_logs_and_errors(monkeypatch, caplog, tmp_path):

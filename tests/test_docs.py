@@ -21,8 +21,15 @@ DOCS = ROOT / "docs"
 def test_mkdocs_build_strict_passes(tmp_path):
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     build = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict"]
-        + ["--site-dir", str(tmp_path / "site")],
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--site-dir",
+            str(tmp_path / "site"),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

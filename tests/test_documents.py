@@ -49,11 +49,11 @@ async def test_fetch_documents_reads_routed_embedded_documents(es, project, seed
 
 
 async def test_unknown_project_names_the_index_and_server(es, es_url):
-    with pytest.raises(documents.UnknownProject, match="no-such-project.*has no"):
+    with pytest.raises(documents.UnknownProject, match=r"no-such-project.*has no"):
         await anext(documents.document_id_pages(es, "no-such-project", page_size=5))
-    with pytest.raises(documents.UnknownProject, match="no-such-project.*has no"):
+    with pytest.raises(documents.UnknownProject, match=r"no-such-project.*has no"):
         await documents.count_documents(es, "no-such-project")
-    with pytest.raises(documents.UnknownProject, match="127.0.0.1"):
+    with pytest.raises(documents.UnknownProject, match=r"127\.0\.0\.1"):
         await documents.fetch_documents(es, "no-such-project", ["a"])
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from ml_worker import store
-from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from ml_worker.task_client import ICIJTaskClient
+from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from tests.corpus import datashare_corpus, filler
 from tests.stack import run_task, running_stack, wait_done
 
@@ -21,9 +22,14 @@ pytestmark = pytest.mark.e2e
 N_DOCS = 240
 BATCH_SIZE = 8
 
-VECTOR_ONLY = ("doc-0007", "A kitten dozed peacefully upon the woven mat by the fireplace.")
+VECTOR_ONLY = (
+    "doc-0007",
+    "A kitten dozed peacefully upon the woven mat by the fireplace.",
+)
 KEYWORD_ONLY = ("doc-0013", "The wire reference QZ7781XK was never explained.")
-DEEP_IN_LONG = "The whistleblower met the journalist at the lighthouse cafe at midnight."
+DEEP_IN_LONG = (
+    "The whistleblower met the journalist at the lighthouse cafe at midnight."
+)
 LONG_DOC = "doc-0021"
 IN_ATTACHMENT = (
     "doc-0004-attachment",

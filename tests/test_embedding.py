@@ -20,7 +20,9 @@ def test_default_model_embeds_without_a_hub():
     function = embedding.embedder(DEFAULT_MODEL)
     vectors = function.compute_query_embeddings(["a cat", "a kitten", "tax havens"])
     assert function.ndims() == 384
-    cat, kitten, tax = (sum(a * b for a, b in zip(vectors[0], v)) for v in vectors)
+    _cat, kitten, tax = (
+        sum(a * b for a, b in zip(vectors[0], v, strict=False)) for v in vectors
+    )
     assert kitten > tax
 
 
@@ -145,7 +147,9 @@ def test_model_export_is_cached_on_disk(query_encoder, monkeypatch):
 def test_an_export_that_disagrees_is_not_cached(monkeypatch, tmp_path):
     monkeypatch.setattr(query_export, "MIN_AGREEMENT", 1.01)
     path = tmp_path / "model.onnx"
-    with pytest.raises(exceptions.QueryEncoderExportFailed, match="disagrees with the model"):
+    with pytest.raises(
+        exceptions.QueryEncoderExportFailed, match="disagrees with the model"
+    ):
         query_export.export(DEFAULT_MODEL, path)
 
     assert list(tmp_path.iterdir()) == []
@@ -166,7 +170,9 @@ def _model_copy(folder: Path, pooling: dict | None = None) -> Path:
 
 
 def test_unsupported_pooling_is_refused_naming_the_setting(query_encoder, tmp_path):
-    model = str(_model_copy(tmp_path, {"embedding_dimension": 384, "pooling_mode": "lasttoken"}))
+    model = str(
+        _model_copy(tmp_path, {"embedding_dimension": 384, "pooling_mode": "lasttoken"})
+    )
     query_encoder("onnx")
 
     with pytest.raises(exceptions.UnsupportedModel) as refused:

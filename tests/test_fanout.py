@@ -17,14 +17,16 @@ import pytest
 
 from ml_worker import store, tasks
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
-from ml_worker_dev.datashare_index import bulk_index, create_project_index, document_source
 from ml_worker.documents import es_client
+from ml_worker_dev.datashare_index import (
+    bulk_index,
+    create_project_index,
+    document_source,
+)
 from ml_worker_dev.local_stack import free_port
 from tests.corpus import datashare_corpus, filler
 from tests.datashare_double import DatashareDouble
 from tests.faults import TcpProxy
-
-
 
 
 @pytest.fixture
@@ -101,8 +103,13 @@ async def test_an_outage_between_pages_resumes_where_it_stopped(
     try:
         with caplog.at_level(logging.WARNING, logger="ml_worker"):
             await _fan_out(
-                project, config, es, datashare_client, vector_db,
-                batch_size=2, progress=cut_after_the_first_batch,
+                project,
+                config,
+                es,
+                datashare_client,
+                vector_db,
+                batch_size=2,
+                progress=cut_after_the_first_batch,
             )
     finally:
         await es.close()
@@ -140,11 +147,18 @@ async def test_documents_gone_from_the_index_are_deleted_chunk_by_chunk(
     contents["gone-long"] = filler(rng, 200)
     contents |= {"gone-1": filler(rng, 3), "gone-2": filler(rng, 3)}
     await create_project_index(es, project)
-    await bulk_index(es, project, [
-        (i, document_source(c, path=f"/leak/{i}.txt"), None) for i, c in contents.items()
-    ])
+    await bulk_index(
+        es,
+        project,
+        [
+            (i, document_source(c, path=f"/leak/{i}.txt"), None)
+            for i, c in contents.items()
+        ],
+    )
     config = MLWorkerConfig(es_address=es_url, gone_check_chunk_size=4)
-    store.open_or_create_table(vector_db, project, model=DEFAULT_MODEL, embed_batch_size=32)
+    store.open_or_create_table(
+        vector_db, project, model=DEFAULT_MODEL, embed_batch_size=32
+    )
     await tasks.vectorize_docs(
         list(contents), project, config=config, es_client=es, vector_db=vector_db
     )
@@ -158,7 +172,9 @@ async def test_documents_gone_from_the_index_are_deleted_chunk_by_chunk(
         await _fan_out(project, config, es, datashare_client, vector_db)
 
     table.checkout_latest()
-    stored = {r["doc_id"] for r in table.search().select(["doc_id"]).limit(None).to_list()}
+    stored = {
+        r["doc_id"] for r in table.search().select(["doc_id"]).limit(None).to_list()
+    }
     assert stored == {f"doc-{i}" for i in range(6)}
     assert "removed 3 documents gone from the index" in caplog.text
     assert list(itertools.chain(*_batches(datashare, project))) == sorted(stored)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ml_worker_dev.local_stack import free_port, task_service
 from ml_worker.task_client import ICIJTaskClient, UnknownTask
+from ml_worker_dev.local_stack import free_port, task_service
 
 pytestmark = pytest.mark.e2e
 
@@ -13,9 +13,12 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def service_url(tmp_path_factory, rabbitmq, postgres):
     workdir = tmp_path_factory.mktemp("task-service")
-    with rabbitmq.temporary_vhost() as vhost, task_service(
-        workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
-    ) as url:
+    with (
+        rabbitmq.temporary_vhost() as vhost,
+        task_service(
+            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
+        ) as url,
+    ):
         yield url
 
 

@@ -24,8 +24,12 @@ from ml_worker import documents, store, tasks, upkeep
 from ml_worker.app import app
 from ml_worker.clients import task_client_from
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
-from ml_worker_dev.datashare_index import bulk_index, create_project_index, document_source
 from ml_worker.documents import Document
+from ml_worker_dev.datashare_index import (
+    bulk_index,
+    create_project_index,
+    document_source,
+)
 from tests.corpus import filler
 from tests.faults import ConditionalWritesIgnored
 
@@ -45,7 +49,9 @@ def _version(seed: int, n_docs: int = N_DOCS) -> list[Document]:
     """One version of every document: lengths from none to several passages."""
     rng = random.Random(seed)
     return [
-        _document(f"doc-{i:03d}", "" if i % 17 == 0 else filler(rng, rng.randint(1, 40)))
+        _document(
+            f"doc-{i:03d}", "" if i % 17 == 0 else filler(rng, rng.randint(1, 40))
+        )
         for i in range(n_docs)
     ]
 
@@ -62,12 +68,17 @@ def _rows(table, docs: list[Document]) -> list[dict]:
     rng = np.random.default_rng(len(rows))
     vectors = rng.standard_normal((len(rows), 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return [{**row, store.VECTOR: v.tolist()} for row, v in zip(rows, vectors)]
+    return [
+        {**row, store.VECTOR: v.tolist()} for row, v in zip(rows, vectors, strict=False)
+    ]
 
 
 def _batches(table, docs: list[Document]) -> list[tuple[list[str], list[dict]]]:
     return [
-        ([d.id for d in docs[i : i + BATCH_DOCS]], _rows(table, docs[i : i + BATCH_DOCS]))
+        (
+            [d.id for d in docs[i : i + BATCH_DOCS]],
+            _rows(table, docs[i : i + BATCH_DOCS]),
+        )
         for i in range(0, len(docs), BATCH_DOCS)
     ]
 
@@ -75,9 +86,12 @@ def _batches(table, docs: list[Document]) -> list[tuple[list[str], list[dict]]]:
 def _assert_exact(table, docs: list[Document]) -> None:
     """Each document has exactly the passages of its version, each once."""
     table.checkout_latest()
-    rows = table.search().select(
-        ["doc_id", "passage", "start", "end", "content_hash"]
-    ).limit(None).to_list()
+    rows = (
+        table.search()
+        .select(["doc_id", "passage", "start", "end", "content_hash"])
+        .limit(None)
+        .to_list()
+    )
     passages = [(r["doc_id"], r["passage"], r["start"], r["end"]) for r in rows]
     assert len(passages) == len(set(passages)), "duplicate passages"
     embedder = store.table_embedder(table)
@@ -127,10 +141,9 @@ def test_four_writers_each_batch_twice(s3_db, s3_table, project):
         half = len(batches) // 2
         # Writers 0 and 1 write the same batches at the same time; writers 2 and 3
         # the others, in opposite orders: one after the other, crossing midway.
-        for plan, batches in zip(
-            plans, [batches[:half], batches[:half], batches[half:], batches[half:][::-1]]
-        ):
-            plan.append(batches)
+        shares = [batches[:half], batches[:half], batches[half:], batches[half:][::-1]]
+        for plan, share in zip(plans, shares, strict=True):
+            plan.append(share)
     # Started once for both versions: a process takes seconds to import the model's
     # libraries.
     with _writers(uri, options, project, plans) as sync:
@@ -227,7 +240,11 @@ def test_a_writer_killed_mid_write_then_the_batch_again(
     table = store.writable_table(store.connect(uri, storage_options=options), project)
     if between_commits:
         # The first batch's changed documents have the rows of two versions.
-        first = [n.id for o, n in zip(old, new[:BATCH_DOCS]) if o.content != n.content]
+        first = [
+            n.id
+            for o, n in zip(old, new[:BATCH_DOCS], strict=False)
+            if o.content != n.content
+        ]
         assert {len(h) for h in store.stored_hashes(table, first).values()} == {2}
 
     # The batch again, as a redelivered task writes it (its model, its check).
@@ -268,7 +285,9 @@ async def test_a_store_ignoring_conditional_writes_is_refused(
 
         # A table made through the store itself: a batch written through the
         # proxy is refused before it writes anything.
-        direct = store.connect(config.vector_db_uri, storage_options=s3.storage_options())
+        direct = store.connect(
+            config.vector_db_uri, storage_options=s3.storage_options()
+        )
         store.open_or_create_table(
             direct, project, model=DEFAULT_MODEL, embed_batch_size=8
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from io import StringIO
 
 import pytest
@@ -44,8 +44,7 @@ def unsafe(text: str) -> list[str]:
     return [
         c
         for c in text
-        if c != "\n"
-        and (unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in BIDI)
+        if c != "\n" and (unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in BIDI)
     ]
 
 
@@ -111,7 +110,7 @@ def test_results_colour_is_rich_styles_alone():
     assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == plain
 
 
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def _task(**fields) -> Task:

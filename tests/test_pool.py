@@ -24,11 +24,16 @@ import httpx
 import pytest
 from icij_worker import TaskState
 
-from ml_worker.constants import WorkerKind
 from ml_worker import store
-from ml_worker_dev.local_stack import free_port, task_service, wait_for_workers, worker_pool
+from ml_worker.constants import WorkerKind
 from ml_worker.pool import Backoff, worker_command
 from ml_worker.task_client import ICIJTaskClient
+from ml_worker_dev.local_stack import (
+    free_port,
+    task_service,
+    wait_for_workers,
+    worker_pool,
+)
 from tests.corpus import filler
 from tests.stack import run_task, wait_ended, wait_state
 from tests.tables import assert_table_exact, seed
@@ -38,7 +43,9 @@ STOP_WITHIN_S = 10.0
 ROOT = Path(__file__).parent.parent
 # The test environment's settings must not reach the CLI processes.
 _CLEAN_ENV = {
-    k: v for k, v in os.environ.items() if not k.startswith(("ML_WORKER_", "ICIJ_WORKER_"))
+    k: v
+    for k, v in os.environ.items()
+    if not k.startswith(("ML_WORKER_", "ICIJ_WORKER_"))
 }
 
 
@@ -77,7 +84,9 @@ def start_supervisor(worker_code: str, log: Path) -> subprocess.Popen:
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-c", _SUPERVISOR, worker_code],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -130,7 +139,11 @@ def test_bad_settings_fail_before_any_worker_starts(tmp_path):
     )
     started = subprocess.run(
         [sys.executable, "-m", "ml_worker.cli", "workers", "start", "-c", str(config)],
-        env=_CLEAN_ENV, capture_output=True, text=True, timeout=60, check=False,
+        env=_CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
     assert started.returncode == 2
@@ -153,13 +166,20 @@ class Service:
         workdir = self.workdir / name
         workdir.mkdir()
         return worker_pool(
-            workdir, n_workers=n_workers, rabbitmq=self.rabbitmq, vhost=self.vhost,
+            workdir,
+            n_workers=n_workers,
+            rabbitmq=self.rabbitmq,
+            vhost=self.vhost,
             ml_worker_config=self.config,
         )
 
     async def ready(self, pool, name: str, n_workers: int = 2) -> None:
         await asyncio.to_thread(
-            wait_for_workers, self.rabbitmq, self.vhost, n_workers, pool,
+            wait_for_workers,
+            self.rabbitmq,
+            self.vhost,
+            n_workers,
+            pool,
             log=self.workdir / name / "workers.log",
         )
 
@@ -174,9 +194,12 @@ class Service:
 def service(tmp_path_factory, es_url, rabbitmq, postgres):
     """The task service in the module's vhost; no worker."""
     workdir = tmp_path_factory.mktemp("pool")
-    with rabbitmq.temporary_vhost() as vhost, task_service(
-        workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
-    ) as url:
+    with (
+        rabbitmq.temporary_vhost() as vhost,
+        task_service(
+            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
+        ) as url,
+    ):
         yield Service(workdir, url, vhost, rabbitmq, es_url)
 
 
@@ -290,7 +313,9 @@ def _rabbitmq_away(service, pool, *, seconds: float) -> None:
         api.delete(f"/api/permissions/{vhost}/{user}").raise_for_status()
         try:
             for name in names:
-                api.delete(f"/api/connections/{quote(name, safe='')}").raise_for_status()
+                api.delete(
+                    f"/api/connections/{quote(name, safe='')}"
+                ).raise_for_status()
             time.sleep(seconds)
         finally:
             api.put(
@@ -339,7 +364,10 @@ def start_cli(service, log: Path, *args: str, env: dict | None = None):
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-c", _CLI, *args],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 

@@ -17,9 +17,11 @@ from urllib.parse import urlparse
 import pytest
 from icij_worker import TaskState
 
-from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker import store
 from ml_worker.config import MLWorkerConfig
+from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
+from ml_worker.task_client import ICIJTaskClient
+from ml_worker.tasks import create_vectorization_tasks
 from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,
@@ -31,8 +33,6 @@ from ml_worker_dev.local_stack import (
     wait_for_workers,
     worker_pool,
 )
-from ml_worker.tasks import create_vectorization_tasks
-from ml_worker.task_client import ICIJTaskClient
 from tests.corpus import filler
 from tests.faults import TcpProxy
 from tests.stack import (
@@ -66,18 +66,26 @@ def stack(tmp_path_factory, es_url, rabbitmq, postgres):
     proxy = TcpProxy(target.hostname, target.port, free_port())
     proxy.start()
     try:
-        with rabbitmq.temporary_vhost() as vhost, task_service(
-            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
-        ) as url:
+        with (
+            rabbitmq.temporary_vhost() as vhost,
+            task_service(
+                workdir,
+                rabbitmq=rabbitmq,
+                vhost=vhost,
+                postgres=postgres,
+                port=free_port(),
+            ) as url,
+        ):
             config = {
                 "es_address": proxy.url,
                 "task_service_url": url,
                 "vector_db_uri": str(workdir / "vectors"),
                 "es_retry_s": 60.0,
             }
-            with _pool(workdir / "a", rabbitmq, vhost, config) as pool_a, _pool(
-                workdir / "b", rabbitmq, vhost, config
-            ) as pool_b:
+            with (
+                _pool(workdir / "a", rabbitmq, vhost, config) as pool_a,
+                _pool(workdir / "b", rabbitmq, vhost, config) as pool_b,
+            ):
                 yield Stack(
                     url, config, proxy, [pool_a, pool_b], workdir, rabbitmq, vhost
                 )
@@ -88,7 +96,10 @@ def stack(tmp_path_factory, es_url, rabbitmq, postgres):
 def _pool(workdir, rabbitmq, vhost, config, n_workers=2):
     workdir.mkdir()
     return worker_pool(
-        workdir, n_workers=n_workers, rabbitmq=rabbitmq, vhost=vhost,
+        workdir,
+        n_workers=n_workers,
+        rabbitmq=rabbitmq,
+        vhost=vhost,
         ml_worker_config=config,
     )
 
@@ -126,11 +137,19 @@ async def test_rerun_embeds_only_new_and_changed_and_drops_deleted(
     doc_ids = await seed(es, project, 60)
     await _vectorize(client, project, batch_size=10)
     rng = random.Random(7)
-    await bulk_index(es, project, [
-        ("new-1", document_source(filler(rng, 5), path="/new/1.txt"), None),
-        ("new-2", document_source(filler(rng, 5), path="/new/2.txt"), None),
-        ("doc-0003", document_source(filler(rng, 40), path="/leak/changed.txt"), None),
-    ])
+    await bulk_index(
+        es,
+        project,
+        [
+            ("new-1", document_source(filler(rng, 5), path="/new/1.txt"), None),
+            ("new-2", document_source(filler(rng, 5), path="/new/2.txt"), None),
+            (
+                "doc-0003",
+                document_source(filler(rng, 40), path="/leak/changed.txt"),
+                None,
+            ),
+        ],
+    )
     for gone in ("doc-0005", "doc-0009"):
         await es.delete(index=project, id=gone, refresh=True)
 
@@ -209,14 +228,30 @@ async def _cut_off(proxy: TcpProxy, *, seconds: float) -> None:
 
 
 BAD_TASKS = [
-    ("create_vectorization_tasks", {"project": "no-such-index"}, "has no Elasticsearch index"),
+    (
+        "create_vectorization_tasks",
+        {"project": "no-such-index"},
+        "has no Elasticsearch index",
+    ),
     ("create_vectorization_tasks", {"project": "../x"}, "invalid project"),
     ("create_vectorization_tasks", {"project": "/abs/path"}, "invalid project"),
     ("vectorize_docs", {"project": "../x", "docs": ["a"]}, "invalid project"),
     ("find_most_similar", {"project": "../x", "queries": ["q"]}, "invalid project"),
-    ("find_most_similar", {"project": "never-vectorized", "queries": ["q"]}, "no vectors yet"),
-    ("create_vectorization_tasks", {"project": "p", "batch_size": 0}, "batch_size must be positive"),
-    ("create_vectorization_tasks", {"project": "p", "colour": "red"}, "unknown argument(s)"),
+    (
+        "find_most_similar",
+        {"project": "never-vectorized", "queries": ["q"]},
+        "no vectors yet",
+    ),
+    (
+        "create_vectorization_tasks",
+        {"project": "p", "batch_size": 0},
+        "batch_size must be positive",
+    ),
+    (
+        "create_vectorization_tasks",
+        {"project": "p", "colour": "red"},
+        "unknown argument(s)",
+    ),
 ]
 
 
@@ -254,7 +289,9 @@ async def test_unknown_model_leaves_no_table(stack, es, client, project):
 
 async def test_empty_index_creates_no_task(stack, es, client, project):
     await create_project_index(es, project)
-    assert await run_task(client, "create_vectorization_tasks", {"project": project}) == []
+    assert (
+        await run_task(client, "create_vectorization_tasks", {"project": project}) == []
+    )
 
 
 async def test_odd_contents_are_vectorized_exactly(stack, es, client, project):
@@ -270,11 +307,15 @@ async def test_odd_contents_are_vectorized_exactly(stack, es, client, project):
         "huge": huge,
     }
     await create_project_index(es, project)
-    await bulk_index(es, project, [
-        (doc_id, document_source(content, path=f"/odd/{doc_id}"), None)
-        for doc_id, content in odd.items()
-    ])
-    children, written = await _vectorize(client, project, batch_size=2)
+    await bulk_index(
+        es,
+        project,
+        [
+            (doc_id, document_source(content, path=f"/odd/{doc_id}"), None)
+            for doc_id, content in odd.items()
+        ],
+    )
+    _children, written = await _vectorize(client, project, batch_size=2)
     assert written == len(odd)
     await _assert_table_exact(stack, es, project)
     assert "only the first 2000000 of its" in stack.worker_logs()
@@ -296,7 +337,11 @@ async def test_broker_connection_lost_mid_run(stack, es, client, project):
     try:
         with _pool(stack.workdir / "c", proxied, stack.vhost, stack.config) as pool:
             await asyncio.to_thread(
-                wait_for_workers, stack.rabbitmq, stack.vhost, 6, pool,
+                wait_for_workers,
+                stack.rabbitmq,
+                stack.vhost,
+                6,
+                pool,
                 log=stack.workdir / "c" / "workers.log",
             )
             children = await _start_a_run_of_slow_batches(es, client, project)

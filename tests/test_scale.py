@@ -22,15 +22,15 @@ from urllib.parse import urlparse
 import pytest
 from icij_worker import TaskState
 
-from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker import store
+from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
+from ml_worker.task_client import ICIJTaskClient
 from ml_worker_dev.local_stack import (
     free_port,
     task_service,
     wait_for_workers,
     worker_pool,
 )
-from ml_worker.task_client import ICIJTaskClient
 from tests.corpus import filler
 from tests.hosts import Host, can_make_hosts, hosts
 from tests.stack import wait_done, wait_state
@@ -74,17 +74,24 @@ class Cluster:
         stack = ExitStack()
         pool = stack.enter_context(
             worker_pool(
-                workdir, n_workers=WORKERS_PER_HOST, rabbitmq=rabbitmq,
-                vhost=self.vhost, ml_worker_config=self.configs[i], wrap=host.command,
+                workdir,
+                n_workers=WORKERS_PER_HOST,
+                rabbitmq=rabbitmq,
+                vhost=self.vhost,
+                ml_worker_config=self.configs[i],
+                wrap=host.command,
             )
         )
-        self.pools[i:i + 1] = [pool]
-        self._stacks[i:i + 1] = [stack]
+        self.pools[i : i + 1] = [pool]
+        self._stacks[i : i + 1] = [stack]
 
     def wait_for_workers(self) -> None:
         for i, pool in enumerate(self.pools):
             wait_for_workers(
-                self.rabbitmq, self.vhost, WORKERS_PER_HOST * (i + 1), pool,
+                self.rabbitmq,
+                self.vhost,
+                WORKERS_PER_HOST * (i + 1),
+                pool,
                 log=self.workdir / f"host-{i}" / "workers.log",
             )
 
@@ -106,9 +113,13 @@ class Cluster:
 def cluster(tmp_path_factory, es_url, rabbitmq, postgres, s3):
     workdir = tmp_path_factory.mktemp("scale")
     es = urlparse(es_url)
-    with s3.bucket() as bucket, rabbitmq.temporary_vhost() as vhost, task_service(
-        workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
-    ) as url:
+    with (
+        s3.bucket() as bucket,
+        rabbitmq.temporary_vhost() as vhost,
+        task_service(
+            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
+        ) as url,
+    ):
         uri = f"s3://{bucket}/vectors"
         service = urlparse(url)
         s3_endpoint = urlparse(s3.url)
@@ -131,7 +142,12 @@ def cluster(tmp_path_factory, es_url, rabbitmq, postgres, s3):
                 for host in made
             ]
             cluster = Cluster(
-                url, made, workdir, rabbitmq, vhost, configs,
+                url,
+                made,
+                workdir,
+                rabbitmq,
+                vhost,
+                configs,
                 (uri, s3.storage_options()),
             )
             try:
@@ -149,7 +165,9 @@ async def client(cluster):
         yield client
 
 
-async def _fan_out(client, project: str, *, runs: int = 1, batch_size: int) -> list[str]:
+async def _fan_out(
+    client, project: str, *, runs: int = 1, batch_size: int
+) -> list[str]:
     """The batch tasks of ``runs`` fan-outs of the project submitted at once."""
     parents = [
         await client.create_task(
@@ -175,7 +193,9 @@ async def test_hosts_write_one_table_every_batch_twice(cluster, es, client, proj
     assert len(doc_ids) <= sum(written) <= 2 * len(doc_ids)
     await assert_table_exact(cluster.table(project), es, project)
     for i in range(N_HOSTS):
-        assert "documents vectorized" in cluster.worker_log(i), f"host {i} wrote nothing"
+        assert "documents vectorized" in cluster.worker_log(i), (
+            f"host {i} wrote nothing"
+        )
 
 
 async def _slow_run(es, client, project: str, *, n_docs: int, done: int) -> list[str]:

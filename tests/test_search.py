@@ -10,7 +10,6 @@ import pytest
 
 from ml_worker import store, tasks, upkeep
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
-from ml_worker_dev.datashare_index import bulk_index, create_project_index, document_source
 from ml_worker.documents import document_id_pages, es_client
 from ml_worker.search import (
     Filters,
@@ -20,6 +19,11 @@ from ml_worker.search import (
     nearest_passages,
     passages_limit,
     search_queries,
+)
+from ml_worker_dev.datashare_index import (
+    bulk_index,
+    create_project_index,
+    document_source,
 )
 
 QUERY = "the cat sat on the mat"
@@ -417,10 +421,8 @@ def _crowded_rows(table) -> list[dict]:
             "passage_id": store.passage_id(doc_id, None, passage),
         }
 
-    rows = [
-        row("manual", i, texts[0], page, "ENGLISH") for i, page in enumerate(pages)
-    ]
-    for i, (text, vector) in enumerate(zip(texts[1:], vectors[1:])):
+    rows = [row("manual", i, texts[0], page, "ENGLISH") for i, page in enumerate(pages)]
+    for i, (text, vector) in enumerate(zip(texts[1:], vectors[1:], strict=False)):
         language = "ENGLISH" if i % 2 else "GERMAN"
         rows.append(row(f"doc-{i:02d}", 0, text, vector, language))
     return rows

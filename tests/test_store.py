@@ -35,9 +35,19 @@ def test_one_table_per_project(vector_db):
         table = store.open_or_create_table(
             vector_db, project, model=DEFAULT_MODEL, embed_batch_size=8
         )
-        row = dict(doc_id=f"{project}-doc", root_id=None, passage=0, start=0, end=5,
-                   content="hello", path=None, title=None, content_type=None,
-                   language=None, tags=[])
+        row = {
+            "doc_id": f"{project}-doc",
+            "root_id": None,
+            "passage": 0,
+            "start": 0,
+            "end": 5,
+            "content": "hello",
+            "path": None,
+            "title": None,
+            "content_type": None,
+            "language": None,
+            "tags": [],
+        }
         store.replace_documents(table, [row["doc_id"]], [row])
     a = store.open_table(vector_db, "a").to_arrow()["doc_id"].to_pylist()
     assert a == ["a-doc"]
@@ -56,9 +66,19 @@ def test_replace_documents_is_idempotent_and_drops_stale_passages(vector_db):
 
     def rows(doc_id, n):
         return [
-            dict(doc_id=doc_id, root_id=doc_id, passage=i, start=i, end=i + 1,
-                 content=f"passage {i}", path=None, title=None, content_type=None,
-                 language=None, tags=[])
+            {
+                "doc_id": doc_id,
+                "root_id": doc_id,
+                "passage": i,
+                "start": i,
+                "end": i + 1,
+                "content": f"passage {i}",
+                "path": None,
+                "title": None,
+                "content_type": None,
+                "language": None,
+                "tags": [],
+            }
             for i in range(n)
         ]
 
@@ -83,9 +103,19 @@ def test_concurrent_writes_of_the_same_documents_leave_each_passage_once(tmp_pat
         store.connect(uri), "p", model=DEFAULT_MODEL, embed_batch_size=8
     )
     rows = [
-        dict(doc_id=f"d{d}", root_id=None, passage=i, start=i, end=i + 1,
-             content=f"document {d} passage {i}", path=None, title=None,
-             content_type=None, language=None, tags=[])
+        {
+            "doc_id": f"d{d}",
+            "root_id": None,
+            "passage": i,
+            "start": i,
+            "end": i + 1,
+            "content": f"document {d} passage {i}",
+            "path": None,
+            "title": None,
+            "content_type": None,
+            "language": None,
+            "tags": [],
+        }
         for d in range(10)
         for i in range(3)
     ]
@@ -115,9 +145,19 @@ def test_a_connection_bounds_its_caches(tmp_path, lancedb_sessions, bounded):
     db = store.connect(str(tmp_path / "vectors"), **limits)
     table = store.open_or_create_table(db, "p", model=DEFAULT_MODEL, embed_batch_size=8)
     for batch in range(60):
-        row = dict(doc_id=f"d{batch}", root_id=None, passage=0, start=0, end=1,
-                   content=f"document {batch}", path=None, title=None,
-                   content_type=None, language=None, tags=[])
+        row = {
+            "doc_id": f"d{batch}",
+            "root_id": None,
+            "passage": 0,
+            "start": 0,
+            "end": 1,
+            "content": f"document {batch}",
+            "path": None,
+            "title": None,
+            "content_type": None,
+            "language": None,
+            "tags": [],
+        }
         store.replace_documents(table, [row["doc_id"]], [row])
 
     ((_, session),) = lancedb_sessions
@@ -142,8 +182,16 @@ def _earlier_table(db, name: str, n_docs: int):
         ],
     )
     rows = [
-        dict(doc_id=f"d{d}", passage=i, start=i, end=i + 1, content=f"passage {i}",
-             vector=[0.1] * function.ndims(), content_hash=f"h{d}", tags=[])
+        {
+            "doc_id": f"d{d}",
+            "passage": i,
+            "start": i,
+            "end": i + 1,
+            "content": f"passage {i}",
+            "vector": [0.1] * function.ndims(),
+            "content_hash": f"h{d}",
+            "tags": [],
+        }
         for d in range(n_docs)
         for i in range(2)
     ]
@@ -175,24 +223,39 @@ def test_a_table_of_an_earlier_version_gets_its_passage_key(vector_db):
         store.passage_id(r["doc_id"], r["content_hash"], r["passage"]) for r in rows
     )
     # Written again with a new version, a document keeps that version alone.
-    new = [dict(doc_id="d1", root_id=None, passage=0, start=0, end=3, content="new",
-                path=None, title=None, content_type=None, language=None, tags=[],
-                content_hash="h1-new")]
+    new = [
+        {
+            "doc_id": "d1",
+            "root_id": None,
+            "passage": 0,
+            "start": 0,
+            "end": 3,
+            "content": "new",
+            "path": None,
+            "title": None,
+            "content_type": None,
+            "language": None,
+            "tags": [],
+            "content_hash": "h1-new",
+        }
+    ]
     store.replace_documents(table, ["d1"], new)
     assert store.stored_hashes(table, ["d0", "d1"]) == {"d0": {"h0"}, "d1": {"h1-new"}}
     assert table.count_rows() == 5
 
 
 def test_storage_options_are_handed_to_boto3_as_lancedb_reads_them():
-    args = store._boto3_client_args({
-        "AWS_ENDPOINT": "http://minio:9000",
-        "region": "eu-west-3",
-        "access_key_id": "id",
-        "aws_secret_access_key": "secret",
-        "token": "session",
-        "allow_http": "true",
-        "virtual_hosted_style_request": "true",
-    })
+    args = store._boto3_client_args(
+        {
+            "AWS_ENDPOINT": "http://minio:9000",
+            "region": "eu-west-3",
+            "access_key_id": "id",
+            "aws_secret_access_key": "secret",
+            "token": "session",
+            "allow_http": "true",
+            "virtual_hosted_style_request": "true",
+        }
+    )
     config = args.pop("config")
     assert args == {
         "endpoint_url": "http://minio:9000",
@@ -213,9 +276,7 @@ def test_a_local_database_is_never_probed(vector_db, monkeypatch):
     store.drop_table(vector_db, "p")
 
 
-def test_a_write_that_keeps_losing_commits_is_a_retryable_error(
-    vector_db, monkeypatch
-):
+def test_a_write_that_keeps_losing_commits_is_a_retryable_error(vector_db, monkeypatch):
     table = store.open_or_create_table(
         vector_db, "busy", model=DEFAULT_MODEL, embed_batch_size=8
     )
@@ -223,7 +284,9 @@ def test_a_write_that_keeps_losing_commits_is_a_retryable_error(
 
     def losing(*_):
         attempts.append(1)
-        raise RuntimeError("lance error: Too many concurrent writers. Attempted 5 times")
+        raise RuntimeError(
+            "lance error: Too many concurrent writers. Attempted 5 times"
+        )
 
     monkeypatch.setattr(store, "_replace", losing)
     monkeypatch.setattr(store.time, "sleep", lambda _: None)

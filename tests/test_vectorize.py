@@ -133,7 +133,11 @@ async def test_a_document_gaining_or_losing_its_text_changes_its_rows(
         es,
         project,
         [
-            ("blank", document_source("Now it has text.", path="/leak/blank.txt"), None),
+            (
+                "blank",
+                document_source("Now it has text.", path="/leak/blank.txt"),
+                None,
+            ),
             ("long", document_source("", path="/leak/long.txt"), None),
         ],
     )

@@ -44,7 +44,7 @@ def global_options(
         bool, typer.Option("--debug", help="Show the stack trace of errors.")
     ] = False,
 ) -> None:
-    global _debug  # pylint: disable=global-statement
+    global _debug
     _debug = debug
 
 
@@ -445,7 +445,7 @@ def run(typer_app: typer.Typer, argv: list[str] | None = None) -> NoReturn:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001  # reported, whatever it is
         _fail(e)
     # typer turns Ctrl-C into this exit code, silently.
     if code == ExitCode.INTERRUPTED:

@@ -11,10 +11,10 @@ import httpx
 from rich.table import Table
 from rich.text import Text
 
+from ml_worker.broker import QueueStats, RabbitMQ
 from ml_worker.cli.errors import one_line
 from ml_worker.cli.output import shown
 from ml_worker.config import MLWorkerConfig
-from ml_worker.broker import QueueStats, RabbitMQ
 from ml_worker.constants import WorkerKind
 from ml_worker.exceptions import BrokerUnreachable
 
@@ -112,7 +112,7 @@ async def check_es(config: MLWorkerConfig) -> Check:
     except (AuthenticationException, AuthorizationException) as e:
         detail = f"refused access ({e.status_code})"
         return Check("Elasticsearch", config.es_address, False, detail)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001  # reported, whatever it is
         return Check("Elasticsearch", config.es_address, False, one_line(e))
     finally:
         await es.close()
@@ -140,7 +140,7 @@ async def _check_task_service(config: MLWorkerConfig) -> Check:
     try:
         async with task_client_from(config) as client:
             await client.get_tasks(name="ping")
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001  # reported, whatever it is
         return Check("task service", where, False, one_line(e))
     return Check("task service", where, True, "answers")
 
@@ -150,7 +150,7 @@ def _check_vector_store(config: MLWorkerConfig) -> Check:
 
     try:
         names = store.project_tables(store.connect_from(config))
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001  # reported, whatever it is
         return Check("vector store", config.vector_db_uri, False, one_line(e))
     return Check(
         "vector store", config.vector_db_uri, True, f"{len(names)} project tables"
@@ -192,7 +192,7 @@ def _describe_table(db, name: str) -> ProjectTable:
             model=store.table_model(table),
             indexes=indexes or "none",
         )
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001  # reported, whatever it is
         return ProjectTable(project=name, error=one_line(e))
 
 
