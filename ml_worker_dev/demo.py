@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import time
@@ -36,6 +35,7 @@ from ml_worker_dev import datashare_index
 from ml_worker_dev.local_stack import (
     Postgres,
     RabbitMQ,
+    environment,
     free_port,
     rabbitmq_from_env,
     task_service,
@@ -130,7 +130,9 @@ def _run(
         "vector_db_uri": str((workdir / "vectors").resolve()),
     }
     # The workers' environment wins over their settings file: it must agree.
-    stack.enter_context(_environment(worker_settings))
+    stack.enter_context(
+        environment(**{f"ML_WORKER_{k.upper()}": v for k, v in worker_settings.items()})
+    )
     step = time.monotonic()
     pool = stack.enter_context(
         worker_pool(
@@ -217,21 +219,6 @@ async def _delete_index(config: MLWorkerConfig, project: str) -> None:
         pass  # an emulator stopped by Ctrl-C with us: nothing left to delete
     finally:
         await es.close()
-
-
-@contextmanager
-def _environment(settings: dict[str, str]) -> Iterator[None]:
-    names = {f"ML_WORKER_{key.upper()}": value for key, value in settings.items()}
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(names)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 async def _vectorize_and_search(project: str) -> None:

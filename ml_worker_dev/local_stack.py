@@ -146,7 +146,7 @@ def es_emulator(*, memory_limit_bytes: int | None = None):
     """
     from osmem_server import OsmemServer
 
-    with _environment(GOMEMLIMIT=_go_memory_limit(memory_limit_bytes)):
+    with environment(GOMEMLIMIT=_go_memory_limit(memory_limit_bytes)):
         server = OsmemServer.start(japanese=False)
     try:
         if memory_limit_bytes is not None:
@@ -164,7 +164,7 @@ def _go_memory_limit(memory_limit_bytes: int | None) -> str | None:
 
 
 @contextmanager
-def _environment(**values: str | None):
+def environment(**values: str | None):
     """Sets the variables whose value is not None, for the block only."""
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update({k: v for k, v in values.items() if v is not None})
