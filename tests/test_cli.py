@@ -380,12 +380,13 @@ def test_tasks_list_show_result_and_cancel(stack, vectorized):
 
 
 async def _wait_done(stack: Stack, task_id: str) -> None:
-    from ml_worker.cli.follow import wait_for_task
+    from ml_worker.cli.follow import QueueWatch, wait_for_task
     from ml_worker.clients import task_client_from
 
     config = MLWorkerConfig(task_service_url=stack.env["ML_WORKER_TASK_SERVICE_URL"])
+    watch = QueueWatch(WorkerKind.FANOUT)  # the fan-outs of ``vectorize``
     async with task_client_from(config) as client:
-        await asyncio.wait_for(wait_for_task(client, task_id), TIMEOUT_S)
+        await asyncio.wait_for(wait_for_task(client, task_id, watch=watch), TIMEOUT_S)
 
 
 # Escape sequences (a window title, a screen clear, an 8-bit CSI), a right-to-left
