@@ -8,6 +8,7 @@ and the teardowns in reverse when it stops. Tasks read the connections through t
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import lancedb
@@ -40,6 +41,15 @@ def setup_loggers_(**_) -> None:
     config = lifespan_config()
     setup_loggers(
         ["__main__", "ml_worker"], level=logging.getLevelName(config.log_level)
+    )
+    # icij-worker 0.19.5 keeps its events' timestamps as ISO strings, which
+    # serialize right but make pydantic warn at every event: two lines per task
+    # progress in the worker's log, nothing to act on.
+    warnings.filterwarnings(
+        "ignore",
+        message="Pydantic serializer warnings",
+        category=UserWarning,
+        module="icij_common.registrable",
     )
     logger.info("worker config: %s", config.model_dump_json())  # secrets stay masked
 

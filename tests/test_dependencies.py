@@ -1,3 +1,4 @@
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -95,3 +96,17 @@ def test_a_worker_preloads_only_what_its_tasks_need(monkeypatch, runs, preloaded
         embedding.process_query_encoder.cache_clear()
 
     assert loaded == preloaded
+
+
+def test_a_worker_silences_icij_workers_serializer_warnings(monkeypatch):
+    dependencies.load_config()
+    message = "Pydantic serializer warnings:\n  Expected `datetime`"
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dependencies.setup_loggers_()
+        for module in ("icij_common.registrable", "ml_worker.tasks"):
+            warnings.warn_explicit(message, UserWarning, "x.py", 1, module=module)
+
+    # icij-worker's, at every task event, silenced; anyone else's still shown.
+    assert [str(w.message) for w in caught] == [message]
