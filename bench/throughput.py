@@ -61,8 +61,7 @@ from ml_worker_dev.local_stack import (
     Postgres,
     RabbitMQ,
     es_emulator,
-    free_port,
-    task_service,
+    task_stack,
     wait_for_workers,
     worker_pool,
 )
@@ -207,22 +206,10 @@ async def end_to_end(
     rabbitmq.check()
     postgres.check()
     with ExitStack() as stack:
-        vhost = stack.enter_context(rabbitmq.temporary_vhost())
-        url = stack.enter_context(
-            task_service(
-                workdir,
-                rabbitmq=rabbitmq,
-                vhost=vhost,
-                postgres=postgres,
-                port=free_port(),
-            )
+        vhost, url, settings = stack.enter_context(
+            task_stack(workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url)
         )
-        config = {
-            **app_config,
-            "es_address": es_url,
-            "task_service_url": url,
-            "vector_db_uri": str(workdir / "vectors"),
-        }
+        config = {**app_config, **settings}
         pool = stack.enter_context(
             worker_pool(
                 workdir,

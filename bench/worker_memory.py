@@ -54,8 +54,7 @@ from ml_worker_dev.local_stack import (
     Postgres,
     RabbitMQ,
     es_emulator,
-    free_port,
-    task_service,
+    task_stack,
     wait_for_workers,
     worker_pool,
 )
@@ -131,21 +130,9 @@ def main() -> None:
         )
         es_url = stack.enter_context(es_emulator())
         asyncio.run(index_corpus(es_url, docs))
-        vhost = stack.enter_context(rabbitmq.temporary_vhost())
-        url = stack.enter_context(
-            task_service(
-                workdir,
-                rabbitmq=rabbitmq,
-                vhost=vhost,
-                postgres=postgres,
-                port=free_port(),
-            )
+        vhost, url, config = stack.enter_context(
+            task_stack(workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url)
         )
-        config = {
-            "es_address": es_url,
-            "task_service_url": url,
-            "vector_db_uri": str(workdir / "vectors"),
-        }
         pool = stack.enter_context(
             worker_pool(
                 workdir,

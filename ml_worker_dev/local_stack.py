@@ -21,7 +21,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,6 +242,26 @@ def task_service(
             log=workdir / "task-service.log",
         )
         yield url
+
+
+@contextmanager
+def task_stack(
+    workdir: Path, *, rabbitmq: RabbitMQ, postgres: Postgres, es_url: str
+) -> Iterator[tuple[str, str, dict]]:
+    """A fresh virtual host and the task service in it; yields (vhost, the
+    service's URL, the workers' settings that point at them)."""
+    with (
+        rabbitmq.temporary_vhost() as vhost,
+        task_service(
+            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
+        ) as url,
+    ):
+        settings = {
+            "es_address": es_url,
+            "task_service_url": url,
+            "vector_db_uri": str((workdir / "vectors").resolve()),
+        }
+        yield vhost, url, settings
 
 
 @contextmanager

@@ -29,9 +29,8 @@ from ml_worker_dev import datashare_index
 from ml_worker_dev.local_stack import (
     Postgres,
     es_emulator,
-    free_port,
     rabbitmq_from_env,
-    task_service,
+    task_stack,
     wait_for_workers,
     worker_pool,
 )
@@ -71,21 +70,12 @@ def run_stack(*, workdir: Path, n_workers: int) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         es_url = stack.enter_context(elasticsearch(MLWorkerConfig()))
-        vhost = stack.enter_context(rabbitmq.temporary_vhost())
-        url = stack.enter_context(
-            task_service(
-                workdir,
-                rabbitmq=rabbitmq,
-                vhost=vhost,
-                postgres=postgres,
-                port=free_port(),
-            )
+        vhost, url, worker_settings = stack.enter_context(
+            task_stack(workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url)
         )
+        worker_settings["task_service"] = TaskServiceKind.ICIJ.value
         settings = {
-            "ML_WORKER_ES_ADDRESS": es_url,
-            "ML_WORKER_TASK_SERVICE": TaskServiceKind.ICIJ.value,
-            "ML_WORKER_TASK_SERVICE_URL": url,
-            "ML_WORKER_VECTOR_DB_URI": str((workdir / "vectors").resolve()),
+            **{f"ML_WORKER_{k.upper()}": v for k, v in worker_settings.items()},
             "ICIJ_WORKER_RABBITMQ_VHOST": vhost,
         }
         pool = stack.enter_context(
@@ -94,11 +84,7 @@ def run_stack(*, workdir: Path, n_workers: int) -> None:
                 n_workers=n_workers,
                 rabbitmq=rabbitmq,
                 vhost=vhost,
-                ml_worker_config={
-                    k.removeprefix("ML_WORKER_").lower(): v
-                    for k, v in settings.items()
-                    if k.startswith("ML_WORKER_")
-                },
+                ml_worker_config=worker_settings,
             )
         )
         log = workdir / "workers.log"

@@ -10,7 +10,7 @@ from icij_worker import TaskState
 
 from ml_worker.constants import task_group
 from ml_worker.task_client import TaskClient
-from ml_worker_dev.local_stack import free_port, task_service, worker_pool
+from ml_worker_dev.local_stack import task_stack, worker_pool
 
 TIMEOUT_S = 600
 
@@ -29,19 +29,12 @@ def running_stack(
 
     ``worker_settings`` override the workers' defaults (the task service's URL...).
     """
-    with (
-        rabbitmq.temporary_vhost() as vhost,
-        task_service(
-            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
-        ) as url,
+    with task_stack(workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url) as (
+        vhost,
+        url,
+        settings,
     ):
-        config = {
-            "es_address": es_url,
-            "task_service_url": url,
-            "vector_db_uri": str(workdir / "vectors"),
-            "es_retry_s": 30.0,
-            **(worker_settings or {}),
-        }
+        config = {**settings, "es_retry_s": 30.0, **(worker_settings or {})}
         with worker_pool(
             workdir,
             n_workers=n_workers,

@@ -22,8 +22,7 @@ from ml_worker_dev.datashare_index import (
     document_source,
 )
 from ml_worker_dev.local_stack import (
-    free_port,
-    task_service,
+    task_stack,
     wait_for_workers,
     worker_pool,
 )
@@ -70,22 +69,10 @@ async def test_a_search_is_answered_before_the_backlog_drains(
     await _index(es, backlog, tiny)
 
     with ExitStack() as stack:
-        vhost = stack.enter_context(rabbitmq.temporary_vhost())
-        url = stack.enter_context(
-            task_service(
-                tmp_path,
-                rabbitmq=rabbitmq,
-                vhost=vhost,
-                postgres=postgres,
-                port=free_port(),
-            )
+        vhost, url, settings = stack.enter_context(
+            task_stack(tmp_path, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url)
         )
-        config = {
-            "es_address": es_url,
-            "task_service_url": url,
-            "vector_db_uri": str(tmp_path / "vectors"),
-            "torch_threads": 1,
-        }
+        config = {**settings, "torch_threads": 1}
 
         def start(kind: WorkerKind):
             workdir = tmp_path / kind.value
