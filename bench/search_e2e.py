@@ -76,7 +76,6 @@ from ml_worker_dev.local_stack import (
     es_emulator,
     free_port,
     task_service,
-    wait_for_workers,
     worker_pool,
 )
 
@@ -306,15 +305,8 @@ class Stack:
             vhost=self.vhost,
             ml_worker_config=self.config,
             kind=kind,
+            wait=True,
         ) as pool:
-            wait_for_workers(
-                self.rabbitmq,
-                self.vhost,
-                n_workers,
-                pool,
-                kind=kind,
-                log=workdir / "workers.log",
-            )
             yield pool
 
     def vectorizers(self):

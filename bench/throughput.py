@@ -63,7 +63,6 @@ from ml_worker_dev.local_stack import (
     RabbitMQ,
     es_emulator,
     task_stack,
-    wait_for_workers,
     worker_pool,
 )
 
@@ -210,6 +209,7 @@ async def end_to_end(
             task_stack(workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url)
         )
         config = {**app_config, **settings}
+        started = time.monotonic()
         pool = stack.enter_context(
             worker_pool(
                 workdir,
@@ -217,10 +217,9 @@ async def end_to_end(
                 rabbitmq=rabbitmq,
                 vhost=vhost,
                 ml_worker_config=config,
+                wait=True,
             )
         )
-        started = time.monotonic()
-        wait_for_workers(rabbitmq, vhost, n_workers, pool, log=workdir / "workers.log")
         startup_s = time.monotonic() - started
         memory = WorkerMemory(pool.pid)
         ceilings = [ceiling.docs_s()]  # the workers wait for tasks meanwhile
