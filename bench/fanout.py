@@ -64,8 +64,7 @@ from ml_worker_dev.local_stack import (
     Postgres,
     RabbitMQ,
     es_emulator,
-    free_port,
-    task_service,
+    task_stack,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,21 +254,15 @@ def main() -> None:
         es_url = os.environ.get("ML_WORKER_ES_ADDRESS") or stack.enter_context(
             es_emulator(memory_limit_bytes=int(args.es_memory_gib * 2**30))
         )
-        vhost = stack.enter_context(rabbitmq.temporary_vhost())
-        service_url = stack.enter_context(
-            task_service(
-                workdir,
-                rabbitmq=rabbitmq,
-                vhost=vhost,
-                postgres=postgres,
-                port=free_port(),
-            )
+        _, service_url, settings = stack.enter_context(
+            task_stack(workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url)
         )
+        vectors = settings["vector_db_uri"]
         for n_docs in sorted(args.sizes):
             project = f"bench-fanout-{n_docs}-{os.getpid()}"
             start = time.monotonic()
             asyncio.run(index_project(es_url, project, n_docs, args.page_size))
-            store_project(str(workdir / "vectors"), project, n_docs)
+            store_project(vectors, project, n_docs)
             print(
                 f"docs={n_docs}: indexed and stored in {time.monotonic() - start:.0f}s",
                 flush=True,
@@ -278,7 +271,7 @@ def main() -> None:
                 "project": project,
                 "es_url": es_url,
                 "task_service_url": service_url,
-                "vectors": str(workdir / "vectors"),
+                "vectors": vectors,
                 "batch_size": args.batch_size,
                 "page_size": args.page_size,
             }
@@ -286,8 +279,8 @@ def main() -> None:
                 before = run_child(args.before.resolve(), child_args)
                 print(_line("before", n_docs, before), flush=True)
                 # It deleted the gone documents' rows: this run finds them too.
-                store.drop_table(store.connect(str(workdir / "vectors")), project)
-                store_project(str(workdir / "vectors"), project, n_docs)
+                store.drop_table(store.connect(vectors), project)
+                store_project(vectors, project, n_docs)
             result = run_child(ROOT, child_args)
             print(_line("now", n_docs, result), flush=True)
             peaks[n_docs] = result

@@ -56,7 +56,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 from icij_worker import Task, TaskState
 
-from ml_worker.cli.follow import search_project
+from ml_worker.cli.follow import search_project, wait_for_task
 from ml_worker.constants import (
     CREATE_VECTORIZATION_TASKS,
     WorkerKind,
@@ -76,7 +76,6 @@ from ml_worker_dev.local_stack import (
     es_emulator,
     free_port,
     task_service,
-    wait_for_workers,
     worker_pool,
 )
 
@@ -228,15 +227,13 @@ def describe(phase: str, figures: dict[str, float]) -> str:
 
 
 async def wait_done(client: ICIJTaskClient, task_id: str) -> Any:
-    deadline = time.monotonic() + TIMEOUT_S
-    while (task := await client.get_task(task_id)).state is not TaskState.DONE:
-        if task.state in (TaskState.ERROR, TaskState.CANCELLED):
-            errors = await client.get_task_errors(task_id)
-            raise RuntimeError(f"task {task_id} ended {task.state.value}: {errors}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"task {task_id} not done after {TIMEOUT_S:.0f}s")
-        await asyncio.sleep(POLL_S)
-    return await client.get_task_result(task_id)
+    """The task's result, once it is done."""
+    async with asyncio.timeout(TIMEOUT_S):
+        task = await wait_for_task(client, task_id)
+    if task.state is not TaskState.DONE:
+        errors = await client.get_task_errors(task_id)
+        raise RuntimeError(f"task {task_id} ended {task.state.value}: {errors}")
+    return await client.get_task_result(task_id, done=True)
 
 
 async def vectorize(client: ICIJTaskClient, project: str, batch_size: int) -> list[str]:
@@ -308,15 +305,8 @@ class Stack:
             vhost=self.vhost,
             ml_worker_config=self.config,
             kind=kind,
+            wait=True,
         ) as pool:
-            wait_for_workers(
-                self.rabbitmq,
-                self.vhost,
-                n_workers,
-                pool,
-                kind=kind,
-                log=workdir / "workers.log",
-            )
             yield pool
 
     def vectorizers(self):

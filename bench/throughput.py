@@ -47,6 +47,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from icij_worker import Task, TaskState
 
 from ml_worker import embedding
+from ml_worker.cli.follow import wait_for_task
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker.documents import es_client
@@ -62,7 +63,6 @@ from ml_worker_dev.local_stack import (
     RabbitMQ,
     es_emulator,
     task_stack,
-    wait_for_workers,
     worker_pool,
 )
 
@@ -75,7 +75,6 @@ SWEEP_PASSAGES = 256
 QUICK_SWEEP_PASSAGES = 64
 WORDS_PER_DOC = (60, 500)
 SEED = 3
-POLL_S = 0.5
 TIMEOUT_S = 1800
 
 
@@ -210,6 +209,7 @@ async def end_to_end(
             task_stack(workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url)
         )
         config = {**app_config, **settings}
+        started = time.monotonic()
         pool = stack.enter_context(
             worker_pool(
                 workdir,
@@ -217,10 +217,9 @@ async def end_to_end(
                 rabbitmq=rabbitmq,
                 vhost=vhost,
                 ml_worker_config=config,
+                wait=True,
             )
         )
-        started = time.monotonic()
-        wait_for_workers(rabbitmq, vhost, n_workers, pool, log=workdir / "workers.log")
         startup_s = time.monotonic() - started
         memory = WorkerMemory(pool.pid)
         ceilings = [ceiling.docs_s()]  # the workers wait for tasks meanwhile
@@ -281,24 +280,22 @@ async def wait_done(
 ) -> list[Task]:
     """These tasks, once all done.
 
-    Polled one at a time, in their order of creation, which is about the order the
-    queue hands them out: each poll asks the service for one task. Its CPU, and
+    Followed one at a time, in their order of creation, which is about the order
+    the queue hands them out: each poll asks the service for one task. Its CPU, and
     this process's, are taken from the workers measured; asking for every pending
     task each time cost them 4% of the machine.
     """
-    deadline = time.monotonic() + TIMEOUT_S
     done = []
-    for task_id in task_ids:
-        while (task := await client.get_task(task_id)).state is not TaskState.DONE:
-            if task.state in (TaskState.ERROR, TaskState.CANCELLED):
+    async with asyncio.timeout(TIMEOUT_S):
+        for task_id in task_ids:
+            task = await wait_for_task(client, task_id)
+            if task.state is not TaskState.DONE:
                 errors = await client.get_task_errors(task_id)
                 raise RuntimeError(f"task {task_id} ended {task.state.value}: {errors}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"task {task_id} not done after {TIMEOUT_S}s")
-            await asyncio.sleep(POLL_S)
-        done.append(task)
-        if memory is not None and not memory.at_half and len(done) >= len(task_ids) / 2:
-            memory.at_half = memory.sample("VmRSS")
+            done.append(task)
+            half_done = len(done) >= len(task_ids) / 2
+            if memory is not None and not memory.at_half and half_done:
+                memory.at_half = memory.sample("VmRSS")
     return done
 
 

@@ -55,7 +55,6 @@ from ml_worker_dev.local_stack import (
     RabbitMQ,
     es_emulator,
     task_stack,
-    wait_for_workers,
     worker_pool,
 )
 
@@ -140,9 +139,9 @@ def main() -> None:
                 rabbitmq=rabbitmq,
                 vhost=vhost,
                 ml_worker_config=config,
+                wait=True,
             )
         )
-        wait_for_workers(rabbitmq, vhost, 1, pool, log=workdir / "workers.log")
         processes = worker_processes(pool.pid)
         idle = _sample(processes, "VmRSS")
         asyncio.run(_load(url, len(docs), _queries(docs, args.searches)))

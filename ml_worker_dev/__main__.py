@@ -19,12 +19,14 @@ app = typer.Typer(
 )
 app.callback()(global_options)
 
+Workers = Annotated[
+    int, typer.Option("-n", "--workers", min=1, help="Vectorizing workers.")
+]
+
 
 @app.command()
 def demo(
-    workers: Annotated[
-        int, typer.Option("-n", "--workers", min=1, help="Vectorizing workers.")
-    ] = 2,
+    workers: Workers = 2,
     workdir: Annotated[
         Path,
         typer.Option(help="Work folder (logs, vectors), emptied first."),
@@ -41,9 +43,7 @@ def demo(
 
 @app.command()
 def stack(
-    workers: Annotated[
-        int, typer.Option("-n", "--workers", min=1, help="Vectorizing workers.")
-    ] = 1,
+    workers: Workers = 1,
     workdir: Annotated[
         Path, typer.Option(help="Work folder: logs, vectors, the settings file.")
     ] = Path(".ml-worker/stack"),

@@ -30,19 +30,10 @@ from ml_worker.cli.follow import (
 )
 from ml_worker.cli.output import duration, err, hits_table, out
 from ml_worker.clients import es_client_from, task_client_from
-from ml_worker.config import MLWorkerConfig, TaskServiceKind
+from ml_worker.config import MLWorkerConfig
 from ml_worker_dev import datashare_index
-from ml_worker_dev.local_stack import (
-    Postgres,
-    RabbitMQ,
-    environment,
-    free_port,
-    rabbitmq_from_env,
-    task_service,
-    wait_for_workers,
-    worker_pool,
-)
-from ml_worker_dev.stack import elasticsearch
+from ml_worker_dev.local_stack import Postgres, RabbitMQ, rabbitmq_from_env
+from ml_worker_dev.stack import elasticsearch, service_and_workers
 
 CORPUS = Path(__file__).parent / "data" / "demo_corpus.jsonl"
 # Small batches, so that the workers share the run and the progress shows.
@@ -115,39 +106,22 @@ def _run(
     project = f"demo-{uuid.uuid4().hex[:6]}"
     es_url = stack.enter_context(elasticsearch(MLWorkerConfig()))
     stack.enter_context(_project_index(es_url, project))
-    vhost = stack.enter_context(rabbitmq.temporary_vhost())
     step = time.monotonic()
-    url = stack.enter_context(
-        task_service(
-            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
-        )
-    )
-    out.print(f"Task service at {url} ({duration(time.monotonic() - step)}).")
-    worker_settings = {
-        "es_address": es_url,
-        "task_service": TaskServiceKind.ICIJ.value,
-        "task_service_url": url,
-        "vector_db_uri": str((workdir / "vectors").resolve()),
-    }
-    # The workers' environment wins over their settings file: it must agree.
-    stack.enter_context(
-        environment(**{f"ML_WORKER_{k.upper()}": v for k, v in worker_settings.items()})
-    )
-    step = time.monotonic()
-    pool = stack.enter_context(
-        worker_pool(
+    url, _, _ = stack.enter_context(
+        service_and_workers(
             workdir,
             n_workers=n_workers,
             rabbitmq=rabbitmq,
-            vhost=vhost,
-            ml_worker_config=worker_settings,
+            postgres=postgres,
+            es_url=es_url,
         )
     )
-    log = workdir / "workers.log"
-    with err.status(f"Starting {n_workers} workers…"):
-        wait_for_workers(rabbitmq, vhost, n_workers, pool, log=log)
     elapsed = duration(time.monotonic() - step)
-    out.print(f"{n_workers} workers ready ({elapsed}, logs in {log}).")
+    log = workdir / "workers.log"
+    out.print(
+        f"Task service at {url} and {n_workers} workers ready ({elapsed}, logs in"
+        f" {log})."
+    )
     asyncio.run(_vectorize_and_search(project))
 
 

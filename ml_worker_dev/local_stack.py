@@ -274,13 +274,15 @@ def worker_pool(
     ml_worker_config: dict,
     kind: WorkerKind | None = None,
     wrap: Callable[[list[str]], list[str]] | None = None,
+    wait: bool = False,
 ):
     """The worker processes of ``ml-worker workers start -n n_workers [--kind
     kind]``, which restarts those that exit; the Popen's process group is the whole
     pool.
 
     ``wrap`` turns the pool's command into the one to run (e.g. inside a network
-    namespace).
+    namespace). ``wait``: yield once its workers consume their task queues
+    (``wait_for_workers``); otherwise at once, while they start.
     """
     app_config_path = workdir / "ml-worker.json"
     app_config_path.write_text(json.dumps(ml_worker_config, indent=2))
@@ -305,7 +307,10 @@ def worker_pool(
     env = {"ICIJ_WORKER_TYPE": "amqp", "HF_HUB_OFFLINE": "1"}
     if wrap is not None:
         cmd = wrap(cmd)
-    with _process(cmd, workdir / "workers.log", env=env) as process:
+    log = workdir / "workers.log"
+    with _process(cmd, log, env=env) as process:
+        if wait:
+            wait_for_workers(rabbitmq, vhost, n_workers, process, kind=kind, log=log)
         yield process
 
 

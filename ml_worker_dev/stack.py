@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import mimetypes
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,10 +29,11 @@ from ml_worker.config import MLWorkerConfig, TaskServiceKind
 from ml_worker_dev import datashare_index
 from ml_worker_dev.local_stack import (
     Postgres,
+    RabbitMQ,
+    environment,
     es_emulator,
     rabbitmq_from_env,
     task_stack,
-    wait_for_workers,
     worker_pool,
 )
 
@@ -62,6 +64,49 @@ def elasticsearch(config: MLWorkerConfig) -> Iterator[str]:
         yield url
 
 
+@contextmanager
+def service_and_workers(
+    workdir: Path,
+    *,
+    n_workers: int,
+    rabbitmq: RabbitMQ,
+    postgres: Postgres,
+    es_url: str,
+) -> Iterator[tuple[str, dict[str, str], subprocess.Popen]]:
+    """The task service in a fresh RabbitMQ virtual host and ``n_workers`` ready
+    on it, as ``stack`` and the demo run them; yields (the service's URL, the
+    environment that points the CLI at them, the pool).
+
+    That environment is this process's meanwhile: the workers' environment wins
+    over their settings file (a user's ``ML_WORKER_*`` would), and the CLI's
+    functions called here read their settings from it.
+    """
+    with (
+        task_stack(workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url) as (
+            vhost,
+            url,
+            settings,
+        ),
+        ExitStack() as stack,
+    ):
+        settings["task_service"] = TaskServiceKind.ICIJ.value
+        env = {f"ML_WORKER_{k.upper()}": v for k, v in settings.items()}
+        env["ICIJ_WORKER_RABBITMQ_VHOST"] = vhost
+        stack.enter_context(environment(**env))
+        with err.status(f"Starting the task service's {n_workers} workers…"):
+            pool = stack.enter_context(
+                worker_pool(
+                    workdir,
+                    n_workers=n_workers,
+                    rabbitmq=rabbitmq,
+                    vhost=vhost,
+                    ml_worker_config=settings,
+                    wait=True,
+                )
+            )
+        yield url, env, pool
+
+
 def run_stack(*, workdir: Path, n_workers: int) -> None:
     """Run the services and a worker pool until Ctrl-C or SIGTERM."""
     rabbitmq, postgres = rabbitmq_from_env(), Postgres()
@@ -70,28 +115,18 @@ def run_stack(*, workdir: Path, n_workers: int) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         es_url = stack.enter_context(elasticsearch(MLWorkerConfig()))
-        vhost, url, worker_settings = stack.enter_context(
-            task_stack(workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url)
-        )
-        worker_settings["task_service"] = TaskServiceKind.ICIJ.value
-        settings = {
-            **{f"ML_WORKER_{k.upper()}": v for k, v in worker_settings.items()},
-            "ICIJ_WORKER_RABBITMQ_VHOST": vhost,
-        }
-        pool = stack.enter_context(
-            worker_pool(
+        url, env, pool = stack.enter_context(
+            service_and_workers(
                 workdir,
                 n_workers=n_workers,
                 rabbitmq=rabbitmq,
-                vhost=vhost,
-                ml_worker_config=worker_settings,
+                postgres=postgres,
+                es_url=es_url,
             )
         )
         log = workdir / "workers.log"
-        with err.status("Starting the workers…"):
-            wait_for_workers(rabbitmq, vhost, n_workers, pool, log=log)
         env_file = workdir / "env"
-        env_file.write_text("".join(f"export {k}={v}\n" for k, v in settings.items()))
+        env_file.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
         out.print(
             f"Task service at {url}; {n_workers} vectorizing workers, a search and a"
             f" fan-out worker (logs in {log}).\nIn another shell:\n\n"

@@ -14,6 +14,7 @@ import os
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 # Before any Hugging Face import: tests never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,6 +33,8 @@ from ml_worker_dev.local_stack import (
     RabbitMQ,
     es_emulator,
     s3_emulator,
+    task_stack,
+    worker_pool,
 )
 from tests.datashare_double import DatashareDouble
 
@@ -181,3 +184,62 @@ def datashare():
 async def datashare_client(datashare):
     async with DatashareTaskClient(datashare.url) as client:
         yield client
+
+
+@dataclass(frozen=True)
+class SessionStack:
+    """The task service of the session, in its own RabbitMQ virtual host."""
+
+    workdir: Path
+    vhost: str
+    url: str  # the task service's
+    # The workers' settings (MLWorkerConfig fields) that point at the task service,
+    # the session's Elasticsearch and a LanceDB folder in ``workdir``.
+    settings: dict
+
+
+@pytest.fixture(scope="session")
+def session_stack(tmp_path_factory, es_url, rabbitmq, postgres) -> SessionStack:
+    """icij-worker's HTTP task service (tasks stored in the machine's PostgreSQL)
+    in a fresh RabbitMQ virtual host, started once for the session's end-to-end
+    modules; no worker (``session_workers`` adds them).
+
+    Tasks created here are seen by every module using it: give each test its own
+    project (the ``project`` fixture). A module that needs a service of its own
+    (other workers' settings, a broker cut off) starts one with ``task_stack``.
+    """
+    workdir = tmp_path_factory.mktemp("session-stack")
+    with task_stack(workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url) as (
+        vhost,
+        url,
+        settings,
+    ):
+        yield SessionStack(workdir, vhost, url, settings)
+
+
+# The shared pool: its vectorizing workers, beside one search and one fan-out worker.
+SESSION_WORKERS = 2
+
+
+@pytest.fixture(scope="session")
+def session_workers(session_stack, rabbitmq) -> SessionStack:
+    """``session_stack`` with a worker pool consuming its tasks, ready: the
+    processes of ``ml-worker workers start -n SESSION_WORKERS`` with the stack's
+    settings.
+
+    Shared by the modules that only submit tasks; those that kill, stop or
+    reconfigure workers start their own pools in their own stack (workers in this
+    virtual host would take their tasks). Shared, test_cli, test_e2e and
+    test_icij_task_client ran in 453 s instead of 650 s, one pool start-up fewer
+    (load average 10 to 16 from other work on the machine).
+    """
+    config = {**session_stack.settings, "es_retry_s": 30.0}
+    with worker_pool(
+        session_stack.workdir,
+        n_workers=SESSION_WORKERS,
+        rabbitmq=rabbitmq,
+        vhost=session_stack.vhost,
+        ml_worker_config=config,
+        wait=True,
+    ):
+        yield session_stack

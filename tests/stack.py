@@ -8,6 +8,7 @@ from pathlib import Path
 
 from icij_worker import TaskState
 
+from ml_worker.cli.follow import wait_for_task
 from ml_worker.constants import task_group
 from ml_worker.task_client import TaskClient
 from ml_worker_dev.local_stack import task_stack, worker_pool
@@ -69,20 +70,12 @@ async def wait_done(client: TaskClient, task_ids: list[str]) -> None:
 
 
 async def wait_ended(client: TaskClient, task_ids: list[str]) -> dict[str, TaskState]:
-    ended = (TaskState.DONE, TaskState.ERROR, TaskState.CANCELLED)
-    pending, states = set(task_ids), {}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT_S
-    while pending:
-        for task_id in list(pending):
-            state = (await client.get_task(task_id)).state
-            if state in ended:
-                states[task_id] = state
-                pending.remove(task_id)
-        if loop.time() > deadline:
-            raise AssertionError(f"{len(pending)} tasks not ended after {TIMEOUT_S}s")
-        await asyncio.sleep(0.5)
-    return states
+    """Each task's end state, once all have ended (followed as the CLI follows one)."""
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            return {t: (await wait_for_task(client, t)).state for t in task_ids}
+    except TimeoutError:
+        raise AssertionError(f"tasks not all ended after {TIMEOUT_S}s") from None
 
 
 async def wait_state(client: TaskClient, task_ids, state: TaskState, *, at_least: int):

@@ -1,7 +1,7 @@
 """The ``ml-worker`` command line, run as users run it: one process per command.
 
-The e2e tests share one stack for the module: the task service, and workers started
-by ``ml-worker workers start`` itself, over the bundled sample corpus.
+The e2e tests run on the session's stack (the task service, and workers started by
+``ml-worker workers start``: ``session_workers``), over the bundled sample corpus.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from ml_worker.cli.errors import next_step, remote_error_code
 from ml_worker.cli.main import app
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import WorkerKind, task_group
-from ml_worker_dev.demo import load_corpus, load_sample_corpus, wait_for_workers
-from ml_worker_dev.local_stack import _stop, free_port, task_service
+from ml_worker_dev.demo import load_corpus, load_sample_corpus
+from ml_worker_dev.local_stack import free_port
+from tests.stack import wait_ended
 
 ROOT = Path(__file__).parent.parent
 CLI_DOCS = ROOT / "docs" / "cli.md"
@@ -253,38 +254,20 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, es_url, rabbitmq, postgres):
-    workdir = tmp_path_factory.mktemp("cli-stack")
+def stack(session_workers, es_url):
+    """The session's stack and workers, and the CLI's settings to reach them."""
     project = f"cli-{uuid.uuid4().hex[:8]}"
     n_docs, _ = asyncio.run(
         load_sample_corpus(MLWorkerConfig(es_address=es_url), project)
     )
-    with (
-        rabbitmq.temporary_vhost() as vhost,
-        task_service(
-            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
-        ) as url,
-    ):
-        env = {
-            "ML_WORKER_ES_ADDRESS": es_url,
-            "ML_WORKER_TASK_SERVICE_URL": url,
-            "ML_WORKER_VECTOR_DB_URI": str(workdir / "vectors"),
-            "ICIJ_WORKER_RABBITMQ_VHOST": vhost,
-        }
-        log = workdir / "workers.log"
-        with log.open("ab") as out:
-            workers = subprocess.Popen(
-                [sys.executable, "-m", "ml_worker.cli", "workers", "start", "-n", "2"],
-                env={**_CLEAN_ENV, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # stopping it stops its worker processes
-            )
-        try:
-            wait_for_workers(rabbitmq, vhost, 2, workers, log=log)
-            yield Stack(project, env, vhost, n_docs)
-        finally:
-            _stop(workers)
+    settings = session_workers.settings
+    env = {
+        "ML_WORKER_ES_ADDRESS": settings["es_address"],
+        "ML_WORKER_TASK_SERVICE_URL": settings["task_service_url"],
+        "ML_WORKER_VECTOR_DB_URI": settings["vector_db_uri"],
+        "ICIJ_WORKER_RABBITMQ_VHOST": session_workers.vhost,
+    }
+    return Stack(project, env, session_workers.vhost, n_docs)
 
 
 @pytest.fixture(scope="module")
@@ -380,13 +363,11 @@ def test_tasks_list_show_result_and_cancel(stack, vectorized):
 
 
 async def _wait_done(stack: Stack, task_id: str) -> None:
-    from ml_worker.cli.follow import QueueWatch, wait_for_task
     from ml_worker.clients import task_client_from
 
     config = MLWorkerConfig(task_service_url=stack.env["ML_WORKER_TASK_SERVICE_URL"])
-    watch = QueueWatch(WorkerKind.FANOUT)  # the fan-outs of ``vectorize``
     async with task_client_from(config) as client:
-        await asyncio.wait_for(wait_for_task(client, task_id, watch=watch), TIMEOUT_S)
+        await wait_ended(client, [task_id])
 
 
 # Escape sequences (a window title, a screen clear, an 8-bit CSI), a right-to-left

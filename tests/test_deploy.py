@@ -8,8 +8,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+import dockerfile
 import pytest
 import yaml
 
@@ -147,17 +149,81 @@ def test_worker_environment_names_real_settings(compose):
     assert env["ICIJ_WORKER_RABBITMQ_HOST"] == "rabbitmq"
 
 
-def test_dockerfile_builds_a_slim_non_root_offline_image():
-    dockerfile = DOCKERFILE.read_text()
-    stages = re.findall(r"^FROM \S+ AS (\w+)", dockerfile, re.MULTILINE)
-    runtime = dockerfile.split("AS runtime")[1]
+def _stages() -> dict[str, list[dockerfile.Command]]:
+    """The Dockerfile's instructions by build stage, as Docker's own parser reads
+    them."""
+    stages: dict[str, list[dockerfile.Command]] = {}
+    for command in dockerfile.parse_file(str(DOCKERFILE)):
+        if command.cmd == "FROM":
+            stages[command.value[-1]] = []  # FROM <image> AS <name>
+        elif stages:
+            stages[list(stages)[-1]].append(command)
+    return stages
 
-    assert stages == ["builder", "runtime"]
-    assert "uv sync --frozen --no-dev" in dockerfile
-    assert "ARG TORCH_VARIANT=cpu" in dockerfile
-    assert re.search(r"^USER worker$", runtime, re.MULTILINE)
-    assert "HF_HUB_OFFLINE=1" in runtime
-    assert '"ml_worker.app.app", "-n", "1", "-g", "PYTHON"' in runtime
+
+def _env(instructions: list[dockerfile.Command]) -> dict[str, str]:
+    pairs = [c.value for c in instructions if c.cmd == "ENV"]
+    return {
+        k: v for value in pairs for k, v in zip(value[::2], value[1::2], strict=True)
+    }
+
+
+def _copied(instructions: list[dockerfile.Command]) -> list[str]:
+    """The build context's paths the instructions copy (not other stages')."""
+    return [
+        source
+        for c in instructions
+        if c.cmd == "COPY" and not any(f.startswith("--from=") for f in c.flags)
+        for source in c.value[:-1]
+    ]
+
+
+def test_image_starts_a_vectorizing_worker_as_compose_does(compose):
+    (cmd,) = [c for c in _stages()["runtime"] if c.cmd == "CMD"]
+    vectorize = [*WORKER_COMMAND, "-n", "1", "-g", WorkerKind.VECTORIZE.group]
+
+    assert cmd.json  # exec form: the worker gets the container's signals
+    assert list(cmd.value) == vectorize == compose["services"]["ml-worker"]["command"]
+
+
+def test_image_runs_as_a_user_offline_with_a_volume_for_vectors():
+    runtime = _stages()["runtime"]
+    users = [c.value[0] for c in runtime if c.cmd == "USER"]
+    env = _env(runtime)
+    volumes = [v for c in runtime if c.cmd == "VOLUME" for v in c.value]
+
+    assert users and users[-1] not in ("root", "0")
+    assert env["HF_HUB_OFFLINE"] == env["TRANSFORMERS_OFFLINE"] == "1"
+    assert volumes == [env["ML_WORKER_VECTOR_DB_URI"]]
+
+
+def test_image_keeps_only_the_builders_environment():
+    builder, runtime = _stages()["builder"], _stages()["runtime"]
+    copies = [c for c in runtime if c.cmd == "COPY"]
+    venv = _env(builder)["UV_PROJECT_ENVIRONMENT"]
+
+    assert [(c.flags, c.value) for c in copies] == [(("--from=builder",), (venv, venv))]
+    assert _env(runtime)["PATH"].startswith(f"{venv}/bin:")
+    args = dict(c.value[0].split("=", 1) for c in builder if c.cmd == "ARG")
+    assert args["TORCH_VARIANT"] == "cpu"
+    # Every install is the locked one, without the development dependencies.
+    installs = [
+        re.findall(r"\buv (?:sync|export)\b[^;&|]*", c.value[0])
+        for c in builder
+        if c.cmd == "RUN"
+    ]
+    installs = [i for found in installs for i in found]
+    assert installs and all("--frozen" in i and "--no-dev" in i for i in installs)
+
+
+def test_image_ships_the_worker_package_alone():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    copied = _copied(_stages()["builder"])
+    packages = {p for p in copied if (ROOT / p / "__init__.py").exists()}
+    entry_points = {v.split(":")[0].split(".")[0] for v in project["scripts"].values()}
+
+    assert packages == entry_points == {"ml_worker"}
+    assert {"pyproject.toml", "uv.lock", project["readme"]} <= set(copied)
 
 
 def test_docker_context_keeps_what_the_build_copies():
@@ -166,9 +232,7 @@ def test_docker_context_keeps_what_the_build_copies():
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    copied = re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), re.M)
 
-    for sources in copied:
-        for source in sources.split():
-            assert source not in ignored
-            assert (ROOT / source).exists(), source
+    for source in _copied([c for stage in _stages().values() for c in stage]):
+        assert source not in ignored
+        assert (ROOT / source).exists(), source

@@ -1,8 +1,9 @@
 """The whole pipeline on real services.
 
 RabbitMQ and PostgreSQL are the machine's; the task service and the workers are
-real processes started with icij-worker's CLIs; Elasticsearch is the server of the
-``es_url`` fixture. Nothing runs in-process but the test's own HTTP calls.
+real processes started with their CLIs (the session's, ``session_workers``);
+Elasticsearch is the server of the ``es_url`` fixture. Nothing runs in-process but
+the test's own HTTP calls.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ml_worker import store
 from ml_worker.task_client import ICIJTaskClient
 from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from tests.corpus import datashare_corpus, filler
-from tests.stack import run_task, running_stack, wait_done
+from tests.stack import run_task, wait_done
 
 pytestmark = pytest.mark.e2e
 
@@ -37,15 +38,6 @@ IN_ATTACHMENT = (
 )
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, es_url, rabbitmq, postgres):
-    workdir = tmp_path_factory.mktemp("stack")
-    with running_stack(
-        workdir, es_url=es_url, rabbitmq=rabbitmq, postgres=postgres
-    ) as (url, config, _):
-        yield url, config["vector_db_uri"]
-
-
 def _long_document() -> str:
     rng = random.Random(1)
     return " ".join([filler(rng, 150), DEEP_IN_LONG, filler(rng, 20)])
@@ -61,8 +53,8 @@ async def _seed(es, project: str) -> set[str]:
     return doc_ids
 
 
-async def test_vectorize_and_search_a_project(stack, es, project):
-    url, vectors = stack
+async def test_vectorize_and_search_a_project(session_workers, es, project):
+    url, vectors = session_workers.url, session_workers.settings["vector_db_uri"]
     doc_ids = await _seed(es, project)
 
     async with ICIJTaskClient(url) as client:

@@ -30,7 +30,7 @@ from ml_worker.pool import Backoff, worker_command
 from ml_worker.task_client import ICIJTaskClient
 from ml_worker_dev.local_stack import (
     free_port,
-    task_service,
+    task_stack,
     wait_for_workers,
     worker_pool,
 )
@@ -152,15 +152,10 @@ def test_bad_settings_fail_before_any_worker_starts(tmp_path):
 
 
 class Service:
-    def __init__(self, workdir: Path, url: str, vhost: str, rabbitmq, es_url: str):
+    def __init__(self, workdir: Path, url: str, vhost: str, rabbitmq, settings: dict):
         self.workdir, self.url, self.vhost = workdir, url, vhost
-        self.rabbitmq, self.es_url = rabbitmq, es_url
-        self.config = {
-            "es_address": es_url,
-            "task_service_url": url,
-            "vector_db_uri": str(workdir / "vectors"),
-            "es_retry_s": 60.0,
-        }
+        self.rabbitmq = rabbitmq
+        self.config = {**settings, "es_retry_s": 60.0}
 
     def pool(self, name: str, n_workers: int = 2):
         workdir = self.workdir / name
@@ -194,13 +189,12 @@ class Service:
 def service(tmp_path_factory, es_url, rabbitmq, postgres):
     """The task service in the module's vhost; no worker."""
     workdir = tmp_path_factory.mktemp("pool")
-    with (
-        rabbitmq.temporary_vhost() as vhost,
-        task_service(
-            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
-        ) as url,
+    with task_stack(workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url) as (
+        vhost,
+        url,
+        settings,
     ):
-        yield Service(workdir, url, vhost, rabbitmq, es_url)
+        yield Service(workdir, url, vhost, rabbitmq, settings)
 
 
 @pytest.fixture

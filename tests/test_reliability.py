@@ -12,6 +12,7 @@ import dataclasses
 import os
 import random
 import signal
+import threading
 from urllib.parse import urlparse
 
 import pytest
@@ -29,7 +30,7 @@ from ml_worker_dev.datashare_index import (
 )
 from ml_worker_dev.local_stack import (
     free_port,
-    task_service,
+    task_stack,
     wait_for_workers,
     worker_pool,
 )
@@ -46,14 +47,21 @@ from tests.tables import assert_table_exact, seed, table_passages
 
 pytestmark = pytest.mark.reliability
 
+TIMEOUT_S = 120
+# Document ids per Elasticsearch page: a fan-out can be held between two pages.
+ES_PAGE_SIZE = 100
+# What a pool logs when one of its workers exits on its own (ml_worker.pool).
+EXITED = ": restarting it in"
+
 
 class Stack:
     def __init__(self, url, config, proxy, pools, workdir, rabbitmq, vhost):
         self.url, self.config, self.proxy, self.pools = url, config, proxy, pools
         self.workdir, self.rabbitmq, self.vhost = workdir, rabbitmq, vhost
 
-    def worker_logs(self) -> str:
-        return "".join(p.read_text() for p in self.workdir.glob("*/workers.log"))
+    def worker_logs(self, pool: str = "*") -> str:
+        """The logs of every pool, or of the one named."""
+        return "".join(p.read_text() for p in self.workdir.glob(f"{pool}/workers.log"))
 
     def table(self, project):
         return store.open_table(store.connect(self.config["vector_db_uri"]), project)
@@ -66,22 +74,10 @@ def stack(tmp_path_factory, es_url, rabbitmq, postgres):
     proxy = TcpProxy(target.hostname, target.port, free_port())
     proxy.start()
     try:
-        with (
-            rabbitmq.temporary_vhost() as vhost,
-            task_service(
-                workdir,
-                rabbitmq=rabbitmq,
-                vhost=vhost,
-                postgres=postgres,
-                port=free_port(),
-            ) as url,
-        ):
-            config = {
-                "es_address": proxy.url,
-                "task_service_url": url,
-                "vector_db_uri": str(workdir / "vectors"),
-                "es_retry_s": 60.0,
-            }
+        with task_stack(
+            workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=proxy.url
+        ) as (vhost, url, settings):
+            config = {**settings, "es_retry_s": 60.0, "es_page_size": ES_PAGE_SIZE}
             with (
                 _pool(workdir / "a", rabbitmq, vhost, config) as pool_a,
                 _pool(workdir / "b", rabbitmq, vhost, config) as pool_b,
@@ -195,8 +191,8 @@ async def test_elasticsearch_outage_mid_run(stack, es, client, project):
     finally:
         os.killpg(frozen.pid, signal.SIGCONT)
     try:
-        await _wait_for_log(stack, failed, more_than=failures_before, timeout_s=30)
-        await asyncio.sleep(2)
+        # Up until a retry has met the outage too, not only the first attempt.
+        await _wait_for_log(stack, failed, more_than=failures_before + 1, timeout_s=30)
     finally:
         stack.proxy.start()
     await wait_done(client, children)
@@ -217,14 +213,6 @@ async def _start_a_run_of_slow_batches(es, client, project) -> list[str]:
     )
     await wait_done(client, children[:1])
     return children
-
-
-async def _cut_off(proxy: TcpProxy, *, seconds: float) -> None:
-    proxy.stop()
-    try:
-        await asyncio.sleep(seconds)
-    finally:
-        proxy.start()
 
 
 BAD_TASKS = [
@@ -334,6 +322,7 @@ async def test_broker_connection_lost_mid_run(stack, es, client, project):
     amqp_proxy = TcpProxy(stack.rabbitmq.host, stack.rabbitmq.port, free_port())
     amqp_proxy.start()
     proxied = dataclasses.replace(stack.rabbitmq, port=amqp_proxy.port)
+    exits_before = stack.worker_logs("c").count(EXITED)
     try:
         with _pool(stack.workdir / "c", proxied, stack.vhost, stack.config) as pool:
             await asyncio.to_thread(
@@ -345,7 +334,13 @@ async def test_broker_connection_lost_mid_run(stack, es, client, project):
                 log=stack.workdir / "c" / "workers.log",
             )
             children = await _start_a_run_of_slow_batches(es, client, project)
-            await _cut_off(amqp_proxy, seconds=8)
+            amqp_proxy.stop()
+            try:
+                await _wait_for_log(
+                    stack, EXITED, more_than=exits_before, timeout_s=60, pool="c"
+                )
+            finally:
+                amqp_proxy.start()
             await wait_done(client, children)
     finally:
         amqp_proxy.close()
@@ -353,28 +348,36 @@ async def test_broker_connection_lost_mid_run(stack, es, client, project):
 
 
 async def test_cancelling_the_fan_out_stops_it(stack, es, client, project):
-    n_docs = 1500
+    n_docs = 3 * ES_PAGE_SIZE
     await seed(es, project, n_docs)
-    parent = await client.create_task(
-        CREATE_VECTORIZATION_TASKS,
-        {"project": project, "batch_size": 1},
-        group=task_group(CREATE_VECTORIZATION_TASKS),
+    held, release = threading.Event(), threading.Event()
+    # The fan-out is held on its request for the second page of ids: the first
+    # page's batches are created, and no other.
+    stack.proxy.trap(
+        rb'"search_after":\s*\[', lambda _: held.set() or release.wait(TIMEOUT_S)
     )
 
     async def batches() -> int:
         tasks = await client.get_tasks(name="vectorize_docs")
         return sum((t.args or {}).get("project") == project for t in tasks)
 
-    # Cancelled once it has created its first batches: 1,500 take it about 30 s.
-    while await batches() == 0:
-        await asyncio.sleep(0.1)
-    await client.cancel_task(parent)
-    states = await wait_ended(client, [parent])
+    try:
+        parent = await client.create_task(
+            CREATE_VECTORIZATION_TASKS,
+            {"project": project, "batch_size": 1},
+            group=task_group(CREATE_VECTORIZATION_TASKS),
+        )
+        assert await asyncio.to_thread(held.wait, TIMEOUT_S), "the fan-out never paged"
+        created = await batches()
+        await client.cancel_task(parent)
+        states = await wait_ended(client, [parent])
+    finally:
+        release.set()  # the held request is cut off
     assert states[parent] is TaskState.CANCELLED
-    created = await batches()
-    # A fan-out still running would go on creating about 50 batches a second.
+    assert created == ES_PAGE_SIZE
+    # A fan-out still running would ask for the page again after its first retry's
+    # wait (0.5 s), then create a batch every 20 ms or so.
     await asyncio.sleep(3)
-    assert 0 < created < n_docs
     assert await batches() == created
 
 
@@ -395,9 +398,11 @@ async def test_a_worker_killed_mid_batch(stack, es, client, project):
     await _assert_table_exact(stack, es, project)
 
 
-async def _wait_for_log(stack, line: str, *, more_than: int, timeout_s: float) -> None:
+async def _wait_for_log(
+    stack, line: str, *, more_than: int, timeout_s: float, pool: str = "*"
+) -> None:
     for _ in range(int(timeout_s * 10)):
-        if stack.worker_logs().count(line) > more_than:
+        if stack.worker_logs(pool).count(line) > more_than:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"workers never logged {line!r} in {timeout_s}s")

@@ -130,9 +130,14 @@ async def wait_for_task(
     task_id: str,
     *,
     on_poll: Callable[[Task], None] | None = None,
-    watch: QueueWatch,
+    watch: QueueWatch | None = None,
 ) -> Task:
-    """The task once it is done, failed or cancelled."""
+    """The task once it is done, failed or cancelled.
+
+    The one polling loop of the project: the tests and benchmarks wait with it too.
+    With a ``watch``, a task that waits long is told about on stderr; without one
+    (the tests, the benchmarks), nothing is printed.
+    """
     waited_since, hinted, seen = time.monotonic(), False, None
     waits = poll_waits()
     while True:
@@ -141,6 +146,9 @@ async def wait_for_task(
             on_poll(task)
         if task.state in READY_STATES:
             return task
+        if watch is None:
+            await asyncio.sleep(next(waits))
+            continue
         if (task.state, task.progress) != seen:
             seen = (task.state, task.progress)
             watch.saw_progress()
