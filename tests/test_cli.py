@@ -409,7 +409,7 @@ def test_tasks_print_hostile_arguments_and_errors_as_text(stack):
 
     assert shown.returncode == 0, shown.stderr
     assert RAW.findall(shown.stdout) == []
-    error = r"error\s+ValueError: unknown argument.*\\x1b\]0;owned\\x07"
+    error = r"error\s+InvalidArguments: unknown argument.*\\x1b\]0;owned\\x07"
     assert re.search(error, shown.stdout, re.DOTALL)
     assert re.search(r"args\.\\x1b\]0;owned\\x07\\x1b\[", shown.stdout)
     assert "[bold red]x" in shown.stdout
