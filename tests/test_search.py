@@ -9,8 +9,9 @@ import pyarrow as pa
 import pytest
 
 from ml_worker import store, tasks, upkeep
+from ml_worker.clients import es_client
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
-from ml_worker.documents import document_id_pages, es_client
+from ml_worker.documents import document_id_pages
 from ml_worker.exceptions import InvalidInput
 from ml_worker.search import (
     Filters,
