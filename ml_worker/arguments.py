@@ -115,7 +115,9 @@ def _described(fn: Callable[..., Any], error: ValidationError) -> str:
     problems = [e for e in error.errors() if e["type"] != "extra_forbidden"]
     unknown = [str(e["loc"][0]) for e in error.errors() if e not in problems]
     parts = [
-        f"invalid argument {_where(e['loc'])} for task {task}: {e['msg']},"
+        f"missing argument {_where(e['loc'])} for task {task}"
+        if e["type"] == "missing"
+        else f"invalid argument {_where(e['loc'])} for task {task}: {e['msg']},"
         f" got {_shown(e['input'])}"
         for e in problems
     ]
