@@ -68,12 +68,15 @@ def task_queue_consumers_from_env() -> Callable[[str], int | None]:
 
 
 async def check_services(config: MLWorkerConfig) -> list[Check]:
-    return [
-        await check_es(config),
-        await asyncio.to_thread(_check_rabbitmq),
-        await _check_task_service(config),
-        await asyncio.to_thread(_check_vector_store, config),
-    ]
+    """Every service checked at once: a service that does not answer costs its
+    timeout once, not added to the others'."""
+    checks = await asyncio.gather(
+        check_es(config),
+        asyncio.to_thread(_check_rabbitmq),
+        _check_task_service(config),
+        asyncio.to_thread(_check_vector_store, config),
+    )
+    return list(checks)
 
 
 async def check_es(config: MLWorkerConfig) -> Check:
