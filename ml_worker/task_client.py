@@ -61,6 +61,11 @@ class TaskClient(ABC):
         await self._http.__aexit__(*exc_info)
 
     @abstractmethod
+    async def check(self) -> None:
+        """Raises a TaskServiceError (unreachable, credentials refused, failing)
+        unless the task API answers. Reads no task: cheap however many there are."""
+
+    @abstractmethod
     async def create_task(
         self, name: str, args: dict[str, Any], *, group: str, task_id: str | None = None
     ) -> str:
@@ -139,6 +144,10 @@ class ICIJTaskClient(TaskClient):
     The service routes a task to its group from the app's registry, so ``group``
     needs no sending.
     """
+
+    async def check(self) -> None:
+        # 503 when the service's broker or task storage is down.
+        await self._request("GET", "/health")
 
     async def create_task(
         self, name: str, args: dict[str, Any], *, group: str, task_id: str | None = None
@@ -230,6 +239,9 @@ class DatashareTaskClient(TaskClient):
         if session_cookie:
             cookies[cookie_name] = session_cookie
         super().__init__(base_url, auth=auth, headers=headers, cookies=cookies)
+
+    async def check(self) -> None:
+        await self._request("GET", "/api/task", params={"size": 1})
 
     async def create_task(
         self, name: str, args: dict[str, Any], *, group: str, task_id: str | None = None

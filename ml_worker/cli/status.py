@@ -121,7 +121,7 @@ async def _check_task_service(config: MLWorkerConfig) -> Check:
     where = f"{config.task_service_url} ({config.task_service.value})"
     try:
         async with task_client_from(config) as client:
-            await client.get_tasks(name="ping")
+            await client.check()
     except Exception as e:  # noqa: BLE001  # reported, whatever it is
         return Check("task service", where, False, one_line(e))
     return Check("task service", where, True, "answers")
