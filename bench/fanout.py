@@ -53,8 +53,8 @@ import pyarrow as pa
 from elasticsearch.helpers import async_bulk
 
 from ml_worker import store
+from ml_worker.clients import es_client
 from ml_worker.config import DEFAULT_MODEL
-from ml_worker.documents import es_client
 from ml_worker_dev.datashare_index import (
     MAPPING,
     document_source,

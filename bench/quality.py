@@ -30,6 +30,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ml_worker import documents, store, tasks
+from ml_worker.clients import es_client
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
 from ml_worker.search import Scoring, SearchMode
 from ml_worker_dev import datashare_index
@@ -115,7 +116,7 @@ async def run(
 ) -> dict[SearchMode, float]:
     items = load_dataset(dataset, limit)
     project = f"bench-quality-{uuid.uuid4().hex[:8]}"
-    es = documents.es_client(es_url)
+    es = es_client(es_url)
     try:
         started = time.perf_counter()
         await index_documents(es, project, items)

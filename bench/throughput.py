@@ -48,9 +48,9 @@ from icij_worker import Task, TaskState
 
 from ml_worker import embedding
 from ml_worker.cli.follow import wait_for_task
+from ml_worker.clients import es_client
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
-from ml_worker.documents import es_client
 from ml_worker.task_client import ICIJTaskClient
 from ml_worker.tasks import passages_of
 from ml_worker_dev.datashare_index import (

@@ -1,12 +1,12 @@
 """The icij-worker app: registers the tasks, nothing else."""
 
 import functools
-import inspect
 
 from icij_worker import AsyncApp
 from icij_worker.app import TaskGroup
 
 from ml_worker import tasks
+from ml_worker.arguments import validated
 from ml_worker.constants import (
     CREATE_VECTORIZATION_TASKS,
     FIND_MOST_SIMILAR,
@@ -21,32 +21,21 @@ from ml_worker.exceptions import (
     TaskServiceUnavailable,
 )
 
-# Handed to the tasks by the worker process, never taken from a task's arguments.
-INJECTED = frozenset({"config", "es_client", "task_client", "vector_db", "progress"})
-
 
 def registered(fn):
-    """``fn``, failing clearly on arguments it does not take.
+    """``fn`` as a worker runs it: with the task's arguments only, checked (see
+    ``ml_worker.arguments``); a dependency's name among them is refused.
 
-    icij-worker calls ``fn(**args)``: an unknown argument would be a bare TypeError.
     ``functools.wraps`` keeps ``fn``'s signature visible, so icij-worker still sees
     its ``progress`` parameter and binds it to a callable.
     """
-    accepted = [p for p in inspect.signature(fn).parameters if p not in INJECTED]
 
     @functools.wraps(fn)
     async def task(**kwargs):
         # A progress handler is callable; a task argument (JSON) never is.
         progress = kwargs.pop("progress") if callable(kwargs.get("progress")) else None
         # Jackson's type entries ("@type") may come with Datashare's arguments.
-        args = {k: v for k, v in kwargs.items() if not k.startswith("@")}
-        unknown = sorted(args.keys() - set(accepted))
-        if unknown:
-            msg = (
-                f"unknown argument(s) for task {fn.__name__}: {', '.join(unknown)};"
-                f" accepted: {', '.join(accepted)}"
-            )
-            raise ValueError(msg)
+        args = validated(fn, {k: v for k, v in kwargs.items() if not k.startswith("@")})
         if progress is not None:
             args["progress"] = progress
         return await fn(**args)

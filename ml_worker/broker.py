@@ -11,9 +11,43 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import httpx
-from icij_worker.routing_strategy import RoutingStrategy
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ml_worker.exceptions import BrokerUnreachable
+
+# icij-worker's task queue, suffixed ".<group>" for a task group's (its
+# RoutingStrategy.amqp_task_routing; tests/test_broker.py checks they agree).
+_TASK_QUEUE = "TASK"
+
+
+class RabbitMQSettings(BaseSettings):
+    """The RabbitMQ settings of icij-worker's AMQP workers (``ICIJ_WORKER_RABBITMQ_*``):
+    the same names and defaults as its ``AMQPWorkerConfig`` (tests/test_broker.py
+    checks they agree), read without importing icij-worker, which took 0.9 s of
+    ``ml-worker status``'s start-up."""
+
+    # Other ICIJ_WORKER_* variables are icij-worker's own business.
+    model_config = SettingsConfigDict(
+        env_prefix="ICIJ_WORKER_", extra="ignore", frozen=True
+    )
+
+    rabbitmq_host: str = "127.0.0.1"
+    rabbitmq_port: int = 5672
+    rabbitmq_management_port: int = 15672
+    rabbitmq_user: str = "guest"
+    rabbitmq_password: SecretStr = SecretStr("guest")
+    # URL-encoded, as the management API takes it: "%2F" is "/".
+    rabbitmq_vhost: str = "%2F"
+
+    def broker(self) -> RabbitMQ:
+        return RabbitMQ(
+            host=self.rabbitmq_host,
+            port=self.rabbitmq_port,
+            management_port=self.rabbitmq_management_port,
+            user=self.rabbitmq_user,
+            password=self.rabbitmq_password.get_secret_value(),
+        )
 
 
 @dataclass(frozen=True)
@@ -64,7 +98,7 @@ class RabbitMQ:
         """
         stats = self._queue(vhost, group, quoted) or {}
         return QueueStats(
-            _queue_name(group),
+            task_queue_name(group),
             consumers=stats.get("consumers") or 0,
             waiting=stats.get("messages_ready") or 0,
             running=stats.get("messages_unacknowledged") or 0,
@@ -82,7 +116,7 @@ class RabbitMQ:
     def _queue(self, vhost: str, group: str, quoted: bool) -> dict | None:
         """The management API's view of the queue; None when it does not exist."""
         vhost = vhost if quoted else quote(vhost, safe="")
-        queue = quote(_queue_name(group), safe="")
+        queue = quote(task_queue_name(group), safe="")
         res = httpx.get(
             f"{self.management_url}/api/queues/{vhost}/{queue}",
             auth=(self.user, self.password),
@@ -94,8 +128,9 @@ class RabbitMQ:
         return res.json()
 
 
-def _queue_name(group: str) -> str:
-    return RoutingStrategy.amqp_task_routing(group).queue_name
+def task_queue_name(group: str) -> str:
+    """The RabbitMQ queue of a task group's tasks."""
+    return f"{_TASK_QUEUE}.{group}"
 
 
 def port_open(host: str, port: int) -> bool:

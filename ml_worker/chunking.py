@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tokenizers import models
-
 if TYPE_CHECKING:  # importing transformers imports torch
     from transformers import PreTrainedTokenizerBase
 
@@ -94,6 +92,10 @@ def _tokenizes_words_alone(tokenizer) -> bool:
     """Whether each word's tokens depend on that word alone, as WordPiece's do: a
     passage of whole words then re-tokenizes to the very tokens it was cut from,
     and re-tokenizing it to check (a third of the splitting's time) is not needed."""
+    # Imported here: processes that never split a document (`ml-worker status`)
+    # import this module through the embedding function; tokenizers took 0.08 s.
+    from tokenizers import models
+
     backend = getattr(tokenizer, "backend_tokenizer", None)
     return backend is not None and isinstance(backend.model, models.WordPiece)
 

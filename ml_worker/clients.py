@@ -1,4 +1,5 @@
-"""Clients of the services the workers and the command line talk to, from settings.
+"""Clients of the services the workers and the command line talk to: the one place
+they are built, from settings or an address.
 
 Kept apart from the worker's dependencies so that the command line builds them
 without loading the model libraries; Elasticsearch's client is imported only by
@@ -19,9 +20,25 @@ if TYPE_CHECKING:
     from elasticsearch import AsyncElasticsearch
 
 
-def es_client_from(config: MLWorkerConfig) -> AsyncElasticsearch:
-    from ml_worker.documents import es_client
+def es_client(
+    address: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    timeout_s: float = 30.0,
+) -> AsyncElasticsearch:
+    """The client of an Elasticsearch (7.x API) at ``address``."""
+    from elasticsearch import AsyncElasticsearch
 
+    auth = (username, password) if username else None
+    client = AsyncElasticsearch(address, http_auth=auth, timeout=timeout_s)
+    # The 7.17 client refuses servers without Elasticsearch's product header;
+    # ES-API-compatible servers (OpenSearch, test emulators) do not send it.
+    client.transport._verified_elasticsearch = True  # type: ignore[attr-defined]
+    return client
+
+
+def es_client_from(config: MLWorkerConfig) -> AsyncElasticsearch:
     password = config.es_password.get_secret_value() if config.es_password else None
     return es_client(
         config.es_address,

@@ -7,13 +7,17 @@ as icij-worker's ``app_bootstrap_config_path``; the environment wins over the fi
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PositiveInt, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    JsonConfigSettingsSource,
+    SettingsConfigDict,
+)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # Bounds of LanceDB's caches in each process (its own defaults: 6 GiB and 1 GiB).
@@ -155,7 +159,12 @@ class MLWorkerConfig(BaseSettings):
 
     @classmethod
     def from_file(cls, path: Path) -> MLWorkerConfig:
-        """Settings from a JSON file, overridden by the environment."""
-        from_file = json.loads(path.read_text())
-        from_env = cls().model_dump(exclude_unset=True)
+        """Settings from a JSON file, overridden by the environment.
+
+        Read by pydantic-settings' own sources. The file's path is known only at
+        run time, so the sources are built here rather than declared in
+        ``settings_customise_sources``.
+        """
+        from_file = JsonConfigSettingsSource(cls, json_file=path)()
+        from_env = EnvSettingsSource(cls)()
         return cls(**{**from_file, **from_env})

@@ -63,15 +63,6 @@ class Document:
     content_hash: str = ""
 
 
-def es_client(address: str, *, username=None, password=None, timeout_s=30.0):
-    auth = (username, password) if username else None
-    client = AsyncElasticsearch(address, http_auth=auth, timeout=timeout_s)
-    # The 7.17 client refuses servers without Elasticsearch's product header;
-    # ES-API-compatible servers (OpenSearch, test emulators) do not send it.
-    client.transport._verified_elasticsearch = True  # type: ignore[attr-defined]
-    return client
-
-
 async def count_documents(
     es: AsyncElasticsearch, project: str, *, retry_s: float = DEFAULT_RETRY_S
 ) -> int:

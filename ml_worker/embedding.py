@@ -19,6 +19,12 @@ import numpy as np
 from lancedb.embeddings import register
 from lancedb.embeddings.sentence_transformers import SentenceTransformerEmbeddings
 
+from ml_worker.chunking import (
+    PASSAGE_OVERLAP_TOKENS,
+    PASSAGE_TOKENS,
+    Passage,
+    split_passages,
+)
 from ml_worker.model_files import model_files, not_found, resolve_model
 from ml_worker.query_encoder import QueryEncoder, onnx_query_encoder
 
@@ -131,6 +137,15 @@ class Embedder(SentenceTransformerEmbeddings):
     def max_tokens(self) -> int:
         """Longest input, in model tokens, the model reads without truncating."""
         return self.embedding_model.max_seq_length
+
+    def passages(self, content: str) -> list[Passage]:
+        """``content`` cut into passages that this model reads whole."""
+        return split_passages(
+            content,
+            self.embedding_model.tokenizer,
+            max_tokens=min(PASSAGE_TOKENS, self.max_tokens),
+            overlap_tokens=PASSAGE_OVERLAP_TOKENS,
+        )
 
     def generate_embeddings(self, texts) -> list:
         vectors = self.embedding_model.encode(

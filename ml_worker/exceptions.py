@@ -46,6 +46,10 @@ class QueryEncoderExportFailed(MLWorkerError, RuntimeError):
     """The child process exporting a query encoder failed, or its vectors disagree."""
 
 
+class InvalidArguments(InvalidInput):
+    """A task was given arguments it does not take, or of the wrong kind."""
+
+
 class InvalidProject(InvalidInput):
     """A project name that cannot name a table."""
 

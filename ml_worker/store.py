@@ -19,15 +19,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-import boto3
 import lancedb
 import pyarrow as pa
 import pyarrow.compute as pc
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
 from lancedb.embeddings import EmbeddingFunctionConfig
 from lancedb.index import FTS
 from lancedb.table import Table
@@ -95,26 +93,51 @@ def table_name(project: str) -> str:
     return project
 
 
+_ARROW = "arrow"
+
+
+def _column(arrow_type: pa.DataType, *, nullable: bool = True) -> dict:
+    """A ``PassageRow`` field's metadata: its column's type in the table."""
+    return {_ARROW: (arrow_type, nullable)}
+
+
+@dataclass(frozen=True)
+class PassageRow:
+    """A table row: one passage of a document, with the document's fields that
+    searches filter on and return. The one definition of the table's columns:
+    ``passage_schema`` adds the vector and the passage key to these."""
+
+    doc_id: str = field(metadata=_column(pa.string(), nullable=False))
+    root_id: str | None = field(metadata=_column(pa.string()))
+    # Its rank in the document; NO_TEXT_PASSAGE for a document without text.
+    passage: int = field(metadata=_column(pa.int32(), nullable=False))
+    # Character offsets in the document's content: content[start:end].
+    start: int = field(metadata=_column(pa.int64(), nullable=False))
+    end: int = field(metadata=_column(pa.int64(), nullable=False))
+    content: str = field(metadata=_column(pa.string(), nullable=False))
+    path: str | None = field(metadata=_column(pa.string()))
+    title: str | None = field(metadata=_column(pa.string()))
+    content_type: str | None = field(metadata=_column(pa.string()))
+    language: str | None = field(metadata=_column(pa.string()))
+    tags: list[str] = field(metadata=_column(pa.list_(pa.string())))
+    # Tells a re-run which documents changed and must be embedded again.
+    content_hash: str | None = field(metadata=_column(pa.string()))
+
+
+# PassageRow's columns, in the table's order.
+PASSAGE_COLUMNS = tuple(f.name for f in fields(PassageRow))
+
+
 def passage_schema(ndims: int) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field(DOC_ID, pa.string(), nullable=False),
-            pa.field("root_id", pa.string()),
-            pa.field(PASSAGE, pa.int32(), nullable=False),
-            pa.field("start", pa.int64(), nullable=False),
-            pa.field("end", pa.int64(), nullable=False),
-            pa.field(CONTENT, pa.string(), nullable=False),
-            pa.field(VECTOR, pa.list_(pa.float32(), ndims)),
-            pa.field("path", pa.string()),
-            pa.field("title", pa.string()),
-            pa.field("content_type", pa.string()),
-            pa.field("language", pa.string()),
-            pa.field("tags", pa.list_(pa.string())),
-            # Tells a re-run which documents changed and must be embedded again.
-            pa.field(CONTENT_HASH, pa.string()),
-            pa.field(PASSAGE_ID, pa.string(), nullable=False),
-        ]
-    )
+    """A table's schema: PassageRow's columns, the vector after the content (where
+    tables have always had it), then the passage key."""
+    columns = []
+    for column in fields(PassageRow):
+        arrow_type, nullable = column.metadata[_ARROW]
+        columns.append(pa.field(column.name, arrow_type, nullable=nullable))
+        if column.name == CONTENT:
+            columns.append(pa.field(VECTOR, pa.list_(pa.float32(), ndims)))
+    return pa.schema([*columns, pa.field(PASSAGE_ID, pa.string(), nullable=False)])
 
 
 def passage_id(doc_id: str, content_hash: str | None, passage: int) -> str:
@@ -179,6 +202,10 @@ def refuse_unsafe_store(db: lancedb.DBConnection) -> None:
     url = urlparse(db.uri)
     if url.scheme != "s3":
         return
+    # Here only: importing boto3 took 0.25 s of every command that reads a table.
+    import boto3
+    from botocore.exceptions import ClientError
+
     # LanceDB's local connection keeps its options; its type does not say so.
     options = getattr(db, "storage_options", None) or {}
     client_args = _boto3_client_args(options)
@@ -236,6 +263,8 @@ def _boto3_client_args(storage_options: dict[str, str]) -> dict:
     Options left out (credentials, region) come from boto3's own environment
     variables and files, as they do for LanceDB.
     """
+    from botocore.config import Config as BotoConfig
+
     options = {k.lower(): v for k, v in storage_options.items()}
     args = {_BOTO3_ARGS[k]: v for k, v in options.items() if k in _BOTO3_ARGS}
     virtual = any(options.get(k, "").lower() == "true" for k in _VIRTUAL_HOSTED)

@@ -11,11 +11,9 @@ import secrets
 import uuid
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from icij_worker import Task, TaskError, TaskState
-from icij_worker.objects import ErrorEvent
 
 from ml_worker.exceptions import (
     TaskServiceAuthError,
@@ -23,6 +21,12 @@ from ml_worker.exceptions import (
     TaskServiceUnavailable,
     UnknownTask,
 )
+
+# icij-worker's task objects are imported where a task is read: its import took
+# 0.9 s, and `ml-worker status` only asks whether the service answers.
+if TYPE_CHECKING:
+    from icij_worker import Task, TaskError
+    from icij_worker.objects import ErrorEvent
 
 
 def new_task_id(name: str) -> str:
@@ -55,6 +59,11 @@ class TaskClient(ABC):
 
     async def __aexit__(self, *exc_info):
         await self._http.__aexit__(*exc_info)
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raises a TaskServiceError (unreachable, credentials refused, failing)
+        unless the task API answers. Reads no task: cheap however many there are."""
 
     @abstractmethod
     async def create_task(
@@ -136,6 +145,10 @@ class ICIJTaskClient(TaskClient):
     needs no sending.
     """
 
+    async def check(self) -> None:
+        # 503 when the service's broker or task storage is down.
+        await self._request("GET", "/health")
+
     async def create_task(
         self, name: str, args: dict[str, Any], *, group: str, task_id: str | None = None
     ) -> str:
@@ -156,9 +169,13 @@ class ICIJTaskClient(TaskClient):
                     f"unknown task {task_id} at {self._base_url}"
                 ) from None
             raise
+        from icij_worker import Task
+
         return Task.model_validate(res.json())
 
     async def get_task_result(self, task_id: str, *, done: bool = False) -> Any | None:
+        from icij_worker import TaskState
+
         # The service fails (500) when asked for a result that does not exist yet.
         if not done and (await self.get_task(task_id)).state is not TaskState.DONE:
             return None
@@ -167,6 +184,8 @@ class ICIJTaskClient(TaskClient):
         return result.get("value") if isinstance(result, dict) else result
 
     async def get_task_errors(self, task_id: str) -> list[ErrorEvent]:
+        from icij_worker.objects import ErrorEvent
+
         res = await self._request("GET", f"/api/tasks/{task_id}/errors")
         return [ErrorEvent.model_validate(e) for e in res.json()]
 
@@ -175,6 +194,8 @@ class ICIJTaskClient(TaskClient):
         res = await self._request(
             "POST", "/api/tasks", idempotent=True, json={"name": name}
         )
+        from icij_worker import Task
+
         tasks = [Task.model_validate(t) for t in res.json()]
         # The service ignores the name it is given.
         return [t for t in tasks if name is None or t.name == name]
@@ -219,6 +240,9 @@ class DatashareTaskClient(TaskClient):
             cookies[cookie_name] = session_cookie
         super().__init__(base_url, auth=auth, headers=headers, cookies=cookies)
 
+    async def check(self) -> None:
+        await self._request("GET", "/api/task", params={"size": 1})
+
     async def create_task(
         self, name: str, args: dict[str, Any], *, group: str, task_id: str | None = None
     ) -> str:
@@ -249,6 +273,8 @@ class DatashareTaskClient(TaskClient):
         return result
 
     async def get_task_errors(self, task_id: str) -> list[ErrorEvent]:
+        from icij_worker.objects import ErrorEvent
+
         data = await self._get_task_json(task_id)
         if not data.get("error"):
             return []
@@ -289,6 +315,8 @@ class DatashareTaskClient(TaskClient):
 
 def task_from_datashare(data: dict) -> Task:
     """icij-worker's view of a task as Datashare serializes it."""
+    from icij_worker import Task, TaskState
+
     # Jackson writes the Java type of the argument map as an "@type" entry.
     args = {k: v for k, v in (data.get("args") or {}).items() if k != "@type"}
     return Task(
@@ -314,6 +342,8 @@ def _datetime(value: int | float | str | None) -> datetime | None:
 
 
 def _error_from_datashare(error: dict) -> TaskError:
+    from icij_worker import TaskError
+
     # Java leaves out what it does not know, such as a native method's file.
     stacktrace = [
         {

@@ -18,34 +18,36 @@ from elasticsearch import AsyncElasticsearch
 
 from ml_worker import dependencies as deps
 from ml_worker import documents, store, upkeep
-from ml_worker.chunking import (
-    PASSAGE_OVERLAP_TOKENS,
-    PASSAGE_TOKENS,
-    Passage,
-    split_passages,
-)
+from ml_worker.arguments import Number, Positive, Queries, Strings, checked
+from ml_worker.chunking import Passage
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import VECTORIZE_DOCS, task_group
 from ml_worker.documents import Document
 from ml_worker.embedding import Embedder
-from ml_worker.search import Filters, Scoring, SearchMode, parse_enum, search_queries
+from ml_worker.search import Filters, Scoring, SearchMode, search_queries
 from ml_worker.task_client import TaskClient
 
 logger = logging.getLogger(__name__)
 
+# The share of a task done, reported as it goes. icij-worker's RateProgress is the
+# same signature, but importing it (icij_worker.typing_) imports icij-worker whole:
+# the tasks stay free of any task engine's module, so that another engine than
+# icij-worker's runs them as they are.
 Progress = Callable[[float], Awaitable[None]]
 
 
+@checked
 async def ping(*, user: dict | str | None = None) -> str:
     """``user``: added by Datashare, ignored."""
     return "pong"
 
 
+@checked
 async def create_vectorization_tasks(
     project: str,
     *,
     model: str | None = None,
-    batch_size: int | None = None,
+    batch_size: Positive | None = None,
     rebuild: bool = False,
     user: dict | str | None = None,
     config: MLWorkerConfig | None = None,
@@ -68,8 +70,6 @@ async def create_vectorization_tasks(
     model = model or config.model
     if batch_size is None:
         batch_size = config.vectorize_batch_size
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
     store.table_name(project)
     total = await documents.count_documents(
         es_client, project, retry_s=config.es_retry_s
@@ -161,6 +161,7 @@ async def _create_batch_task(client: TaskClient, project: str, batch: list[str])
     )
 
 
+@checked
 async def vectorize_docs(
     docs: list[str],
     project: str,
@@ -245,44 +246,40 @@ def passages_of(content: str, embedder: Embedder) -> list[Passage]:
     A content without text still gets one empty passage: so recorded, it counts as
     vectorized and a re-run skips it, and no search ever finds it.
     """
-    passages = split_passages(
-        content,
-        embedder.embedding_model.tokenizer,
-        max_tokens=min(PASSAGE_TOKENS, embedder.max_tokens),
-        overlap_tokens=PASSAGE_OVERLAP_TOKENS,
-    )
-    return passages or [Passage(store.NO_TEXT_PASSAGE, 0, 0, "")]
+    return embedder.passages(content) or [Passage(store.NO_TEXT_PASSAGE, 0, 0, "")]
 
 
 def _passage_row(doc: Document, passage: Passage) -> dict:
-    return {
-        "doc_id": doc.id,
-        "root_id": doc.root_id,
-        "passage": passage.index,
-        "start": passage.start,
-        "end": passage.end,
-        "content": passage.text,
-        "path": doc.path,
-        "title": doc.title,
-        "content_type": doc.content_type,
-        "language": doc.language,
-        "tags": doc.tags,
-        "content_hash": doc.content_hash,
-    }
+    row = store.PassageRow(
+        doc_id=doc.id,
+        root_id=doc.root_id,
+        passage=passage.index,
+        start=passage.start,
+        end=passage.end,
+        content=passage.text,
+        path=doc.path,
+        title=doc.title,
+        content_type=doc.content_type,
+        language=doc.language,
+        tags=doc.tags,
+        content_hash=doc.content_hash,
+    )
+    return dataclasses.asdict(row)
 
 
+@checked
 async def find_most_similar(
     project: str,
-    queries: list[str],
+    queries: Queries,
     *,
-    n_similar: int = 10,
+    n_similar: Positive = 10,
     mode: SearchMode = SearchMode.HYBRID,
     scoring: Scoring = Scoring.BEST_PASSAGE,
-    languages: list[str] | str | None = None,
-    content_types: list[str] | str | None = None,
+    languages: Strings = None,
+    content_types: Strings = None,
     path_prefix: str | None = None,
-    tags: list[str] | str | None = None,
-    min_score: float | None = None,
+    tags: Strings = None,
+    min_score: Number | None = None,
     user: dict | str | None = None,
     vector_db: lancedb.DBConnection | None = None,
 ) -> list[list[dict]]:
@@ -293,15 +290,6 @@ async def find_most_similar(
     Documents scoring below ``min_score`` are left out. ``user``: added by
     Datashare, ignored.
     """
-    _check_queries(queries)
-    if isinstance(n_similar, bool) or not isinstance(n_similar, int) or n_similar <= 0:
-        raise ValueError(f"n_similar must be positive, got {n_similar!r}")
-    if min_score is not None and (
-        isinstance(min_score, bool) or not isinstance(min_score, (int, float))
-    ):
-        raise ValueError(f"min_score must be a number, got {min_score!r}")
-    mode = parse_enum(SearchMode, "mode", mode)
-    scoring = parse_enum(Scoring, "scoring", scoring)
     filters = Filters.of(
         languages=languages,
         content_types=content_types,
@@ -321,13 +309,3 @@ async def find_most_similar(
         where=filters.sql(),
         min_score=min_score,
     )
-
-
-def _check_queries(queries) -> None:
-    if isinstance(queries, str) or not isinstance(queries, list):
-        raise ValueError(f"queries must be a list of strings, got {queries!r}")
-    if not queries:
-        raise ValueError("queries is empty: give at least one query")
-    for i, query in enumerate(queries):
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError(f"query {i} must be a non-empty string, got {query!r}")

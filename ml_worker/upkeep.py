@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 
 from lancedb.index import Bitmap, BTree, IvfRq, LabelList
@@ -53,21 +52,6 @@ KEEP_OLD_VERSIONS = timedelta(hours=1)
 _RETRIES = 5
 
 
-@dataclass(frozen=True)
-class VectorSearch:
-    """How many IVF partitions a query visits, and how many candidates per result
-    are re-ranked on their full vectors (tuned by bench.search_latency)."""
-
-    # 30 of 500 partitions at a million rows: recall@10 0.995 in 8 ms with 4-bit
-    # codes (1-bit codes needed 5 candidates per result for 0.979; 8-bit scalar
-    # quantization 100 partitions and 60 ms for 0.967). One candidate per result
-    # still re-reads its full vector: hybrid scoring relies on exact similarities.
-    nprobes: int = 30
-    refine_factor: int = 1
-
-
-VECTOR_SEARCH = VectorSearch()
-
 # The columns search filters on, and the index that answers each filter.
 FILTER_INDICES = {
     "language": Bitmap(),
@@ -77,13 +61,6 @@ FILTER_INDICES = {
 # What a batch's write looks rows up by (see store.replace_documents): indexed from
 # the table's first rows on, so that no write scans a large table.
 WRITE_INDICES = {DOC_ID: BTree(), PASSAGE_ID: BTree()}
-
-
-def tuned(builder):
-    """A vector or hybrid LanceDB query, with the recall settings of the index."""
-    return builder.nprobes(VECTOR_SEARCH.nprobes).refine_factor(
-        VECTOR_SEARCH.refine_factor
-    )
 
 
 def ensure_indices(table: Table) -> str | None:
@@ -102,7 +79,8 @@ def _ensure_indices(table: Table) -> str | None:
         # Missing on a table's first rows, or on a table of an earlier version.
         if n_rows and f"{column}_idx" not in indices:
             table.create_index(column, config=config, replace=False)
-    # A table indexed by an earlier version: VECTOR_SEARCH's settings are not its.
+    # A table indexed by an earlier version: search's VECTOR_SEARCH settings are
+    # not its.
     outdated = indices.get(VECTOR_INDEX, VECTOR_INDEX_TYPE) != VECTOR_INDEX_TYPE
     if VECTOR_INDEX not in indices or outdated:
         if n_rows < VECTOR_INDEX_MIN_ROWS:

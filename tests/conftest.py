@@ -25,8 +25,8 @@ import pytest
 from elasticsearch import AsyncElasticsearch
 
 from ml_worker import store
+from ml_worker.clients import es_client
 from ml_worker.config import MLWorkerConfig
-from ml_worker.documents import es_client
 from ml_worker.task_client import DatashareTaskClient
 from ml_worker_dev.local_stack import (
     Postgres,

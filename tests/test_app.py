@@ -7,7 +7,11 @@ import functools
 import pytest
 from icij_worker.app import supports_progress
 
+from ml_worker import tasks
 from ml_worker.app import app, registered
+from ml_worker.arguments import validated
+from ml_worker.constants import SearchMode
+from ml_worker.exceptions import InvalidInput
 
 TASKS = ["ping", "create_vectorization_tasks", "vectorize_docs", "find_most_similar"]
 
@@ -86,3 +90,25 @@ async def test_the_worker_progress_handler_reaches_the_task():
 
     assert await bound(n=3) == 3
     assert seen == [0.3]
+
+
+async def test_missing_and_wrong_arguments_are_named_together():
+    task = app.registry["find_most_similar"].task
+
+    with pytest.raises(InvalidInput) as error:
+        await task(project="p", n_similar="10")
+
+    assert str(error.value) == (
+        "missing argument queries for task find_most_similar; invalid argument"
+        " n_similar for task find_most_similar: Input should be a valid integer,"
+        " got '10'"
+    )
+
+
+def test_arguments_are_converted_as_the_task_declares_them():
+    args = {"project": "p", "queries": ["q"], "mode": "text", "tags": "urgent"}
+
+    assert validated(tasks.find_most_similar, args) == {
+        **args,
+        "mode": SearchMode.TEXT,
+    }

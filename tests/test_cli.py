@@ -390,11 +390,11 @@ def test_tasks_print_hostile_arguments_and_errors_as_text(stack):
 
     assert shown.returncode == 0, shown.stderr
     assert RAW.findall(shown.stdout) == []
-    error = r"error\s+ValueError: unknown argument.*\\x1b\]0;owned\\x07"
+    error = r"error\s+InvalidArguments: unknown argument.*\\x1b\]0;owned\\x07"
     assert re.search(error, shown.stdout, re.DOTALL)
     assert re.search(r"args\.\\x1b\]0;owned\\x07\\x1b\[", shown.stdout)
     assert "[bold red]x" in shown.stdout
-    assert result.returncode == 1
+    assert result.returncode == 2  # a bad argument: the task's input was wrong
     assert RAW.findall(result.stderr) == []
     assert "\\x1b]0;owned\\x07" in error_line(result)
     assert listed.returncode == 0 and RAW.findall(listed.stdout) == []

@@ -23,6 +23,21 @@ def test_file_then_environment(tmp_path, monkeypatch):
     config = MLWorkerConfig.from_file(path)
     assert config.es_address == "http://file:9200"
     assert config.model == "env-model"
+    assert config.vectorize_batch_size == 64  # in neither: the default
+
+
+def test_environment_wins_over_the_file_for_json_settings(tmp_path, monkeypatch):
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps({"vector_db_storage_options": {"aws_region": "file-region"}})
+    )
+    monkeypatch.setenv(
+        "ML_WORKER_VECTOR_DB_STORAGE_OPTIONS", json.dumps({"aws_region": "env-region"})
+    )
+    options = MLWorkerConfig.from_file(path).vector_db_storage_options
+    assert {k: v.get_secret_value() for k, v in options.items()} == {
+        "aws_region": "env-region"
+    }
 
 
 def test_unknown_setting_is_refused(tmp_path):

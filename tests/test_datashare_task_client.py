@@ -224,6 +224,23 @@ def test_api_key_and_basic_auth_exclude_each_other():
         DatashareTaskClient("http://127.0.0.1:1", auth=("a", "b"), api_key="k")
 
 
+async def test_check_reads_one_task_at_most(datashare_client, datashare):
+    for _ in range(3):
+        await datashare_client.create_task("ping", {}, group="PYTHON")
+
+    await datashare_client.check()
+
+    get = datashare.requests[-1]
+    assert (get.method, get.path, get.query) == ("GET", "/api/task", {"size": "1"})
+
+
+async def test_check_tells_refused_credentials():
+    with DatashareDouble(api_key="right-key") as datashare:
+        async with DatashareTaskClient(datashare.url, api_key="wrong-key") as client:
+            with pytest.raises(TaskServiceAuthError, match="rejected the credentials"):
+                await client.check()
+
+
 async def test_401_names_the_rejection_and_the_url_not_the_key():
     with DatashareDouble(api_key="right-key") as datashare:
         async with DatashareTaskClient(datashare.url, api_key="wrong-key") as client:

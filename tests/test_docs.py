@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ml_worker.app import INJECTED, app
+from ml_worker.app import app
+from ml_worker.arguments import INJECTED
 from ml_worker.config import MLWorkerConfig
 
 ROOT = Path(__file__).parent.parent

@@ -1,6 +1,7 @@
 import pytest
 
 from ml_worker import documents
+from ml_worker.clients import es_client
 from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from tests.corpus import datashare_corpus
 
@@ -61,7 +62,7 @@ async def test_an_unreachable_server_is_retried_then_named():
     from ml_worker_dev.local_stack import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
-    es = documents.es_client(url)
+    es = es_client(url)
     try:
         with pytest.raises(documents.ElasticsearchUnavailable, match=url):
             await documents.fetch_documents(es, "p", ["a"], retry_s=1.0)

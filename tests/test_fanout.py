@@ -16,8 +16,8 @@ from urllib.parse import urlparse
 import pytest
 
 from ml_worker import store, tasks
+from ml_worker.clients import es_client
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
-from ml_worker.documents import es_client
 from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,

@@ -11,8 +11,9 @@ import subprocess
 import sys
 import textwrap
 
-from ml_worker import query_encoder
+from ml_worker import query_encoder, store
 from ml_worker.config import DEFAULT_MODEL
+from ml_worker_dev.local_stack import free_port
 
 HEAVY = ("torch", "sentence_transformers", "transformers")
 
@@ -66,3 +67,49 @@ def test_search_and_table_creation_never_import_torch(tmp_path, monkeypatch):
     assert run.returncode == 0, run.stderr
     assert run.stdout.split()[-1] == "light"
     assert query_encoder.export_path(DEFAULT_MODEL).is_file()
+
+
+# `ml-worker status` over a project table, every other service down: it reads the
+# table's model and counts, and never needs the model itself.
+_STATUS_RUN = textwrap.dedent(
+    """
+    import sys
+    from ml_worker.cli.main import main
+
+    try:
+        main(["status"])
+    except SystemExit:
+        pass
+    print(" ".join(m for m in HEAVY if m in sys.modules) or "light")
+    """
+)
+
+
+def test_status_never_imports_the_model_libraries_nor_icij_worker(tmp_path):
+    vectors = tmp_path / "vectors"
+    store.open_or_create_table(
+        store.connect(str(vectors)), "status", model=DEFAULT_MODEL, embed_batch_size=8
+    )
+    closed = f"http://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "ML_WORKER_VECTOR_DB_URI": str(vectors),
+        "ML_WORKER_ES_ADDRESS": closed,
+        "ML_WORKER_TASK_SERVICE_URL": closed,
+        "ICIJ_WORKER_RABBITMQ_PORT": str(free_port()),
+        "COLUMNS": "200",
+    }
+    # icij-worker's import took 0.9 s of status's start-up: its settings are read
+    # without it (ml_worker.broker.RabbitMQSettings).
+    script = f"HEAVY = {(*HEAVY, 'icij_worker')!r}\n{_STATUS_RUN}"
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert "all-MiniLM-L6-v2" in run.stdout, run.stdout + run.stderr
+    assert run.stdout.split()[-1] == "light"

@@ -233,7 +233,7 @@ BAD_TASKS = [
     (
         "create_vectorization_tasks",
         {"project": "p", "batch_size": 0},
-        "batch_size must be positive",
+        "invalid argument batch_size for task create_vectorization_tasks",
     ),
     (
         "create_vectorization_tasks",
@@ -253,9 +253,9 @@ async def test_bad_search_input(stack, es, client, project):
     await seed(es, project, 4)
     await _vectorize(client, project)
     for args, message in [
-        ({"queries": []}, "queries is empty"),
-        ({"queries": ["q"], "n_similar": 0}, "n_similar must be positive"),
-        ({"queries": ["q"], "n_similar": -3}, "n_similar must be positive"),
+        ({"queries": []}, "invalid argument queries"),
+        ({"queries": ["q"], "n_similar": 0}, "invalid argument n_similar"),
+        ({"queries": ["q"], "n_similar": -3}, "invalid argument n_similar"),
     ]:
         error = await run_failing_task(
             client, "find_most_similar", {"project": project, **args}

@@ -9,8 +9,10 @@ import pyarrow as pa
 import pytest
 
 from ml_worker import store, tasks, upkeep
+from ml_worker.clients import es_client
 from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
-from ml_worker.documents import document_id_pages, es_client
+from ml_worker.documents import document_id_pages
+from ml_worker.exceptions import InvalidInput
 from ml_worker.search import (
     Filters,
     Scoring,
@@ -359,26 +361,26 @@ async def test_the_task_ranks_by_the_scoring_it_is_given(corpus):
 
 
 BAD_ARGS = [
-    ({"queries": []}, "queries is empty"),
-    ({"queries": "a query"}, "queries must be a list"),
-    ({"queries": ["ok", "  "]}, "query 1 must be a non-empty string"),
-    ({"queries": [3]}, "query 0 must be a non-empty string"),
-    ({"n_similar": 0}, "n_similar must be positive"),
-    ({"n_similar": -2}, "n_similar must be positive"),
-    ({"n_similar": "10"}, "n_similar must be positive"),
-    ({"mode": "fuzzy"}, "mode must be one of hybrid, vector, text, got 'fuzzy'"),
-    ({"scoring": "sum"}, "scoring must be one of best_passage, weighted_sum"),
-    ({"min_score": "high"}, "min_score must be a number"),
-    ({"languages": 3}, "languages must be a string or a list of strings"),
-    ({"tags": ["a", None]}, "tags must be a string or a list of strings"),
-    ({"path_prefix": ["/a"]}, "path_prefix must be a string"),
+    ({"queries": []}, r"argument queries .*at least 1 item"),
+    ({"queries": "a query"}, r"argument queries .*valid list, got 'a query'"),
+    ({"queries": ["ok", "  "]}, r"argument queries\[1\] .*must not be blank"),
+    ({"queries": [3]}, r"argument queries\[0\] .*valid string, got 3"),
+    ({"n_similar": 0}, "argument n_similar .*greater than 0, got 0"),
+    ({"n_similar": -2}, "argument n_similar .*greater than 0, got -2"),
+    ({"n_similar": "10"}, "argument n_similar .*valid integer, got '10'"),
+    ({"mode": "fuzzy"}, "argument mode .*'hybrid', 'vector' or 'text', got 'fuzzy'"),
+    ({"scoring": "sum"}, "argument scoring .*'best_passage' or 'weighted_sum'"),
+    ({"min_score": "high"}, "argument min_score .*valid number, got 'high'"),
+    ({"languages": 3}, "argument languages .*a string or a list of strings, got 3"),
+    ({"tags": ["a", None]}, "argument tags .*a string or a list of strings"),
+    ({"path_prefix": ["/a"]}, r"argument path_prefix .*valid string, got \['/a'\]"),
 ]
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_ARGS)
 async def test_bad_arguments_are_clear_errors(vector_db, args, message):
     args = {"queries": [QUERY], **args}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidInput, match=f"invalid {message}"):
         await tasks.find_most_similar("p", vector_db=vector_db, **args)
 
 

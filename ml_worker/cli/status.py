@@ -5,21 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import httpx
+from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
-from ml_worker.broker import QueueStats, RabbitMQ
+from ml_worker.broker import QueueStats, RabbitMQ, RabbitMQSettings
 from ml_worker.cli.errors import one_line
 from ml_worker.cli.output import shown
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import WorkerKind
 from ml_worker.exceptions import BrokerUnreachable
-
-if TYPE_CHECKING:
-    from icij_worker.worker.amqp import AMQPWorkerConfig
 
 
 @dataclass(frozen=True)
@@ -32,22 +29,17 @@ class Check:
 
 def rabbitmq_from_env() -> RabbitMQ:
     """RabbitMQ as icij-worker's workers see it (``ICIJ_WORKER_RABBITMQ_*``)."""
-    from icij_worker.worker.amqp import AMQPWorkerConfig
-
-    return _rabbitmq(AMQPWorkerConfig())
+    return RabbitMQSettings().broker()
 
 
 def task_queues_from_env() -> dict[WorkerKind, QueueStats] | None:
     """Each kind of worker's task queue in the RabbitMQ virtual host icij-worker's
     settings name; None when those settings or the management API do not tell."""
-    from icij_worker.worker.amqp import AMQPWorkerConfig
-    from pydantic import ValidationError
-
     try:
-        config = AMQPWorkerConfig()
-        rabbitmq, vhost = _rabbitmq(config), config.rabbitmq_vhost or "%2F"
+        settings = RabbitMQSettings()
+        rabbitmq = settings.broker()
         return {
-            kind: rabbitmq.task_queue(vhost, kind.group, quoted=True)
+            kind: rabbitmq.task_queue(settings.rabbitmq_vhost, kind.group, quoted=True)
             for kind in WorkerKind
         }
     except (ValidationError, httpx.HTTPError, ValueError):
@@ -58,43 +50,33 @@ def task_queue_consumers_from_env() -> Callable[[str], int | None]:
     """Counts the workers consuming a task group's queue in the RabbitMQ virtual host
     icij-worker's settings name (``ICIJ_WORKER_RABBITMQ_*``, vhost included); the
     count is None when those settings or the management API do not tell."""
-    from icij_worker.worker.amqp import AMQPWorkerConfig
-    from pydantic import ValidationError
-
     try:
-        config = AMQPWorkerConfig()
+        settings = RabbitMQSettings()
     except ValidationError:
         return lambda group: None
-    rabbitmq = _rabbitmq(config)
+    rabbitmq = settings.broker()
 
     def consumers(group: str) -> int | None:
         try:
-            # icij-worker's default virtual host when it names none: "/".
-            vhost = config.rabbitmq_vhost or "%2F"
-            return rabbitmq.task_queue_consumers(vhost, group, quoted=True)
+            return rabbitmq.task_queue_consumers(
+                settings.rabbitmq_vhost, group, quoted=True
+            )
         except (httpx.HTTPError, ValueError):
             return None
 
     return consumers
 
 
-def _rabbitmq(config: AMQPWorkerConfig) -> RabbitMQ:
-    return RabbitMQ(
-        host=config.rabbitmq_host,
-        port=config.rabbitmq_port,
-        management_port=config.rabbitmq_management_port,
-        user=config.rabbitmq_user,
-        password=config.rabbitmq_password.get_secret_value(),
-    )
-
-
 async def check_services(config: MLWorkerConfig) -> list[Check]:
-    return [
-        await check_es(config),
-        await asyncio.to_thread(_check_rabbitmq),
-        await _check_task_service(config),
-        await asyncio.to_thread(_check_vector_store, config),
-    ]
+    """Every service checked at once: a service that does not answer costs its
+    timeout once, not added to the others'."""
+    checks = await asyncio.gather(
+        check_es(config),
+        asyncio.to_thread(_check_rabbitmq),
+        _check_task_service(config),
+        asyncio.to_thread(_check_vector_store, config),
+    )
+    return list(checks)
 
 
 async def check_es(config: MLWorkerConfig) -> Check:
@@ -139,7 +121,7 @@ async def _check_task_service(config: MLWorkerConfig) -> Check:
     where = f"{config.task_service_url} ({config.task_service.value})"
     try:
         async with task_client_from(config) as client:
-            await client.get_tasks(name="ping")
+            await client.check()
     except Exception as e:  # noqa: BLE001  # reported, whatever it is
         return Check("task service", where, False, one_line(e))
     return Check("task service", where, True, "answers")
