@@ -196,6 +196,30 @@ def s3_emulator(workdir: Path):
         yield url
 
 
+@contextmanager
+def temporal_server(workdir: Path, namespace: str = "datashare-default"):
+    """The Temporal CLI's development server (in memory), with ``namespace`` and the
+    search attributes Datashare's workflows keep their progress in; yields its
+    address (host:port)."""
+    from ml_worker.constants import MAX_PROGRESS_ATTRIBUTE, PROGRESS_ATTRIBUTE
+
+    port, ui_port = free_port(), free_port()
+    cmd = [_bin("temporal"), "server", "start-dev", "--ip", "127.0.0.1"]
+    cmd += ["--port", str(port), "--ui-port", str(ui_port), "--headless"]
+    cmd += ["--namespace", namespace]
+    for attribute in (PROGRESS_ATTRIBUTE, MAX_PROGRESS_ATTRIBUTE):
+        cmd += ["--search-attribute", f"{attribute}=Double"]
+    log = workdir / "temporal.log"
+    with _process(cmd, log) as process:
+        _wait_until(
+            lambda: port_open("127.0.0.1", port),
+            process,
+            what="Temporal server",
+            log=log,
+        )
+        yield f"127.0.0.1:{port}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -305,6 +329,27 @@ def worker_pool(
     env = {"ICIJ_WORKER_TYPE": "amqp", "HF_HUB_OFFLINE": "1"}
     if wrap is not None:
         cmd = wrap(cmd)
+    with _process(cmd, workdir / "workers.log", env=env) as process:
+        yield process
+
+
+@contextmanager
+def temporal_worker_pool(
+    workdir: Path,
+    *,
+    n_workers: int,
+    ml_worker_config: dict,
+    kind: WorkerKind | None = None,
+):
+    """The Temporal worker processes of ``ml-worker workers start -n n_workers
+    [--kind kind]``; ``ml_worker_config`` holds the Temporal server's address."""
+    config_path = workdir / "ml-worker-temporal.json"
+    config_path.write_text(json.dumps(ml_worker_config, indent=2))
+    cmd = [_bin("ml-worker"), "workers", "start", "-n", str(n_workers)]
+    cmd += ["-c", str(config_path)]
+    if kind is not None:
+        cmd += ["--kind", kind]
+    env = {"ML_WORKER_ENGINE": "temporal", "HF_HUB_OFFLINE": "1"}
     with _process(cmd, workdir / "workers.log", env=env) as process:
         yield process
 
