@@ -354,6 +354,42 @@ def temporal_worker_pool(
         yield process
 
 
+def wait_for_temporal_workers(
+    address: str,
+    n_workers: int,
+    pool: subprocess.Popen,
+    *,
+    kind: WorkerKind | None = None,
+    log: Path,
+    timeout_s: float = 300.0,
+) -> None:
+    """Until the workers of a ``temporal_worker_pool(n_workers, kind)`` poll their
+    task queues for activities (a worker polls once its model is loaded)."""
+    import asyncio
+
+    from ml_worker.config import MLWorkerConfig
+    from ml_worker.temporal.client import connect, pollers
+
+    expected = Counter(k.group for k in pool_kinds(n_workers, kind))
+
+    async def ready() -> bool:
+        client = await connect(MLWorkerConfig(temporal_address=address))
+        for group, n in expected.items():
+            if len(await pollers(client, group, activities=True)) < n:
+                return False
+        return True
+
+    deadline = time.monotonic() + timeout_s
+    while not asyncio.run(ready()):
+        if pool.poll() is not None:
+            raise ServiceUnreachable(f"the workers exited at start-up: see {log}")
+        if time.monotonic() > deadline:
+            raise ServiceUnreachable(
+                f"workers not ready after {timeout_s:.0f}s: see {log}"
+            )
+        time.sleep(0.5)
+
+
 def _rabbitmq_settings(rabbitmq: RabbitMQ, vhost: str) -> dict:
     return {
         "rabbitmq_host": rabbitmq.host,

@@ -14,7 +14,7 @@ from rich.text import Text
 from ml_worker.broker import QueueStats, RabbitMQ
 from ml_worker.cli.errors import one_line
 from ml_worker.cli.output import shown
-from ml_worker.config import MLWorkerConfig
+from ml_worker.config import Engine, MLWorkerConfig
 from ml_worker.constants import WorkerKind
 from ml_worker.exceptions import BrokerUnreachable
 
@@ -89,6 +89,13 @@ def _rabbitmq(config: AMQPWorkerConfig) -> RabbitMQ:
 
 
 async def check_services(config: MLWorkerConfig) -> list[Check]:
+    if config.engine is Engine.TEMPORAL:
+        temporal, _ = await temporal_status(config)
+        return [
+            await check_es(config),
+            temporal,
+            await asyncio.to_thread(_check_vector_store, config),
+        ]
     return [
         await check_es(config),
         await asyncio.to_thread(_check_rabbitmq),
@@ -143,6 +150,28 @@ async def _check_task_service(config: MLWorkerConfig) -> Check:
     except Exception as e:  # noqa: BLE001  # reported, whatever it is
         return Check("task service", where, False, one_line(e))
     return Check("task service", where, True, "answers")
+
+
+async def temporal_status(
+    config: MLWorkerConfig,
+) -> tuple[Check, dict[WorkerKind, tuple[int, int]] | None]:
+    """Whether the Temporal server answers, and how many workers poll each kind's
+    task queue for workflows and for activities (None when it does not answer)."""
+    from ml_worker.temporal.client import connect, pollers
+
+    where = f"{config.temporal_address}, namespace {config.temporal_namespace}"
+    try:
+        client = await connect(config)
+        polling = {
+            kind: (
+                len(await pollers(client, kind.group, activities=False)),
+                len(await pollers(client, kind.group, activities=True)),
+            )
+            for kind in WorkerKind
+        }
+    except Exception as e:  # noqa: BLE001  # reported, whatever it is
+        return Check("Temporal", where, False, one_line(e)), None
+    return Check("Temporal", where, True, "answers"), polling
 
 
 def _check_vector_store(config: MLWorkerConfig) -> Check:
@@ -229,6 +258,17 @@ def projects_table(tables: list[ProjectTable]) -> Table:
             )
     if not tables:
         table.add_row("none yet", "", "", "", "")
+    return table
+
+
+def temporal_queues_table(polling: dict[WorkerKind, tuple[int, int]]) -> Table:
+    table = Table(title="Temporal task queues", title_justify="left")
+    for column in ("workers", "task queue", "polling workflows", "polling activities"):
+        left = column in ("workers", "task queue")
+        table.add_column(column, justify="left" if left else "right")
+    for kind, (workflows, activities) in polling.items():
+        shown_count = Text(str(activities), style="" if activities else "bold red")
+        table.add_row(kind.value, kind.group, str(workflows), shown_count)
     return table
 
 
