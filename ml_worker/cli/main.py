@@ -364,8 +364,9 @@ def workers_start(
             show_default=False,
             exists=True,
             dir_okay=False,
-            help="icij-worker WorkerConfig JSON file"
-            " [default: from ICIJ_WORKER_* variables].",
+            help="icij-worker WorkerConfig JSON file [default: from ICIJ_WORKER_*"
+            " variables]; with ML_WORKER_ENGINE=temporal, ml-worker's settings file"
+            " [default: from ML_WORKER_* variables].",
         ),
     ] = None,
     kind: Annotated[
@@ -386,6 +387,9 @@ def workers_start(
     and `fanout` workers split a project into batches (both light). Searches and
     fan-outs therefore never wait behind batches. On several hosts, run the kinds
     where they fit: e.g. `--kind vectorize -n 4` on a GPU host.
+
+    With ML_WORKER_ENGINE=temporal the workers are Temporal workers, each polling
+    its kind's task queue on the Temporal server (ML_WORKER_TEMPORAL_ADDRESS).
 
     A worker that exits (killed, out of memory, RabbitMQ lost) is started again
     after 1 s, then 2, 4... up to 30 s while it keeps exiting. Ctrl-C or SIGTERM
