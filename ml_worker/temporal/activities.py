@@ -44,9 +44,8 @@ async def _call(fn: Callable[..., Awaitable[Any]], args: dict) -> Any:
     try:
         return await fn(**kwargs)
     except _NOT_RETRYABLE as e:
-        raise ApplicationError(
-            f"{type(e).__name__}: {e}", type=type(e).__name__, non_retryable=True
-        ) from e
+        # The class name as the failure's type: the CLI tells its kind by it.
+        raise ApplicationError(str(e), type=type(e).__name__, non_retryable=True) from e
     finally:
         beats.cancel()
 
