@@ -255,6 +255,7 @@ async def test_bad_input_fails_the_workflow_naming_the_problem(client, project, 
         client, "find_most_similar", {"project": "no-such-project", "queries": ["x"]}
     )
     assert "no-such-project" in error.message
+    assert error.type == "ProjectNotVectorized"  # the CLI's exit code follows it
     # The workers keep serving.
     assert await run(client, "ping", {}) == "pong"
 
