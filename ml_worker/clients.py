@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import httpx
 from pydantic import SecretStr
 
-from ml_worker.config import MLWorkerConfig, TaskServiceKind
+from ml_worker.config import Engine, MLWorkerConfig, TaskServiceKind
 from ml_worker.task_client import DatashareTaskClient, ICIJTaskClient, TaskClient
 
 if TYPE_CHECKING:
@@ -49,6 +49,11 @@ def es_client_from(config: MLWorkerConfig) -> AsyncElasticsearch:
 
 
 def task_client_from(config: MLWorkerConfig) -> TaskClient:
+    if config.engine is Engine.TEMPORAL:
+        # Datashare 20 starts the tasks' workflows itself: the command line does too.
+        from ml_worker.temporal.task_client import TemporalTaskClient
+
+        return TemporalTaskClient(config)
     auth = None
     if config.task_service_user:
         auth = httpx.BasicAuth(

@@ -25,6 +25,13 @@ VECTOR_DB_INDEX_CACHE_MB = 1024
 VECTOR_DB_METADATA_CACHE_MB = 256
 
 
+class Engine(StrEnum):
+    """What carries the tasks to the workers."""
+
+    ICIJ = "icij"  # icij-worker over RabbitMQ: Datashare before 20
+    TEMPORAL = "temporal"  # Temporal: Datashare 20 and later
+
+
 class TaskServiceKind(StrEnum):
     ICIJ = "icij"
     DATASHARE = "datashare"
@@ -65,6 +72,19 @@ class MLWorkerConfig(BaseSettings):
         " documents gone from the index; each chunk's ids are looked up with one"
         " Elasticsearch query (at most the index's max_result_window, 10,000 by"
         " default)",
+    )
+
+    engine: Engine = Field(
+        default=Engine.ICIJ,
+        description="Task engine: `icij` (icij-worker over RabbitMQ, Datashare before"
+        " 20) or `temporal` (a Temporal server, Datashare 20 and later)",
+    )
+    temporal_address: str = Field(
+        default="localhost:7233", description="Temporal server (host:port)"
+    )
+    temporal_namespace: str = Field(
+        default="datashare-default",
+        description="Temporal namespace of the workflows (Datashare's default)",
     )
 
     task_service: TaskServiceKind = Field(

@@ -64,6 +64,30 @@ class Scoring(enum.StrEnum):
     WEIGHTED_SUM = "weighted_sum"
 
 
+# Temporal: Datashare starts a task's workflow on the task queue named by its group,
+# and a worker of each kind polls its group's queue. Fan-outs and searches run their
+# workflows and activities on their own queues; the vectorizing workers' queue
+# (PYTHON, Datashare's Python group) also runs every workflow, as icij-worker's
+# PYTHON workers also run the other groups' tasks.
+TEMPORAL_WORKFLOWS = {
+    WorkerKind.VECTORIZE: (
+        PING,
+        CREATE_VECTORIZATION_TASKS,
+        VECTORIZE_DOCS,
+        FIND_MOST_SIMILAR,
+    ),
+    WorkerKind.SEARCH: (PING, FIND_MOST_SIMILAR),
+    WorkerKind.FANOUT: (CREATE_VECTORIZATION_TASKS,),
+}
+# The fan-out's own activities, beside the tasks'.
+PREPARE_VECTORIZATION = "prepare_vectorization"
+DOCUMENT_ID_PAGE = "document_id_page"
+# Custom search attributes a workflow's progress is kept in, as Datashare's own
+# Python workers do (Double attributes, registered in the namespace).
+PROGRESS_ATTRIBUTE = "Progress"
+MAX_PROGRESS_ATTRIBUTE = "MaxProgress"
+
+
 def task_group(task_name: str) -> str:
     """The group a task of this name is submitted to."""
     return TASK_KINDS[task_name].group

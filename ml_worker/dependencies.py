@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import lancedb
@@ -31,9 +32,15 @@ _TASK_CLIENT: TaskClient | None = None
 _VECTOR_DB: lancedb.DBConnection | None = None
 
 
-def load_config(worker_config: WorkerConfig | None = None, **_) -> None:
+def load_config(
+    worker_config: WorkerConfig | None = None, config_path: Path | None = None, **_
+) -> None:
+    """From icij-worker's ``app_bootstrap_config_path``, or ``config_path`` (the
+    Temporal worker's), or the environment alone."""
     global _CONFIG
-    path: Path | None = worker_config and worker_config.app_bootstrap_config_path
+    path: Path | None = config_path or (
+        worker_config and worker_config.app_bootstrap_config_path
+    )
     _CONFIG = MLWorkerConfig.from_file(path) if path else MLWorkerConfig()
 
 
@@ -54,7 +61,9 @@ def setup_loggers_(**_) -> None:
     logger.info("worker config: %s", config.model_dump_json())  # secrets stay masked
 
 
-def setup_embedding(app: AsyncApp | None = None, **_) -> None:
+def setup_embedding(
+    app: AsyncApp | None = None, task_names: Iterable[str] = (), **_
+) -> None:
     config = lifespan_config()
     embedding.use_device(config.device, config.precision, config.torch_threads)
     embedding.use_query_encoder(config.query_encoder)
@@ -62,7 +71,7 @@ def setup_embedding(app: AsyncApp | None = None, **_) -> None:
     # only where this worker's group runs the task that needs them: the model (and
     # torch: 0.9 GiB, docs/performance.md) for document batches, the query encoder
     # for searches.
-    runs = set(app.registry) if app is not None else set()
+    runs = set(app.registry) if app is not None else set(task_names)
     if VECTORIZE_DOCS in runs:
         embedding.process_model(config.model)
     if FIND_MOST_SIMILAR in runs:

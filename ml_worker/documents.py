@@ -89,7 +89,9 @@ async def document_id_pages(
     """
     after = None
     while True:
-        page = await _id_page(es, project, page_size, after, retry_s)
+        page = await document_id_page(
+            es, project, page_size=page_size, after=after, retry_s=retry_s
+        )
         if page:
             yield page
         if len(page) < page_size:
@@ -97,16 +99,23 @@ async def document_id_pages(
         after = page[-1]
 
 
-async def _id_page(
-    es: AsyncElasticsearch, project: str, size: int, after: str | None, retry_s: float
+async def document_id_page(
+    es: AsyncElasticsearch,
+    project: str,
+    *,
+    page_size: int,
+    after: str | None,
+    retry_s: float = DEFAULT_RETRY_S,
 ) -> list[str]:
+    """The ``page_size`` document ids following ``after`` (from the first if None),
+    in id order: ``after`` is a cursor a caller may keep between calls."""
     async for attempt in _retrying(es, retry_s):
         with attempt, _project_index(es, project):
             res = await es.search(
                 index=project,
                 query=_DOCUMENTS_ONLY,
                 sort=[{"_id": "asc"}],  # type: ignore[list-item]
-                size=size,
+                size=page_size,
                 _source=False,
                 track_total_hits=False,
                 filter_path=_HIT_IDS,

@@ -73,6 +73,16 @@ def worker_command(app: str, kind: WorkerKind, config: Path | None) -> list[str]
     return cmd
 
 
+def temporal_worker_command(kind: WorkerKind, config: Path | None) -> list[str]:
+    """One Temporal worker of ``kind``; ``config``: ml-worker's settings (JSON)."""
+    cmd = [sys.executable, "-m", "ml_worker.temporal", kind.value]
+    if config is not None:
+        cmd += ["-c", str(config)]
+    if kind is WorkerKind.VECTORIZE:
+        cmd = ["nice", "-n", str(VECTORIZE_NICENESS), *cmd]
+    return cmd
+
+
 def check_settings(config: Path | None) -> None:
     """Fail now on settings every worker would fail on, rather than restart them
     for ever: icij-worker's WorkerConfig and the app's own settings."""
@@ -102,6 +112,14 @@ def run_pool(
     """Run the workers of ``app`` that ``pool_kinds`` lists until SIGINT or SIGTERM,
     restarting those that exit."""
     setup_loggers([__name__])
+    from ml_worker.config import Engine, MLWorkerConfig
+
+    if MLWorkerConfig().engine is Engine.TEMPORAL:
+        settings = MLWorkerConfig.from_file(config) if config else MLWorkerConfig()
+        logger.info("Temporal workers of %s", settings.temporal_address)
+        kinds = pool_kinds(n_workers, kind)
+        supervise([temporal_worker_command(k, config) for k in kinds], backoff)
+        return
     # The workers' type, unless the environment says otherwise; they inherit it.
     os.environ.setdefault("ICIJ_WORKER_TYPE", "amqp")
     check_settings(config)

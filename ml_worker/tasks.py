@@ -42,6 +42,55 @@ async def ping(*, user: dict | str | None = None) -> str:
     return "pong"
 
 
+@dataclasses.dataclass(frozen=True)
+class VectorizationPlan:
+    """How a project's documents are split: what every engine's fan-out follows."""
+
+    total: int  # documents in the index when counted
+    batch_size: int  # documents per vectorize_docs batch
+    page_size: int  # ids read from Elasticsearch at a time
+
+
+async def prepare_vectorization(
+    project: str,
+    *,
+    model: str | None = None,
+    batch_size: Positive | None = None,
+    rebuild: bool = False,
+    config: MLWorkerConfig,
+    es_client: AsyncElasticsearch,
+    vector_db: lancedb.DBConnection,
+) -> VectorizationPlan:
+    """Everything a fan-out does before its batches: checks the arguments, counts
+    the documents, drops the table on ``rebuild``, creates it with ``model``, and
+    deletes the rows of documents no longer in the index (incremental runs)."""
+    model = model or config.model
+    if batch_size is None:
+        batch_size = config.vectorize_batch_size
+    store.table_name(project)
+    total = await documents.count_documents(
+        es_client, project, retry_s=config.es_retry_s
+    )
+    if rebuild:
+        await asyncio.to_thread(store.drop_table, vector_db, project)
+    table = await asyncio.to_thread(
+        store.open_or_create_table,
+        vector_db,
+        project,
+        model=model,
+        embed_batch_size=config.embed_batch_size,
+    )
+    # Before the batches: the deletes then never compete with the run's own batch
+    # writes for the table's commits, and a document deleted from the index stops
+    # being found before the run starts.
+    gone = await _delete_gone_documents(es_client, table, project, config)
+    if gone:
+        logger.info(
+            "project %s: removed %s documents gone from the index", project, gone
+        )
+    return VectorizationPlan(total, batch_size, config.es_page_size)
+
+
 @checked
 async def create_vectorization_tasks(
     project: str,
@@ -67,40 +116,26 @@ async def create_vectorization_tasks(
     task_client = task_client or deps.lifespan_task_client()
     if vector_db is None:  # not `or`: a database without tables is falsy
         vector_db = deps.lifespan_vector_db()
-    model = model or config.model
-    if batch_size is None:
-        batch_size = config.vectorize_batch_size
-    store.table_name(project)
-    total = await documents.count_documents(
-        es_client, project, retry_s=config.es_retry_s
-    )
-    if rebuild:
-        await asyncio.to_thread(store.drop_table, vector_db, project)
-    table = await asyncio.to_thread(
-        store.open_or_create_table,
-        vector_db,
+    plan = await prepare_vectorization(
         project,
         model=model,
-        embed_batch_size=config.embed_batch_size,
+        batch_size=batch_size,
+        rebuild=rebuild,
+        config=config,
+        es_client=es_client,
+        vector_db=vector_db,
     )
-    # Before the batches: the deletes then never compete with the run's own batch
-    # writes for the table's commits, and a document deleted from the index stops
-    # being found before the run starts.
-    gone = await _delete_gone_documents(es_client, table, project, config)
-    if gone:
-        logger.info(
-            "project %s: removed %s documents gone from the index", project, gone
-        )
+    total = plan.total
     # Each batch task is created as soon as its ids are read: memory stays that of a
     # page and a batch, whatever the project's size. Each page is retried through an
     # outage; one that outlasts es_retry_s fails the task, and the worker runs it
     # again from the start. The batches it then creates again are harmless: writing
     # a batch is idempotent, and its unchanged documents are skipped by their hash.
     pages = documents.document_id_pages(
-        es_client, project, page_size=config.es_page_size, retry_s=config.es_retry_s
+        es_client, project, page_size=plan.page_size, retry_s=config.es_retry_s
     )
     task_ids, created = [], 0
-    async for batch in _batches(pages, batch_size):
+    async for batch in _batches(pages, plan.batch_size):
         task_ids.append(await _create_batch_task(task_client, project, batch))
         created += len(batch)
         if progress is not None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ml_worker.cli.main import global_options, run
+from ml_worker.config import Engine
 
 app = typer.Typer(
     name="ml-worker",
@@ -31,14 +32,21 @@ def demo(
         Path,
         typer.Option(help="Work folder (logs, vectors), emptied first."),
     ] = Path(".ml-worker/demo"),
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="Task engine: icij-worker over RabbitMQ, or a Temporal development"
+            " server started by the demo."
+        ),
+    ] = Engine.ICIJ,
 ) -> None:
     """Vectorize and search a bundled sample corpus with real services: RabbitMQ and
-    PostgreSQL must be running; Elasticsearch is the configured one if it answers, an
-    emulator otherwise. Stops everything it started."""
+    PostgreSQL must be running (icij engine); Elasticsearch is the configured one if
+    it answers, an emulator otherwise. Stops everything it started."""
     started = time.monotonic()  # the demo's own imports take a while: count them
     from ml_worker_dev.demo import run_demo
 
-    run_demo(workdir=workdir, n_workers=workers, started=started)
+    run_demo(workdir=workdir, n_workers=workers, engine=engine, started=started)
 
 
 @app.command()

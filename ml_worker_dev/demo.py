@@ -2,7 +2,9 @@
 
 It loads the corpus into a fresh project index the way Datashare lays one out, starts
 icij-worker's task service and a pool of workers on this machine's RabbitMQ and
-PostgreSQL, vectorizes the project through the task API and runs a few searches.
+PostgreSQL (or, with ``--engine temporal``, a Temporal development server and
+Temporal workers), vectorizes the project through the task API and runs a few
+searches.
 Everything it starts is stopped on exit, Ctrl-C included.
 """
 
@@ -30,9 +32,17 @@ from ml_worker.cli.follow import (
 )
 from ml_worker.cli.output import duration, err, hits_table, out
 from ml_worker.clients import es_client_from, task_client_from
-from ml_worker.config import MLWorkerConfig
+from ml_worker.config import Engine, MLWorkerConfig
 from ml_worker_dev import datashare_index
-from ml_worker_dev.local_stack import Postgres, RabbitMQ, rabbitmq_from_env
+from ml_worker_dev.local_stack import (
+    Postgres,
+    RabbitMQ,
+    environment,
+    rabbitmq_from_env,
+    temporal_server,
+    temporal_worker_pool,
+    wait_for_temporal_workers,
+)
 from ml_worker_dev.stack import elasticsearch, service_and_workers
 
 CORPUS = Path(__file__).parent / "data" / "demo_corpus.jsonl"
@@ -74,9 +84,21 @@ def load_corpus() -> list[dict]:
     return [json.loads(line) for line in lines if line]
 
 
-def run_demo(*, workdir: Path, n_workers: int, started: float | None = None) -> None:
+def run_demo(
+    *,
+    workdir: Path,
+    n_workers: int,
+    engine: Engine = Engine.ICIJ,
+    started: float | None = None,
+) -> None:
     """``started``: the ``time.monotonic()`` the elapsed time counts from."""
     started = time.monotonic() if started is None else started
+    if engine is Engine.TEMPORAL:
+        _reset_workdir(workdir)
+        with ExitStack() as stack:
+            _run_temporal(stack, workdir, n_workers)
+        out.print(f"Demo done in {duration(time.monotonic() - started)}.")
+        return
     rabbitmq, postgres = rabbitmq_from_env(), Postgres()
     rabbitmq.check()
     postgres.check()
@@ -122,6 +144,39 @@ def _run(
         f"Task service at {url} and {n_workers} workers ready ({elapsed}, logs in"
         f" {log})."
     )
+    asyncio.run(_vectorize_and_search(project))
+
+
+def _run_temporal(stack: ExitStack, workdir: Path, n_workers: int) -> None:
+    """The same run on Temporal: the Temporal CLI's development server and Temporal
+    workers started by ``ml-worker workers start``."""
+    project = f"demo-{uuid.uuid4().hex[:6]}"
+    es_url = stack.enter_context(elasticsearch(MLWorkerConfig()))
+    stack.enter_context(_project_index(es_url, project))
+    step = time.monotonic()
+    address = stack.enter_context(temporal_server(workdir))
+    out.print(f"Temporal server at {address} ({duration(time.monotonic() - step)}).")
+    worker_settings = {
+        "engine": Engine.TEMPORAL.value,
+        "es_address": es_url,
+        "temporal_address": address,
+        "vector_db_uri": str((workdir / "vectors").resolve()),
+    }
+    # The workers' environment wins over their settings file: it must agree.
+    stack.enter_context(
+        environment(**{f"ML_WORKER_{k.upper()}": v for k, v in worker_settings.items()})
+    )
+    step = time.monotonic()
+    pool = stack.enter_context(
+        temporal_worker_pool(
+            workdir, n_workers=n_workers, ml_worker_config=worker_settings
+        )
+    )
+    log = workdir / "workers.log"
+    with err.status(f"Starting {n_workers} workers…"):
+        wait_for_temporal_workers(address, n_workers, pool, log=log)
+    elapsed = duration(time.monotonic() - step)
+    out.print(f"{n_workers} workers ready ({elapsed}, logs in {log}).")
     asyncio.run(_vectorize_and_search(project))
 
 

@@ -196,6 +196,30 @@ def s3_emulator(workdir: Path):
         yield url
 
 
+@contextmanager
+def temporal_server(workdir: Path, namespace: str = "datashare-default"):
+    """The Temporal CLI's development server (in memory), with ``namespace`` and the
+    search attributes Datashare's workflows keep their progress in; yields its
+    address (host:port)."""
+    from ml_worker.constants import MAX_PROGRESS_ATTRIBUTE, PROGRESS_ATTRIBUTE
+
+    port, ui_port = free_port(), free_port()
+    cmd = [_bin("temporal"), "server", "start-dev", "--ip", "127.0.0.1"]
+    cmd += ["--port", str(port), "--ui-port", str(ui_port), "--headless"]
+    cmd += ["--namespace", namespace]
+    for attribute in (PROGRESS_ATTRIBUTE, MAX_PROGRESS_ATTRIBUTE):
+        cmd += ["--search-attribute", f"{attribute}=Double"]
+    log = workdir / "temporal.log"
+    with _process(cmd, log) as process:
+        _wait_until(
+            lambda: port_open("127.0.0.1", port),
+            process,
+            what="Temporal server",
+            log=log,
+        )
+        yield f"127.0.0.1:{port}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -312,6 +336,63 @@ def worker_pool(
         if wait:
             wait_for_workers(rabbitmq, vhost, n_workers, process, kind=kind, log=log)
         yield process
+
+
+@contextmanager
+def temporal_worker_pool(
+    workdir: Path,
+    *,
+    n_workers: int,
+    ml_worker_config: dict,
+    kind: WorkerKind | None = None,
+):
+    """The Temporal worker processes of ``ml-worker workers start -n n_workers
+    [--kind kind]``; ``ml_worker_config`` holds the Temporal server's address."""
+    config_path = workdir / "ml-worker-temporal.json"
+    config_path.write_text(json.dumps(ml_worker_config, indent=2))
+    cmd = [_bin("ml-worker"), "workers", "start", "-n", str(n_workers)]
+    cmd += ["-c", str(config_path)]
+    if kind is not None:
+        cmd += ["--kind", kind]
+    env = {"ML_WORKER_ENGINE": "temporal", "HF_HUB_OFFLINE": "1"}
+    with _process(cmd, workdir / "workers.log", env=env) as process:
+        yield process
+
+
+def wait_for_temporal_workers(
+    address: str,
+    n_workers: int,
+    pool: subprocess.Popen,
+    *,
+    kind: WorkerKind | None = None,
+    log: Path,
+    timeout_s: float = 300.0,
+) -> None:
+    """Until the workers of a ``temporal_worker_pool(n_workers, kind)`` poll their
+    task queues for activities (a worker polls once its model is loaded)."""
+    import asyncio
+
+    from ml_worker.config import MLWorkerConfig
+    from ml_worker.temporal.client import connect, pollers
+
+    expected = Counter(k.group for k in pool_kinds(n_workers, kind))
+
+    async def ready() -> bool:
+        client = await connect(MLWorkerConfig(temporal_address=address))
+        for group, n in expected.items():
+            if len(await pollers(client, group, activities=True)) < n:
+                return False
+        return True
+
+    deadline = time.monotonic() + timeout_s
+    while not asyncio.run(ready()):
+        if pool.poll() is not None:
+            raise ServiceUnreachable(f"the workers exited at start-up: see {log}")
+        if time.monotonic() > deadline:
+            raise ServiceUnreachable(
+                f"workers not ready after {timeout_s:.0f}s: see {log}"
+            )
+        time.sleep(0.5)
 
 
 def _rabbitmq_settings(rabbitmq: RabbitMQ, vhost: str) -> dict:

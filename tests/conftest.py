@@ -6,6 +6,9 @@ its API started for the session. RabbitMQ and PostgreSQL: the machine's own. S3:
 endpoint at ``ML_WORKER_TEST_S3_URL`` when set (AWS S3, MinIO...: its key pair in
 ``ML_WORKER_TEST_S3_ACCESS_KEY_ID`` and ``ML_WORKER_TEST_S3_SECRET_ACCESS_KEY``, its
 region in ``ML_WORKER_TEST_S3_REGION``), otherwise moto's server of its API.
+Temporal: the server at ``ML_WORKER_TEST_TEMPORAL_ADDRESS`` when set (its namespace
+``datashare-default`` with the Double search attributes Progress and MaxProgress),
+otherwise the Temporal CLI's development server.
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ from ml_worker_dev.local_stack import (
     es_emulator,
     s3_emulator,
     task_stack,
+    temporal_server,
     worker_pool,
 )
 from tests.datashare_double import DatashareDouble
 
 ES_URL_ENV = "ML_WORKER_TEST_ES_URL"
 S3_ENV = "ML_WORKER_TEST_S3_"
+TEMPORAL_ENV = "ML_WORKER_TEST_TEMPORAL_ADDRESS"
 
 
 @pytest.fixture(scope="session")
@@ -157,6 +162,16 @@ def lancedb_sessions(monkeypatch) -> list:
 @pytest.fixture
 def config(es_url, tmp_path) -> MLWorkerConfig:
     return MLWorkerConfig(es_address=es_url, vector_db_uri=str(tmp_path / "vectors"))
+
+
+@pytest.fixture(scope="session")
+def temporal_address(tmp_path_factory) -> str:
+    address = os.environ.get(TEMPORAL_ENV)
+    if address:
+        yield address
+        return
+    with temporal_server(tmp_path_factory.mktemp("temporal")) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,13 @@ import dockerfile
 import pytest
 import yaml
 
-from ml_worker.config import MLWorkerConfig
+from ml_worker.config import Engine, MLWorkerConfig
 from ml_worker.constants import WorkerKind
 
 ROOT = Path(__file__).parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 GPU_COMPOSE = ROOT / "docker-compose.gpu.yml"
+TEMPORAL_COMPOSE = ROOT / "docker-compose.temporal.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 WORKER_COMMAND = ["icij-worker", "workers", "start", "ml_worker.app.app"]
 
@@ -43,7 +44,9 @@ def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
 
-@pytest.mark.parametrize("files", [[COMPOSE], [COMPOSE, GPU_COMPOSE]])
+@pytest.mark.parametrize(
+    "files", [[COMPOSE], [COMPOSE, GPU_COMPOSE], [COMPOSE, TEMPORAL_COMPOSE]]
+)
 def test_docker_compose_config_is_valid(files):
     args = [a for f in files for a in ("-f", str(f))]
     run = subprocess.run(
@@ -236,3 +239,30 @@ def test_docker_context_keeps_what_the_build_copies():
     for source in _copied([c for stage in _stages().values() for c in stage]):
         assert source not in ignored
         assert (ROOT / source).exists(), source
+
+
+def test_the_temporal_stack_runs_each_kind_on_its_task_queue():
+    files = ["-f", str(COMPOSE), "-f", str(TEMPORAL_COMPOSE)]
+    run = subprocess.run(
+        [*_compose_command(), *files, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    services = json.loads(run.stdout)["services"]
+    datashare = services["datashare"]["command"]
+    assert datashare[datashare.index("--batchQueueType") + 1] == "TEMPORAL"
+    assert datashare[datashare.index("--messageBusAddress") + 1] == "temporal:7233"
+    kinds = {
+        "ml-worker": WorkerKind.VECTORIZE,
+        "ml-worker-search": WorkerKind.SEARCH,
+        "ml-worker-fanout": WorkerKind.FANOUT,
+    }
+    for name, kind in kinds.items():
+        service = services[name]
+        assert service["command"] == ["python", "-m", "ml_worker.temporal", kind]
+        assert "rabbitmq" not in service["depends_on"]
+        env = service["environment"]
+        assert env["ML_WORKER_ENGINE"] == Engine.TEMPORAL
+        assert env["ML_WORKER_TEMPORAL_ADDRESS"] == "temporal:7233"

@@ -290,7 +290,13 @@ async def follow_vectorization(
             watch=watch,
         )
         await raise_if_failed(client, parent)
-        batch_ids = list(await client.get_task_result(task_id, done=True) or [])
+        result = await client.get_task_result(task_id, done=True)
+        if isinstance(result, dict):
+            # Temporal's workflow followed its batches itself: its summary.
+            run.batches = run.done = result["batches"]
+            run.docs_done, run.documents = result["documents"], result["vectorized"]
+            return run
+        batch_ids = list(result or [])
         run.batches = len(batch_ids)
         progress.update(
             bar,

@@ -364,8 +364,9 @@ def workers_start(
             show_default=False,
             exists=True,
             dir_okay=False,
-            help="icij-worker WorkerConfig JSON file"
-            " [default: from ICIJ_WORKER_* variables].",
+            help="icij-worker WorkerConfig JSON file [default: from ICIJ_WORKER_*"
+            " variables]; with ML_WORKER_ENGINE=temporal, ml-worker's settings file"
+            " [default: from ML_WORKER_* variables].",
         ),
     ] = None,
     kind: Annotated[
@@ -387,6 +388,9 @@ def workers_start(
     fan-outs therefore never wait behind batches. On several hosts, run the kinds
     where they fit: e.g. `--kind vectorize -n 4` on a GPU host.
 
+    With ML_WORKER_ENGINE=temporal the workers are Temporal workers, each polling
+    its kind's task queue on the Temporal server (ML_WORKER_TEMPORAL_ADDRESS).
+
     A worker that exits (killed, out of memory, RabbitMQ lost) is started again
     after 1 s, then 2, 4... up to 30 s while it keeps exiting. Ctrl-C or SIGTERM
     stops them all within 10 s.
@@ -399,9 +403,10 @@ def workers_start(
 
 @app.command()
 def status() -> None:
-    """Check Elasticsearch, RabbitMQ, the task service and the vector store; show
-    each task queue's workers and waiting tasks, and the vectorized projects. Exits
-    with 3 when a service is down."""
+    """Check Elasticsearch, RabbitMQ, the task service and the vector store (with
+    ML_WORKER_ENGINE=temporal: Elasticsearch, the Temporal server and the vector
+    store); show each task queue's workers, and the vectorized projects. Exits with
+    3 when a service is down."""
     from ml_worker.cli.status import (
         check_services,
         project_tables,
@@ -409,13 +414,19 @@ def status() -> None:
         queues_table,
         services_table,
         task_queues_from_env,
+        temporal_queues_table,
+        temporal_status,
     )
+    from ml_worker.config import Engine
 
     config = _config()
     checks = asyncio.run(check_services(config))
     out.print(services_table(checks))
-    queues = task_queues_from_env()
-    if queues is not None:
+    if config.engine is Engine.TEMPORAL:
+        _, polling = asyncio.run(temporal_status(config))
+        if polling is not None:
+            out.print(temporal_queues_table(polling))
+    elif (queues := task_queues_from_env()) is not None:
         out.print(queues_table(queues))
     if all(c.ok for c in checks if c.service == "vector store"):
         out.print(projects_table(project_tables(config)))

@@ -14,7 +14,7 @@ from rich.text import Text
 from ml_worker.broker import QueueStats, RabbitMQ, RabbitMQSettings
 from ml_worker.cli.errors import one_line
 from ml_worker.cli.output import shown
-from ml_worker.config import MLWorkerConfig
+from ml_worker.config import Engine, MLWorkerConfig
 from ml_worker.constants import WorkerKind
 from ml_worker.exceptions import BrokerUnreachable
 
@@ -70,13 +70,16 @@ def task_queue_consumers_from_env() -> Callable[[str], int | None]:
 async def check_services(config: MLWorkerConfig) -> list[Check]:
     """Every service checked at once: a service that does not answer costs its
     timeout once, not added to the others'."""
-    checks = await asyncio.gather(
-        check_es(config),
-        asyncio.to_thread(_check_rabbitmq),
-        _check_task_service(config),
-        asyncio.to_thread(_check_vector_store, config),
-    )
-    return list(checks)
+    if config.engine is Engine.TEMPORAL:
+        checks = [check_es(config), _check_temporal(config)]
+    else:
+        checks = [
+            check_es(config),
+            asyncio.to_thread(_check_rabbitmq),
+            _check_task_service(config),
+        ]
+    checks.append(asyncio.to_thread(_check_vector_store, config))
+    return list(await asyncio.gather(*checks))
 
 
 async def check_es(config: MLWorkerConfig) -> Check:
@@ -125,6 +128,33 @@ async def _check_task_service(config: MLWorkerConfig) -> Check:
     except Exception as e:  # noqa: BLE001  # reported, whatever it is
         return Check("task service", where, False, one_line(e))
     return Check("task service", where, True, "answers")
+
+
+async def temporal_status(
+    config: MLWorkerConfig,
+) -> tuple[Check, dict[WorkerKind, tuple[int, int]] | None]:
+    """Whether the Temporal server answers, and how many workers poll each kind's
+    task queue for workflows and for activities (None when it does not answer)."""
+    from ml_worker.temporal.client import connect, pollers
+
+    where = f"{config.temporal_address}, namespace {config.temporal_namespace}"
+    try:
+        client = await connect(config)
+        polling = {
+            kind: (
+                len(await pollers(client, kind.group, activities=False)),
+                len(await pollers(client, kind.group, activities=True)),
+            )
+            for kind in WorkerKind
+        }
+    except Exception as e:  # noqa: BLE001  # reported, whatever it is
+        return Check("Temporal", where, False, one_line(e)), None
+    return Check("Temporal", where, True, "answers"), polling
+
+
+async def _check_temporal(config: MLWorkerConfig) -> Check:
+    check, _ = await temporal_status(config)
+    return check
 
 
 def _check_vector_store(config: MLWorkerConfig) -> Check:
@@ -211,6 +241,17 @@ def projects_table(tables: list[ProjectTable]) -> Table:
             )
     if not tables:
         table.add_row("none yet", "", "", "", "")
+    return table
+
+
+def temporal_queues_table(polling: dict[WorkerKind, tuple[int, int]]) -> Table:
+    table = Table(title="Temporal task queues", title_justify="left")
+    for column in ("workers", "task queue", "polling workflows", "polling activities"):
+        left = column in ("workers", "task queue")
+        table.add_column(column, justify="left" if left else "right")
+    for kind, (workflows, activities) in polling.items():
+        shown_count = Text(str(activities), style="" if activities else "bold red")
+        table.add_row(kind.value, kind.group, str(workflows), shown_count)
     return table
 
 

@@ -1,0 +1,3 @@
+from ml_worker.temporal.worker import main
+
+main()

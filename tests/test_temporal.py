@@ -1,0 +1,299 @@
+"""The tasks on Temporal: the expectations of test_e2e.py, on the other engine.
+
+The Temporal server is the ``temporal_address`` fixture's; the workers are real
+processes started by ``ml-worker workers start`` with ``ML_WORKER_ENGINE=temporal``
+(two vectorizing workers, one search worker, one fan-out worker); Elasticsearch is
+the ``es_url`` fixture's. Workflows are started as Datashare starts them: by name,
+with one ``args`` object, on the task queue named by the task's group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from ml_worker import store
+from ml_worker.config import MLWorkerConfig
+from ml_worker.constants import task_group
+from ml_worker.temporal.client import connect
+from ml_worker_dev.local_stack import temporal_worker_pool, wait_for_temporal_workers
+from tests.corpus import filler
+from tests.tables import assert_table_exact, seed
+from tests.test_cli import cli
+from tests.test_e2e import (
+    IN_ATTACHMENT,
+    KEYWORD_ONLY,
+    LONG_DOC,
+    VECTOR_ONLY,
+    _seed,
+)
+
+pytestmark = pytest.mark.temporal
+
+N_DOCS = 240
+BATCH_SIZE = 8
+# Ids read a page at a time: the e2e project takes four runs of the workflow.
+PAGE_SIZE = 64
+READY_TIMEOUT_S = 600
+
+
+@dataclass
+class Stack:
+    pool_pid: int
+    vectors: str
+    address: str
+    es_url: str
+
+    def vectorizing_workers(self) -> list[int]:
+        """The pids of the pool's vectorizing worker processes."""
+        pids = []
+        for child in Path(f"/proc/{self.pool_pid}/task").glob("*/children"):
+            for pid in child.read_text().split():
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"ml_worker.temporal" in cmdline and b"vectorize" in cmdline:
+                    pids.append(int(pid))
+        return pids
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, es_url, temporal_address):
+    workdir = tmp_path_factory.mktemp("temporal-stack")
+    vectors = str(workdir / "vectors")
+    config = {
+        "es_address": es_url,
+        "vector_db_uri": vectors,
+        "temporal_address": temporal_address,
+        "es_page_size": PAGE_SIZE,
+        "es_retry_s": 30.0,
+        "torch_threads": 1,
+    }
+    with temporal_worker_pool(workdir, n_workers=2, ml_worker_config=config) as pool:
+        log = workdir / "workers.log"
+        wait_for_temporal_workers(
+            temporal_address, 2, pool, log=log, timeout_s=READY_TIMEOUT_S
+        )
+        yield Stack(pool.pid, vectors, temporal_address, es_url)
+
+
+@pytest.fixture
+async def client(stack) -> Client:
+    return await connect(MLWorkerConfig(temporal_address=stack.address))
+
+
+async def start(client: Client, name: str, args: dict) -> WorkflowHandle:
+    """The workflow of task ``name``, started as Datashare starts it."""
+    return await client.start_workflow(
+        name, args, id=f"{name}-{uuid.uuid4()}", task_queue=task_group(name)
+    )
+
+
+async def run(client: Client, name: str, args: dict):
+    return await (await start(client, name, args)).result()
+
+
+async def failure(client: Client, name: str, args: dict) -> ApplicationError:
+    with pytest.raises(WorkflowFailureError) as raised:
+        await run(client, name, args)
+    cause = raised.value.cause
+    assert isinstance(cause, ApplicationError), cause
+    return cause
+
+
+async def events(client: Client, handle: WorkflowHandle, run_id: str | None = None):
+    """The history of the workflow's latest run (or of ``run_id``)."""
+    run = client.get_workflow_handle(handle.id, run_id=run_id)
+    return [e async for e in run.fetch_history_events()]
+
+
+async def test_vectorize_and_search_a_project(stack, client, es, project):
+    doc_ids = await _seed(es, project)
+
+    args = {"project": project, "batch_size": BATCH_SIZE, "user": {"id": "jdoe"}}
+    handle = await start(client, "create_vectorization_tasks", args)
+    summary = await handle.result()
+    assert summary == {
+        "batches": -(-N_DOCS // BATCH_SIZE),
+        "documents": N_DOCS,
+        "vectorized": N_DOCS,
+    }
+    # Continued as new at each page: each run's history stays that of a page.
+    description = await handle.describe()
+    assert description.run_id != handle.first_execution_run_id
+    progress = {a.key.name: a.value for a in description.typed_search_attributes}
+    assert (progress["Progress"], progress["MaxProgress"]) == (N_DOCS, N_DOCS)
+    started = [
+        e.activity_task_started_event_attributes.identity
+        for e in await events(client, handle, handle.first_execution_run_id)
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+    assert len(set(started)) >= 2, "the batches ran on one worker only"
+
+    table = store.open_table(store.connect(stack.vectors), project)
+    assert {r["doc_id"] for r in table.to_arrow().select(["doc_id"]).to_pylist()} == (
+        doc_ids
+    )
+    await assert_table_exact(table, es, project)
+
+    queries = [
+        "cat sleeping on a rug",
+        "QZ7781XK",
+        "the whistleblower met a journalist at the lighthouse cafe",
+        "volcano observatory budget meeting",
+    ]
+    args = {"project": project, "queries": queries, "n_similar": 5}
+    results = await run(client, "find_most_similar", args)
+    assert [hits[0]["doc_id"] for hits in results] == [
+        VECTOR_ONLY[0],
+        KEYWORD_ONLY[0],
+        LONG_DOC,
+        IN_ATTACHMENT[0],
+    ]
+    assert all(len(hits) == 5 for hits in results)
+    assert results[2][0]["snippet"].count("whistleblower") == 1
+
+
+async def test_a_worker_killed_mid_batch(stack, client, es, project):
+    rng = random.Random(3)
+    long_docs = {f"doc-{i:04d}": filler(rng, 400) for i in range(0, 40, 2)}
+    doc_ids = await seed(es, project, 48, special=long_docs)
+    args = {"project": project, "batch_size": 2}
+    handle = await start(client, "create_vectorization_tasks", args)
+    await _wait_for_running_batch(handle)
+    victim = stack.vectorizing_workers()[0]
+    os.kill(victim, signal.SIGKILL)
+
+    summary = await handle.result()
+    assert summary["documents"] == len(doc_ids)
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in await events(client, handle)
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+    assert max(attempts) >= 2, "no batch was retried"
+    table = store.open_table(store.connect(stack.vectors), project)
+    await assert_table_exact(table, es, project)
+
+
+async def _wait_for_running_batch(handle: WorkflowHandle) -> None:
+    for _ in range(600):
+        pending = (await handle.describe()).raw_description.pending_activities
+        if any(
+            a.activity_type.name == "vectorize_docs"
+            and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+            for a in pending
+        ):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("no batch ever started")
+
+
+async def test_a_cancelled_vectorization_stops_creating_batches(
+    stack, client, es, project
+):
+    n_docs = 300
+    await seed(es, project, n_docs)
+    handle = await start(
+        client, "create_vectorization_tasks", {"project": project, "batch_size": 1}
+    )
+    db = store.connect(stack.vectors)
+    for _ in range(6000):
+        tables = store.project_tables(db)
+        if project in tables and store.open_table(db, project).count_rows() >= 5:
+            break
+        await asyncio.sleep(0.1)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as raised:
+        await handle.result()
+    assert isinstance(raised.value.cause, CancelledError)
+
+    history = await events(client, handle)
+    cancelled_at = next(
+        i
+        for i, e in enumerate(history)
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+    )
+    scheduled_after = [
+        e
+        for e in history[cancelled_at:]
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert scheduled_after == []
+    # A batch whose write was under way when it was cancelled may still land.
+    await asyncio.sleep(3)
+    written = store.open_table(db, project).count_rows()
+    await asyncio.sleep(3)
+    assert written == store.open_table(db, project).count_rows() < n_docs
+
+
+async def test_bad_input_fails_the_workflow_naming_the_problem(client, project, es):
+    await seed(es, project, 4)
+    error = await failure(
+        client, "create_vectorization_tasks", {"project": project, "batch_size": 0}
+    )
+    assert "invalid argument batch_size" in error.message
+    assert "greater than 0, got 0" in error.message
+    error = await failure(
+        client, "create_vectorization_tasks", {"project": project, "colour": "red"}
+    )
+    assert "unknown argument(s) for task create_vectorization_tasks: colour" in (
+        error.message
+    )
+    error = await failure(
+        client, "find_most_similar", {"project": project, "queries": "not a list"}
+    )
+    assert "invalid argument queries" in error.message
+    assert "valid list, got 'not a list'" in error.message
+    error = await failure(
+        client, "find_most_similar", {"project": "no-such-project", "queries": ["x"]}
+    )
+    assert "no-such-project" in error.message
+    assert error.type == "ProjectNotVectorized"  # the CLI's exit code follows it
+    # The workers keep serving.
+    assert await run(client, "ping", {}) == "pong"
+
+
+async def test_the_command_line_on_temporal(stack, es, project):
+    doc_ids = await seed(es, project, 20)
+    env = {
+        "ML_WORKER_ENGINE": "temporal",
+        "ML_WORKER_TEMPORAL_ADDRESS": stack.address,
+        "ML_WORKER_ES_ADDRESS": stack.es_url,
+        "ML_WORKER_VECTOR_DB_URI": stack.vectors,
+    }
+    status = cli("status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert "Temporal task queues" in status.stdout
+    # Pollers seen in the last minutes: a killed worker's too, beside its successor.
+    polling = re.search(
+        r"vectorize\s+│\s+PYTHON\s+│\s+(\d+)\s+│\s+(\d+)", status.stdout
+    )
+    assert polling, status.stdout
+    assert int(polling[2]) >= 2, status.stdout
+
+    vectorized = cli("vectorize", project, "--batch-size", "4", env=env)
+    assert vectorized.returncode == 0, vectorized.stderr
+    assert f"{len(doc_ids)} documents in 5 batches" in vectorized.stdout
+
+    found = cli("search", project, "the offshore trust", "--json", env=env)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)
+
+    listed = cli("tasks", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "create_vectorization_tasks" in listed.stdout
+
+    down = cli("status", env={**env, "ML_WORKER_TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    assert down.returncode == 3
+    assert "Temporal" in down.stdout
