@@ -63,10 +63,11 @@ def setup_embedding(app: AsyncApp | None = None, **_) -> None:
     # torch: 0.9 GiB, docs/performance.md) for document batches, the query encoder
     # for searches.
     runs = set(app.registry) if app is not None else set()
-    if VECTORIZE_DOCS in runs:
-        embedding.process_model(config.model)
-    if FIND_MOST_SIMILAR in runs:
-        embedding.process_query_encoder(config.model)
+    embedding.preload(
+        config.model,
+        documents=VECTORIZE_DOCS in runs,
+        queries=FIND_MOST_SIMILAR in runs,
+    )
 
 
 async def setup_es_client(**_) -> None:

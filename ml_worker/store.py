@@ -37,7 +37,7 @@ from ml_worker.config import (
     VECTOR_DB_METADATA_CACHE_MB,
     MLWorkerConfig,
 )
-from ml_worker.embedding import Embedder, embedder
+from ml_worker.embedding import E5Embedder, Embedder, ModelEmbedder, embedder
 from ml_worker.exceptions import (
     InvalidProject,
     ModelMismatch,
@@ -45,6 +45,7 @@ from ml_worker.exceptions import (
     TableBusy,
     UnsafeObjectStore,
 )
+from ml_worker.model_files import model_id
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -263,7 +264,7 @@ def open_or_create_table(
     except ValueError:  # not found
         return _create_table(db, name, model=model, embed_batch_size=embed_batch_size)
     existing = table_model(table)
-    if existing != model:
+    if existing != model_id(model):
         msg = (
             f'project "{project}" is vectorized with model "{existing}", not'
             f' "{model}": rebuild it to change its model'
@@ -356,9 +357,9 @@ def open_table(db: lancedb.DBConnection, project: str) -> Table:
         raise ProjectNotVectorized(msg) from e
 
 
-def table_embedder(table: Table) -> Embedder:
+def table_embedder(table: Table) -> ModelEmbedder:
     config = table.embedding_functions[VECTOR]
-    if not isinstance(config.function, Embedder):
+    if not isinstance(config.function, (Embedder, E5Embedder)):
         raise TypeError(f"table {table.name} was not created by ml_worker")
     return config.function
 

@@ -27,7 +27,7 @@ from ml_worker.chunking import (
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import VECTORIZE_DOCS, task_group
 from ml_worker.documents import Document
-from ml_worker.embedding import Embedder
+from ml_worker.embedding import ModelEmbedder
 from ml_worker.search import Filters, Scoring, SearchMode, parse_enum, search_queries
 from ml_worker.task_client import TaskClient
 
@@ -239,7 +239,7 @@ def _write_passages(table, docs: list[Document]) -> int:
     return len(docs)
 
 
-def passages_of(content: str, embedder: Embedder) -> list[Passage]:
+def passages_of(content: str, embedder: ModelEmbedder) -> list[Passage]:
     """The passages a content is cut into for this model.
 
     A content without text still gets one empty passage: so recorded, it counts as
@@ -247,7 +247,7 @@ def passages_of(content: str, embedder: Embedder) -> list[Passage]:
     """
     passages = split_passages(
         content,
-        embedder.embedding_model.tokenizer,
+        embedder.tokenizer,
         max_tokens=min(PASSAGE_TOKENS, embedder.max_tokens),
         overlap_tokens=PASSAGE_OVERLAP_TOKENS,
     )
