@@ -74,6 +74,10 @@ async def create_vectorization_tasks(
     total = await documents.count_documents(
         es_client, project, retry_s=config.es_retry_s
     )
+    # A new table's full-text analysis follows the project's languages.
+    languages = await documents.language_mix(
+        es_client, project, retry_s=config.es_retry_s
+    )
     if rebuild:
         await asyncio.to_thread(store.drop_table, vector_db, project)
     table = await asyncio.to_thread(
@@ -82,6 +86,7 @@ async def create_vectorization_tasks(
         project,
         model=model,
         embed_batch_size=config.embed_batch_size,
+        languages=languages,
     )
     # Before the batches: the deletes then never compete with the run's own batch
     # writes for the table's commits, and a document deleted from the index stops
