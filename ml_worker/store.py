@@ -330,7 +330,7 @@ def _ensure_passage_key(table: Table, analysis: FTS | None = None) -> None:
     both creating its index) is seen done on the next look.
     """
     for attempt in range(_MIGRATION_ATTEMPTS):
-        step = _next_key_step(table, analysis or FTS())
+        step = _next_key_step(table, analysis)
         if step is None:
             return
         what, do = step
@@ -345,12 +345,13 @@ def _ensure_passage_key(table: Table, analysis: FTS | None = None) -> None:
 
 
 def _next_key_step(
-    table: Table, analysis: FTS
+    table: Table, analysis: FTS | None = None
 ) -> tuple[str, Callable[[], object]] | None:
     if f"{CONTENT}_idx" not in {index.name for index in table.list_indices()}:
         # Unindexed rows stay searchable: the index is built on the empty table.
+        config = analysis or FTS()
         return "creating the full-text index", lambda: table.create_index(
-            CONTENT, config=analysis, replace=False
+            CONTENT, config=config, replace=False
         )
     schema = table.schema
     if PASSAGE_ID not in schema.names:
