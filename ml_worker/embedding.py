@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from lancedb.embeddings import TextEmbeddingFunction, register
@@ -118,6 +118,9 @@ class Embedder(SentenceTransformerEmbeddings):
     name: str
     batch_size: int = 64
     trust_remote_code: bool = False
+    # Whether a query's vector matches passages in other languages: not known of
+    # a sentence-transformers model, so its hybrid search trusts BM25 (search.py).
+    crosses_languages: ClassVar[bool] = False
 
     def safe_model_dump(self) -> dict:
         # The device belongs to the machine, not to the table.
@@ -212,6 +215,7 @@ class E5Embedder(TextEmbeddingFunction):
     """
 
     name: str = MULTILINGUAL_MODEL
+    crosses_languages: ClassVar[bool] = True
 
     def ndims(self) -> int:
         return E5_NDIMS
