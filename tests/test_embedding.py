@@ -1,5 +1,7 @@
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -298,3 +300,26 @@ def test_a_failed_export_is_a_clear_error_or_the_model_itself(
     with caplog.at_level(logging.WARNING):
         assert embedding.process_query_encoder(model) is None
     assert "embedded by the model itself" in caplog.text
+
+
+def test_an_alias_and_its_id_open_the_same_table(vector_db):
+    from ml_worker import store
+
+    store.open_or_create_table(vector_db, "p", model="multilingual", embed_batch_size=8)
+    table = store.open_or_create_table(
+        vector_db, "p", model=MULTILINGUAL_MODEL, embed_batch_size=8
+    )
+    assert store.table_model(table) == MULTILINGUAL_MODEL
+    with pytest.raises(exceptions.ModelMismatch):
+        store.open_or_create_table(vector_db, "p", model="english", embed_batch_size=8)
+
+
+def test_multilingual_queries_are_embedded_without_torch():
+    # A search worker's process: the package's engine, never torch.
+    code = (
+        "import sys\n"
+        "from ml_worker import embedding\n"
+        "embedding.embedder('multilingual').compute_query_embeddings(['impôts'])\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
