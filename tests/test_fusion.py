@@ -30,10 +30,10 @@ def test_full_text_matches_weigh_in_by_default():
 
 
 def test_full_text_matches_the_vectors_disagree_with_weigh_nothing():
-    # A cross-lingual query: BM25's only rows are chance matches the vector
-    # search does not rank.
+    # A cross-lingual query: BM25's only rows are chance matches, none leading,
+    # that the vector search does not rank.
     nearest = {row: 0.9 - row / 100 for row in range(10)}
-    chance = {100: 5.0, 101: 4.0}
+    chance = {100: 5.0, 101: 5.0}
     fused = search._fused(nearest, chance, 5.0, by_agreement=True)
 
     assert _order(fused)[:10] == list(range(10))
@@ -49,3 +49,13 @@ def test_full_text_weighs_in_as_far_as_the_rankings_agree():
     fused = search._fused(nearest, agreeing, 10.0, by_agreement=True)
     text_part = fused[0] - search.VECTOR_WEIGHT * nearest[0]
     assert text_part == pytest.approx((1 - search.VECTOR_WEIGHT) * half)
+
+
+def test_a_lone_keyword_weighs_in_though_the_vectors_disagree():
+    # One passage has the query's rare word; the vectors rank it nowhere.
+    nearest = {row: 0.9 - row / 100 for row in range(10)}
+    lone = {100: 8.0, 101: 1.0}
+    fused = search._fused(nearest, lone, 8.0, by_agreement=True)
+
+    assert search._agreement(nearest, lone) == pytest.approx(1 - 1.0 / 8.0)
+    assert _order(fused)[0] == 100
