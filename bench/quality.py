@@ -1,7 +1,8 @@
 """Retrieval quality on a known-item set: MRR@10 and Recall@10 per search mode.
 
 Each line of the dataset is ``{"id", "query", "content"}``: the query is answered by
-exactly one document, the one with that content. The documents go through the same
+exactly one document, the one with that content. A line may give the document's
+``language`` as Datashare names it (default ENGLISH). The documents go through the same
 path as a Datashare project's: indexed in Elasticsearch with Datashare's layout,
 vectorized by the ``vectorize_docs`` task, searched with ``find_most_similar``.
 Documents get neutral paths and titles, so only their content can match a query.
@@ -57,7 +58,11 @@ async def index_documents(es, project: str, items: list[dict]) -> None:
     docs = (
         (
             doc_id(item["id"]),
-            datashare_index.document_source(item["content"], path=f"/docs/{n:06d}.txt"),
+            datashare_index.document_source(
+                item["content"],
+                path=f"/docs/{n:06d}.txt",
+                language=item.get("language", "ENGLISH"),
+            ),
             None,
         )
         for n, item in enumerate(items)
@@ -68,11 +73,13 @@ async def index_documents(es, project: str, items: list[dict]) -> None:
 async def vectorize(
     es, vector_db, config: MLWorkerConfig, project: str, model: str
 ) -> int:
+    # As create_vectorization_tasks: the full-text analysis follows the languages.
     store.open_or_create_table(
         vector_db,
         project,
         model=model,
         embed_batch_size=config.embed_batch_size,
+        languages=await documents.language_mix(es, project),
     )
     written = 0
     pages = documents.document_id_pages(es, project, page_size=VECTORIZE_BATCH)
@@ -168,7 +175,8 @@ def main() -> None:
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"embedding model: hub id or local folder (default: {DEFAULT_MODEL})",
+        help="embedding model: english, multilingual, a hub id or a local folder"
+        f" (default: {DEFAULT_MODEL})",
     )
     parser.add_argument(
         "--compare-scoring",

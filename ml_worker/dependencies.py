@@ -72,10 +72,11 @@ def setup_embedding(
     # torch: 0.9 GiB, docs/performance.md) for document batches, the query encoder
     # for searches.
     runs = set(app.registry) if app is not None else set(task_names)
-    if VECTORIZE_DOCS in runs:
-        embedding.process_model(config.model)
-    if FIND_MOST_SIMILAR in runs:
-        embedding.process_query_encoder(config.model)
+    embedding.preload(
+        config.model,
+        documents=VECTORIZE_DOCS in runs,
+        queries=FIND_MOST_SIMILAR in runs,
+    )
 
 
 async def setup_es_client(**_) -> None:

@@ -32,6 +32,8 @@ from ml_worker.exceptions import ElasticsearchUnavailable, UnknownProject
 _DOCUMENTS_ONLY = {"bool": {"filter": [{"term": {"type": "Document"}}]}}
 # Answers cut down to their hits' ids: no index name, score or sort values to parse.
 _HIT_IDS = "hits.hits._id"
+# More than the languages Datashare detects.
+_MAX_LANGUAGES = 100
 _SOURCE_FIELDS = [
     "content",
     "rootDocument",
@@ -71,6 +73,19 @@ async def count_documents(
         with attempt, _project_index(es, project):
             res = await es.count(index=project, body={"query": _DOCUMENTS_ONLY})
     return res["count"]
+
+
+async def language_mix(
+    es: AsyncElasticsearch, project: str, *, retry_s: float = DEFAULT_RETRY_S
+) -> dict[str, int]:
+    """The project's document counts by language, as Datashare detected it."""
+    aggregation = {"terms": {"field": "language", "size": _MAX_LANGUAGES}}
+    async for attempt in _retrying(es, retry_s):
+        with attempt, _project_index(es, project):
+            res = await es.search(
+                index=project, query=_DOCUMENTS_ONLY, size=0, aggs={"l": aggregation}
+            )
+    return {b["key"]: b["doc_count"] for b in res["aggregations"]["l"]["buckets"]}
 
 
 async def document_id_pages(

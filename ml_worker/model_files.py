@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ml_worker.constants import MODEL_ALIASES
 from ml_worker.exceptions import ModelNotFound, UnsupportedModel
 
 # The files that describe a model, and none of its weights.
@@ -55,6 +56,15 @@ class ModelFiles:
 
     def settings(self, module: Module) -> dict:
         return self.read(str(Path(module.path) / "config.json"))
+
+    @property
+    def query_prompt(self) -> str:
+        """The text sentence-transformers' ``encode_query`` prepends to a query:
+        the model's ``query`` prompt, else its default prompt, else none."""
+        config = self.read("config_sentence_transformers.json")
+        prompts = config.get("prompts") or {}
+        name = "query" if "query" in prompts else config.get("default_prompt_name")
+        return prompts.get(name, "") if name else ""
 
     @property
     def ndims(self) -> int:
@@ -111,8 +121,15 @@ def packaged_models() -> dict[str, str]:
     }
 
 
+def model_id(model: str) -> str:
+    """The stable id of ``model``, which a table stores: an alias's model, or
+    ``model`` itself (a hub id or a folder)."""
+    return MODEL_ALIASES.get(model, model)
+
+
 def resolve_model(model: str) -> str:
     """The path or hub id sentence-transformers should load for ``model``."""
+    model = model_id(model)
     return packaged_models().get(model, model)
 
 
@@ -148,7 +165,8 @@ def _folder(model: str) -> Path:
 def not_found(model: str) -> ModelNotFound:
     packaged = ", ".join(sorted(packaged_models())) or "none"
     msg = (
-        f'unknown embedding model "{model}": it is neither a local model folder '
-        f"nor reachable on the model hub (packaged models: {packaged})"
+        f'unknown embedding model "{model}": it is neither an alias'
+        f" ({', '.join(MODEL_ALIASES)}), a local model folder nor reachable on the"
+        f" model hub (packaged models: {packaged})"
     )
     return ModelNotFound(msg)

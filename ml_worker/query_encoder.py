@@ -7,7 +7,8 @@ in one native call: on 2 CPU cores a query took 4 to 5 ms against 10 in bfloat16
 torch, and a whole search a quarter less time (docs/performance.md). And a process
 that never imports torch stays small: a search worker holds no model but this one.
 
-The query goes through the model's own tokenizer (its ``tokenizer.json``, read by
+The query, after the model's query prompt if it has one, goes through the model's
+own tokenizer (its ``tokenizer.json``, read by
 the ``tokenizers`` library), the ONNX export of its transformer, then its pooling
 and normalization, in numpy, as its sentence-transformers modules describe them.
 Documents are still embedded by the torch model, which computes batches faster.
@@ -68,6 +69,8 @@ class QueryEncoder:
 
         self._tokenizer = _tokenizer(files)
         self._poolings, self._normalize = _head(files)
+        # As the model's own encode_query: e5's "query: ", an instruction...
+        self._prompt = files.query_prompt
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads  # 0: one per core
         options.inter_op_num_threads = 1
@@ -80,7 +83,7 @@ class QueryEncoder:
         return np.vstack([self._encode_one(text) for text in texts])
 
     def _encode_one(self, text: str) -> np.ndarray:
-        encoding = self._tokenizer.encode(text)
+        encoding = self._tokenizer.encode(self._prompt + text)
         (tokens,) = self._session.run(
             None,
             {
@@ -101,12 +104,6 @@ def check_supported(files: ModelFiles) -> None:
     _max_tokens(files)
     if not (files.folder / "tokenizer.json").is_file():
         msg = f'model "{files.model}" has no tokenizer.json: {_ESCAPE}'
-        raise UnsupportedModel(msg)
-    prompt = files.read("config_sentence_transformers.json").get("default_prompt_name")
-    if prompt:
-        msg = (
-            f'model "{files.model}" prepends its prompt "{prompt}" to texts: {_ESCAPE}'
-        )
         raise UnsupportedModel(msg)
 
 

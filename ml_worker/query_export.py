@@ -40,7 +40,8 @@ def export(model: str, path: Path) -> None:
     try:
         _export(reference, Path(tmp))
         encoder = QueryEncoder(model_files(model), Path(tmp), threads=0)
-        agreement = _cosines(encoder.encode(PROBES), reference.encode(PROBES)).min()
+        reference_vectors = reference.encode_query(PROBES)
+        agreement = _cosines(encoder.encode(PROBES), reference_vectors).min()
         if agreement < MIN_AGREEMENT:
             msg = (
                 f"the query encoder of {model} disagrees with the model (cosine"

@@ -18,7 +18,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -35,7 +35,7 @@ from ml_worker.config import (
     VECTOR_DB_METADATA_CACHE_MB,
     MLWorkerConfig,
 )
-from ml_worker.embedding import Embedder, embedder
+from ml_worker.embedding import E5Embedder, Embedder, ModelEmbedder, embedder
 from ml_worker.exceptions import (
     InvalidProject,
     ModelMismatch,
@@ -43,6 +43,8 @@ from ml_worker.exceptions import (
     TableBusy,
     UnsafeObjectStore,
 )
+from ml_worker.model_files import model_id
+from ml_worker.text_analysis import analysis_for
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -282,17 +284,29 @@ def _boto3_client_args(storage_options: dict[str, str]) -> dict:
 
 
 def open_or_create_table(
-    db: lancedb.DBConnection, project: str, *, model: str, embed_batch_size: int
+    db: lancedb.DBConnection,
+    project: str,
+    *,
+    model: str,
+    embed_batch_size: int,
+    languages: Mapping[str, int] | None = None,
 ) -> Table:
-    """The project's table, created for ``model`` if it does not exist yet."""
+    """The project's table, created for ``model`` if it does not exist yet, with
+    a full-text analysis for ``languages``, its documents' counts by language."""
     name = table_name(project)
     refuse_unsafe_store(db)
     try:
         table = db.open_table(name)
     except ValueError:  # not found
-        return _create_table(db, name, model=model, embed_batch_size=embed_batch_size)
+        return _create_table(
+            db,
+            name,
+            model=model,
+            embed_batch_size=embed_batch_size,
+            analysis=analysis_for(languages or {}),
+        )
     existing = table_model(table)
-    if existing != model:
+    if existing != model_id(model):
         msg = (
             f'project "{project}" is vectorized with model "{existing}", not'
             f' "{model}": rebuild it to change its model'
@@ -311,7 +325,12 @@ def writable_table(db: lancedb.DBConnection, project: str) -> Table:
 
 
 def _create_table(
-    db: lancedb.DBConnection, name: str, *, model: str, embed_batch_size: int
+    db: lancedb.DBConnection,
+    name: str,
+    *,
+    model: str,
+    embed_batch_size: int,
+    analysis: FTS,
 ) -> Table:
     function = embedder(model, embed_batch_size)
     table = db.create_table(
@@ -324,12 +343,13 @@ def _create_table(
         ],
         exist_ok=True,  # another worker may have created it meanwhile
     )
-    _ensure_passage_key(table)
+    _ensure_passage_key(table, analysis)
     return table
 
 
-def _ensure_passage_key(table: Table) -> None:
-    """Set the table up for writes: its full-text index, and the passage key
+def _ensure_passage_key(table: Table, analysis: FTS | None = None) -> None:
+    """Set the table up for writes: its full-text index (with ``analysis``, or
+    English as tables before it had a choice), and the passage key
     declared its primary key, first added to a table made by an earlier version
     (Lance computes it from each row's columns and writes that column alone: the
     rest of the table is not rewritten).
@@ -339,7 +359,7 @@ def _ensure_passage_key(table: Table) -> None:
     both creating its index) is seen done on the next look.
     """
     for attempt in range(_MIGRATION_ATTEMPTS):
-        step = _next_key_step(table)
+        step = _next_key_step(table, analysis)
         if step is None:
             return
         what, do = step
@@ -353,12 +373,14 @@ def _ensure_passage_key(table: Table) -> None:
     raise RuntimeError(f"table {table.name}: its passage key could not be set up")
 
 
-def _next_key_step(table: Table) -> tuple[str, Callable[[], object]] | None:
+def _next_key_step(
+    table: Table, analysis: FTS | None = None
+) -> tuple[str, Callable[[], object]] | None:
     if f"{CONTENT}_idx" not in {index.name for index in table.list_indices()}:
         # Unindexed rows stay searchable: the index is built on the empty table.
-        fts = FTS()
+        config = analysis or FTS()
         return "creating the full-text index", lambda: table.create_index(
-            CONTENT, config=fts, replace=False
+            CONTENT, config=config, replace=False
         )
     schema = table.schema
     if PASSAGE_ID not in schema.names:
@@ -385,9 +407,9 @@ def open_table(db: lancedb.DBConnection, project: str) -> Table:
         raise ProjectNotVectorized(msg) from e
 
 
-def table_embedder(table: Table) -> Embedder:
+def table_embedder(table: Table) -> ModelEmbedder:
     config = table.embedding_functions[VECTOR]
-    if not isinstance(config.function, Embedder):
+    if not isinstance(config.function, (Embedder, E5Embedder)):
         raise TypeError(f"table {table.name} was not created by ml_worker")
     return config.function
 

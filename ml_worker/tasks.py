@@ -19,11 +19,16 @@ from elasticsearch import AsyncElasticsearch
 from ml_worker import dependencies as deps
 from ml_worker import documents, store, upkeep
 from ml_worker.arguments import Number, Positive, Queries, Strings, checked
-from ml_worker.chunking import Passage
+from ml_worker.chunking import (
+    PASSAGE_OVERLAP_TOKENS,
+    PASSAGE_TOKENS,
+    Passage,
+    split_passages,
+)
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import VECTORIZE_DOCS, task_group
 from ml_worker.documents import Document
-from ml_worker.embedding import Embedder
+from ml_worker.embedding import ModelEmbedder
 from ml_worker.search import Filters, Scoring, SearchMode, search_queries
 from ml_worker.task_client import TaskClient
 
@@ -71,6 +76,10 @@ async def prepare_vectorization(
     total = await documents.count_documents(
         es_client, project, retry_s=config.es_retry_s
     )
+    # A new table's full-text analysis follows the project's languages.
+    languages = await documents.language_mix(
+        es_client, project, retry_s=config.es_retry_s
+    )
     if rebuild:
         await asyncio.to_thread(store.drop_table, vector_db, project)
     table = await asyncio.to_thread(
@@ -79,6 +88,7 @@ async def prepare_vectorization(
         project,
         model=model,
         embed_batch_size=config.embed_batch_size,
+        languages=languages,
     )
     # Before the batches: the deletes then never compete with the run's own batch
     # writes for the table's commits, and a document deleted from the index stops
@@ -275,13 +285,19 @@ def _write_passages(table, docs: list[Document]) -> int:
     return len(docs)
 
 
-def passages_of(content: str, embedder: Embedder) -> list[Passage]:
+def passages_of(content: str, embedder: ModelEmbedder) -> list[Passage]:
     """The passages a content is cut into for this model.
 
     A content without text still gets one empty passage: so recorded, it counts as
     vectorized and a re-run skips it, and no search ever finds it.
     """
-    return embedder.passages(content) or [Passage(store.NO_TEXT_PASSAGE, 0, 0, "")]
+    passages = split_passages(
+        content,
+        embedder.tokenizer,
+        max_tokens=min(PASSAGE_TOKENS, embedder.max_tokens),
+        overlap_tokens=PASSAGE_OVERLAP_TOKENS,
+    )
+    return passages or [Passage(store.NO_TEXT_PASSAGE, 0, 0, "")]
 
 
 def _passage_row(doc: Document, passage: Passage) -> dict:

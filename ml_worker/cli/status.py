@@ -191,9 +191,7 @@ def _describe_table(db, name: str) -> ProjectTable:
 
     try:
         table = db.open_table(name)
-        indexes = ", ".join(
-            f"{', '.join(i.columns)} ({i.index_type})" for i in table.list_indices()
-        )
+        indexes = ", ".join(_index(i) for i in table.list_indices())
         return ProjectTable(
             project=name,
             # A document's first passage (0, or the one row of a document
@@ -206,6 +204,17 @@ def _describe_table(db, name: str) -> ProjectTable:
         )
     except Exception as e:  # noqa: BLE001  # reported, whatever it is
         return ProjectTable(project=name, error=one_line(e))
+
+
+def _index(index) -> str:
+    """An index, with its analysis when it is the full-text one: ``content (FTS,
+    French)``."""
+    from ml_worker.text_analysis import describe
+
+    kind = index.index_type
+    if kind == "FTS":
+        kind += f", {describe(getattr(index, 'index_details', None) or {})}"
+    return f"{', '.join(index.columns)} ({kind})"
 
 
 def services_table(checks: list[Check]) -> Table:
