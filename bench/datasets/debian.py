@@ -86,7 +86,7 @@ def kept(items: Iterable[Item]) -> list[Item]:
         unique = sorted(
             random.Random(SEED).sample(unique, MAX_DOCUMENTS), key=lambda i: i.id
         )
-    return [Item(i.id, i.query, capped(i.content)) for i in unique]
+    return [Item(i.id, i.query, capped(i.content, MAX_WORDS)) for i in unique]
 
 
 def write(items: list[Item], path: Path) -> None:
