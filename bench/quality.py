@@ -194,7 +194,7 @@ def naive_ranks(table: Table, items: list[dict], mode: SearchMode) -> list[float
                 .rerank(RRFReranker())
             )
         # The scores too: Lance warns when a full-text search leaves its own out.
-        columns = ["id"] if mode is SearchMode.VECTOR else ["id", "_score"]
+        columns = ["id", "_score"] if mode is SearchMode.TEXT else ["id"]
         rows = builder.select(columns).limit(K).to_list()
         ranks.append(reciprocal_rank([r["id"] for r in rows], doc_id(item["id"])))
     return ranks
