@@ -102,10 +102,17 @@ class Corpus:
         for k in range(1, n):
             if rows[k] % PASSAGES_PER_DOC:
                 starts[k] = starts[k - 1] + lengths[k - 1] + 1
+        doc_ids = [f"doc-{i // PASSAGES_PER_DOC:07d}" for i in rows]
+        passages = (rows % PASSAGES_PER_DOC).astype(np.int32)
         return {
-            store.DOC_ID: [f"doc-{i // PASSAGES_PER_DOC:07d}" for i in rows],
+            store.DOC_ID: doc_ids,
+            # The table's primary key, required since writes merge on it.
+            store.PASSAGE_ID: [
+                store.passage_id(d, None, int(p))
+                for d, p in zip(doc_ids, passages, strict=True)
+            ],
             "root_id": [f"doc-{i // PASSAGES_PER_DOC:07d}" for i in rows],
-            store.PASSAGE: (rows % PASSAGES_PER_DOC).astype(np.int32),
+            store.PASSAGE: passages,
             "start": starts,
             "end": starts + lengths,
             store.CONTENT: texts,

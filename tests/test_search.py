@@ -14,10 +14,15 @@ from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
 from ml_worker.documents import document_id_pages
 from ml_worker.exceptions import InvalidInput
 from ml_worker.search import (
+    DOCUMENT_VECTOR_WEIGHT,
+    FIRST_PASSAGE_TEXT_SHARE,
+    FIRST_PASSAGE_VECTOR_SHARE,
     Filters,
+    HybridEvidence,
     Scoring,
     SearchMode,
     group_by_document,
+    hybrid_document_scores,
     nearest_passages,
     passages_limit,
     search_queries,
@@ -303,6 +308,93 @@ def test_grouping_keeps_n_similar_documents_and_min_score():
     assert [r["doc_id"] for r in ranked] == ["a", "b"]
 
 
+def test_a_hybrid_document_score_weighs_its_first_passage_and_its_best_one():
+    # Row ids: "intro" matches by its first passage, "deep" by its fourth.
+    keys = {1: ("intro", 0), 2: ("intro", 1), 4: ("deep", 3)}
+    evidence = HybridEvidence(first={"intro": 0.7, "deep": 0.3})
+    evidence.add(
+        similarities={1: 0.7, 4: 0.8, 2: 0.5}, bm25={1: 2.0, 4: 4.0}, best_bm25=4.0
+    )
+
+    scores = hybrid_document_scores(keys, evidence)
+
+    a, b, w = (
+        FIRST_PASSAGE_VECTOR_SHARE,
+        FIRST_PASSAGE_TEXT_SHARE,
+        DOCUMENT_VECTOR_WEIGHT,
+    )
+    assert scores["intro"] == pytest.approx(w * 0.7 + (1 - w) * 0.5)
+    assert scores["deep"] == pytest.approx(
+        w * (a * 0.3 + (1 - a) * 0.8) + (1 - w) * (1 - b) * 1.0
+    )
+    assert scores["intro"] > scores["deep"]  # best passage alone ranks deep first
+
+
+def test_a_full_text_candidate_has_at_most_its_rounds_farthest_similarity():
+    keys = {1: ("near", 0), 2: ("near", 1), 3: ("text-only", 2)}
+    evidence = HybridEvidence(first={"near": 0.9, "text-only": 0.2})
+    evidence.add(similarities={1: 0.9, 2: 0.6}, bm25={3: 1.0}, best_bm25=1.0)
+
+    scores = hybrid_document_scores(keys, evidence)
+
+    a, b, w = (
+        FIRST_PASSAGE_VECTOR_SHARE,
+        FIRST_PASSAGE_TEXT_SHARE,
+        DOCUMENT_VECTOR_WEIGHT,
+    )
+    assert scores["text-only"] == pytest.approx(
+        w * (a * 0.2 + (1 - a) * 0.6) + (1 - w) * (1 - b)
+    )
+    assert scores["near"] == pytest.approx(w * 0.9)
+
+
+def test_hybrid_search_ranks_a_document_about_the_query_above_a_near_miss(vector_db):
+    # "intro" is about the query from its first passage on; "deep" has one passage,
+    # far in, a little nearer to the query: a near miss among many passages.
+    table = store.open_or_create_table(
+        vector_db, "first-passages", model=DEFAULT_MODEL, embed_batch_size=8
+    )
+    rng = np.random.default_rng(5)
+    query = _unit(rng.standard_normal(384))
+
+    def near(similarity: float) -> list[float]:
+        other = rng.standard_normal(384)
+        other = _unit(other - other @ query * query)
+        return (similarity * query + np.sqrt(1 - similarity**2) * other).tolist()
+
+    def row(doc: str, passage: int, vector) -> dict:
+        content = f"passage {passage} of {doc}"
+        return {
+            "doc_id": doc,
+            "passage_id": store.passage_id(doc, None, passage),
+            "root_id": doc,
+            "passage": passage,
+            "start": 0,
+            "end": len(content),
+            "content": content,
+            "vector": vector,
+        }
+
+    rows = [row("intro", 0, near(0.8)), row("intro", 1, near(0.3))]
+    rows += [row("deep", p, near(0.1)) for p in range(5)] + [row("deep", 5, near(0.85))]
+    table.add(pa.Table.from_pylist(rows, schema=table.schema))
+
+    (hits,) = search_queries(
+        table, ["zebra"], mode=SearchMode.HYBRID, n_similar=2, vectors=[query.tolist()]
+    )
+    (by_best,) = search_queries(
+        table, ["zebra"], mode=SearchMode.VECTOR, n_similar=2, vectors=[query.tolist()]
+    )
+
+    assert [h["doc_id"] for h in hits] == ["intro", "deep"]
+    assert [h["doc_id"] for h in by_best] == ["deep", "intro"]
+    assert hits[1]["snippet"] == "passage 5 of deep"  # still its best passage
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
 @pytest.mark.parametrize("mode", [SearchMode.VECTOR, SearchMode.HYBRID])
 def test_documents_without_text_never_take_the_places_of_passages(vector_db, mode):
     # Many documents without text, all nearest to the query: a first fetch holds
@@ -341,8 +433,11 @@ def test_documents_without_text_never_take_the_places_of_passages(vector_db, mod
 
 async def test_the_task_ranks_by_the_scoring_it_is_given(corpus):
     query = ["copper shipment left the port"]  # every passage of "long" says so
-    (best,) = await _search(corpus, query, n_similar=5, scoring="best_passage")
-    (weighted,) = await _search(corpus, query, n_similar=5, scoring="weighted_sum")
+    # In vector mode, best_passage is the best passage's score (hybrid's also weighs
+    # a document's first passage): a weighted sum adds the next passages to it.
+    search = {"n_similar": 5, "mode": "vector"}
+    (best,) = await _search(corpus, query, scoring="best_passage", **search)
+    (weighted,) = await _search(corpus, query, scoring="weighted_sum", **search)
 
     for hits in (best, weighted):
         assert len(hits) == 5
