@@ -172,7 +172,9 @@ def naive_table(vector_db, items: list[dict], model: str, batch_size: int) -> Ta
             )
         ],
     )
-    table.add([{"id": doc_id(i["id"]), "content": i["content"]} for i in items])
+    # One row a document: a set may ask several queries of one (e.g. one per kind).
+    contents = {doc_id(i["id"]): i["content"] for i in items}
+    table.add([{"id": id_, "content": text} for id_, text in contents.items()])
     table.create_index("content", config=FTS())
     return table
 
