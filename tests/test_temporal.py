@@ -30,20 +30,18 @@ from ml_worker.constants import task_group
 from ml_worker.temporal.client import connect
 from ml_worker_dev.local_stack import temporal_worker_pool, wait_for_temporal_workers
 from tests.corpus import filler
+from tests.known_items import (
+    BATCH_SIZE,
+    N_DOCS,
+    SEARCH,
+    assert_known_items_first,
+    seed_known_items,
+)
 from tests.tables import assert_table_exact, seed
 from tests.test_cli import cli
-from tests.test_e2e import (
-    IN_ATTACHMENT,
-    KEYWORD_ONLY,
-    LONG_DOC,
-    VECTOR_ONLY,
-    _seed,
-)
 
 pytestmark = pytest.mark.temporal
 
-N_DOCS = 240
-BATCH_SIZE = 8
 # Ids read a page at a time: the e2e project takes four runs of the workflow.
 PAGE_SIZE = 64
 READY_TIMEOUT_S = 600
@@ -118,7 +116,7 @@ async def events(client: Client, handle: WorkflowHandle, run_id: str | None = No
 
 
 async def test_vectorize_and_search_a_project(stack, client, es, project):
-    doc_ids = await _seed(es, project)
+    doc_ids = await seed_known_items(es, project)
 
     args = {"project": project, "batch_size": BATCH_SIZE, "user": {"id": "jdoe"}}
     handle = await start(client, "create_vectorization_tasks", args)
@@ -146,22 +144,8 @@ async def test_vectorize_and_search_a_project(stack, client, es, project):
     )
     await assert_table_exact(table, es, project)
 
-    queries = [
-        "cat sleeping on a rug",
-        "QZ7781XK",
-        "the whistleblower met a journalist at the lighthouse cafe",
-        "volcano observatory budget meeting",
-    ]
-    args = {"project": project, "queries": queries, "n_similar": 5}
-    results = await run(client, "find_most_similar", args)
-    assert [hits[0]["doc_id"] for hits in results] == [
-        VECTOR_ONLY[0],
-        KEYWORD_ONLY[0],
-        LONG_DOC,
-        IN_ATTACHMENT[0],
-    ]
-    assert all(len(hits) == 5 for hits in results)
-    assert results[2][0]["snippet"].count("whistleblower") == 1
+    results = await run(client, "find_most_similar", {"project": project, **SEARCH})
+    assert_known_items_first(results)
 
 
 async def test_a_worker_killed_mid_batch(stack, client, es, project):
