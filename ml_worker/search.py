@@ -229,7 +229,7 @@ class _Search:
         # What a document-level view of hybrid results needs (hybrid_document_scores).
         evidence = None
         if self.mode is SearchMode.HYBRID and self.scoring is Scoring.BEST_PASSAGE:
-            evidence = HybridEvidence()
+            evidence = HybridEvidence(by_agreement=self.by_agreement)
         for round_ in range(MAX_ROUNDS):
             if round_:
                 condition = self._excluding(ranked, read)
@@ -377,8 +377,16 @@ class HybridEvidence:
     similarities: dict[int, float] = field(default_factory=dict)
     text: dict[int, float] = field(default_factory=dict)  # BM25 / the query's best
     first: dict[str, float] = field(default_factory=dict)  # by document
+    # For a model whose vectors match across languages, BM25's side is scaled by
+    # how far its first round agrees with the vectors' (_agreement, as in _fused):
+    # unscaled, English queries for documents in other languages fell from 0.736 to
+    # 0.662 MRR@10 with the multilingual model (docs/retrieval.md).
+    by_agreement: bool = False
+    text_trust: float = 1.0
 
     def add(self, similarities, bm25, best_bm25: float) -> None:
+        if self.by_agreement and not self.similarities:  # the first round
+            self.text_trust = _agreement(similarities, bm25)
         floor = min(similarities.values(), default=0.0)
         self.similarities.update((row, floor) for row in bm25)
         self.similarities.update(similarities)
@@ -410,7 +418,9 @@ def hybrid_document_scores(
     w = DOCUMENT_VECTOR_WEIGHT
     return {
         doc: w * (a * evidence.first.get(doc, best) + (1 - a) * best)
-        + (1 - w) * (b * first_text.get(doc, 0.0) + (1 - b) * best_text[doc])
+        + (1 - w)
+        * evidence.text_trust
+        * (b * first_text.get(doc, 0.0) + (1 - b) * best_text[doc])
         for doc, best in best_sim.items()
     }
 

@@ -59,3 +59,24 @@ def test_a_lone_keyword_weighs_in_though_the_vectors_disagree():
 
     assert search._agreement(nearest, lone) == pytest.approx(1 - 1.0 / 8.0)
     assert _order(fused)[0] == 100
+
+
+@pytest.mark.parametrize("by_agreement", [False, True])
+def test_document_scores_weigh_full_text_as_far_as_the_rankings_agree(by_agreement):
+    # Chance matches only (a cross-lingual query): rows 100 and 101, in documents
+    # the vector search ranks last, neither leading the other.
+    nearest = {row: 0.9 - row / 100 for row in range(10)}
+    chance = {100: 5.0, 101: 5.0}
+    keys = {row: (f"doc-{row}", 0) for row in [*nearest, *chance]}
+    evidence = search.HybridEvidence(by_agreement=by_agreement)
+    evidence.add(nearest, chance, best_bm25=5.0)
+
+    scores = search.hybrid_document_scores(keys, evidence)
+
+    best_chance = max(scores["doc-100"], scores["doc-101"])
+    if by_agreement:  # BM25 weighs nothing: the vector order stands
+        assert evidence.text_trust == 0.0
+        # (a chance match has at most the farthest similarity: doc-9's)
+        assert best_chance <= scores["doc-9"]
+    else:  # unscaled, the chance matches overtake the vector side's rows
+        assert best_chance > scores["doc-9"]
