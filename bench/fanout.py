@@ -54,7 +54,7 @@ from elasticsearch.helpers import async_bulk
 
 from ml_worker import store
 from ml_worker.clients import es_client
-from ml_worker.config import DEFAULT_MODEL
+from ml_worker.constants import ENGLISH_MODEL
 from ml_worker_dev.datashare_index import (
     MAPPING,
     document_source,
@@ -131,7 +131,7 @@ def store_project(vectors: str, project: str, n_docs: int) -> None:
     """The table a re-run finds: every document's row, and rows of gone ones."""
     db = store.connect(vectors)
     table = store.open_or_create_table(
-        db, project, model=DEFAULT_MODEL, embed_batch_size=64
+        db, project, model=ENGLISH_MODEL, embed_batch_size=64
     )
     gone = [doc_id(f"{project}-gone", i) for i in range(n_docs // GONE_FRACTION)]
     ids = [doc_id(project, i) for i in range(n_docs)] + gone

@@ -53,7 +53,8 @@ from lancedb.table import Table
 
 from ml_worker import documents, store, tasks
 from ml_worker.clients import es_client
-from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
+from ml_worker.config import MLWorkerConfig
+from ml_worker.constants import AUTO_MODEL
 from ml_worker.embedding import embedder
 from ml_worker.search import Scoring, SearchMode
 from ml_worker_dev import datashare_index
@@ -104,26 +105,22 @@ async def index_documents(es, project: str, items: list[dict]) -> None:
 
 async def vectorize(
     es, vector_db, config: MLWorkerConfig, project: str, model: str
-) -> int:
-    # As create_vectorization_tasks: the full-text analysis follows the languages.
-    store.open_or_create_table(
-        vector_db,
-        project,
-        model=model,
-        embed_batch_size=config.embed_batch_size,
-        languages=await documents.language_mix(es, project),
+) -> tasks.VectorizationPlan:
+    """Vectorizes the project as create_vectorization_tasks would, its batches
+    run here one after another; returns its plan, which names the model."""
+    plan = await tasks.prepare_vectorization(
+        project, model=model, config=config, es_client=es, vector_db=vector_db
     )
-    written = 0
     pages = documents.document_id_pages(es, project, page_size=VECTORIZE_BATCH)
     async for ids in pages:
-        written += await tasks.vectorize_docs(
+        await tasks.vectorize_docs(
             ids,
             project,
             config=config,
             es_client=es,
             vector_db=vector_db,
         )
-    return written
+    return plan
 
 
 def reciprocal_rank(ranked: list[str], target: str) -> float:
@@ -235,14 +232,15 @@ async def measure_set(
         with tempfile.TemporaryDirectory() as tmp:
             config = MLWorkerConfig(es_address=es_url, vector_db_uri=tmp)
             vector_db = store.connect(tmp)
-            written = await vectorize(es, vector_db, config, project, model)
+            plan = await vectorize(es, vector_db, config, project, model)
             table = store.open_table(vector_db, project)
             # A table this small is below upkeep's thresholds: index every row, as
             # upkeep does for large ones, so that queries run at indexed speed.
             table.optimize()
             print(
-                f"{name}: {written} documents, {table.count_rows()} passages"
-                f" indexed and vectorized in {time.perf_counter() - started:.1f}s"
+                f"{name}: {plan.total} documents, {table.count_rows()} passages"
+                f" indexed and vectorized in {time.perf_counter() - started:.1f}s;"
+                f" model {plan.model} ({plan.model_choice})"
             )
             product = [(mode, Scoring.BEST_PASSAGE) for mode in SearchMode]
             if compare_scoring:
@@ -253,7 +251,7 @@ async def measure_set(
                 seconds = time.perf_counter() - started
                 runs.append(Run(PRODUCT, mode, scoring.value, ranks, seconds))
             started = time.perf_counter()
-            naive = naive_table(vector_db, items, model, config.embed_batch_size)
+            naive = naive_table(vector_db, items, plan.model, config.embed_batch_size)
             print(
                 f"{name}: naive table of {naive.count_rows()} whole documents"
                 f" in {time.perf_counter() - started:.1f}s"
@@ -351,9 +349,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N items of each set")
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help="embedding model: english, multilingual, a hub id or a local folder"
-        f" (default: {DEFAULT_MODEL})",
+        default=AUTO_MODEL,
+        help="embedding model: english, multilingual, a hub id, a local folder, or"
+        " auto, which chooses from each set's languages as the workers do (default)",
     )
     parser.add_argument(
         "--compare-scoring",

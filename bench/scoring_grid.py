@@ -28,7 +28,8 @@ from pathlib import Path
 from bench import quality
 from ml_worker import search, store
 from ml_worker.clients import es_client
-from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
+from ml_worker.config import MLWorkerConfig
+from ml_worker.constants import ENGLISH_MODEL
 from ml_worker_dev.local_stack import es_emulator
 
 VECTOR_SHARES = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -47,7 +48,7 @@ async def built_tables(es_url: str, datasets: list[Path], limit: int | None, tmp
             items = quality.load_dataset(dataset, limit)
             project = f"bench-grid-{uuid.uuid4().hex[:8]}"
             await quality.index_documents(es, project, items)
-            await quality.vectorize(es, vector_db, config, project, DEFAULT_MODEL)
+            await quality.vectorize(es, vector_db, config, project, ENGLISH_MODEL)
             await es.indices.delete(index=project, ignore_unavailable=True)
             table = store.open_table(vector_db, project)
             table.optimize()

@@ -45,7 +45,7 @@ import pyarrow as pa
 import torch
 
 from ml_worker import store, tasks, upkeep
-from ml_worker.config import DEFAULT_MODEL
+from ml_worker.constants import ENGLISH_MODEL
 from ml_worker.search import nearest_passages, passages_limit
 
 PROJECT = "bench-search"
@@ -179,7 +179,7 @@ def build_table(n_rows: int) -> None:
     shutil.rmtree(path, ignore_errors=True)
     db = store.connect(str(path / "vectors"))
     table = store.open_or_create_table(
-        db, PROJECT, model=DEFAULT_MODEL, embed_batch_size=64
+        db, PROJECT, model=ENGLISH_MODEL, embed_batch_size=64
     )
     corpus = Corpus(n_rows)
     started = time.monotonic()

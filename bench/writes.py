@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from ml_worker import store
-from ml_worker.config import DEFAULT_MODEL
+from ml_worker.constants import ENGLISH_MODEL
 from ml_worker_dev.local_stack import s3_emulator
 
 NDIMS = 384
@@ -108,7 +108,7 @@ def _writer(stores: list[tuple[str, dict]], batches: list[int], sync) -> None:
 def _create_table(uri: str, options: dict, name: str):
     db = store.connect(uri, storage_options=options)
     return store.open_or_create_table(
-        db, name, model=DEFAULT_MODEL, embed_batch_size=64
+        db, name, model=ENGLISH_MODEL, embed_batch_size=64
     )
 
 

@@ -19,7 +19,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+from ml_worker.constants import AUTO_MODEL
+
 # Bounds of LanceDB's caches in each process (its own defaults: 6 GiB and 1 GiB).
 VECTOR_DB_INDEX_CACHE_MB = 1024
 VECTOR_DB_METADATA_CACHE_MB = 256
@@ -134,9 +135,11 @@ class MLWorkerConfig(BaseSettings):
         description="Memory each process may keep of the tables' metadata",
     )
     model: str = Field(
-        default=DEFAULT_MODEL,
-        description="Default sentence-transformers model (hub id or local path) for "
-        "new project tables",
+        default=AUTO_MODEL,
+        description="Model of new project tables: `auto` (`english` for a project"
+        " with at least 90% of its documents in English, `multilingual` for any"
+        " other), `english`, `multilingual`, or a sentence-transformers hub id or"
+        " folder",
     )
     device: str = Field(
         default="auto",

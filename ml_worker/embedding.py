@@ -21,7 +21,12 @@ import numpy as np
 from lancedb.embeddings import TextEmbeddingFunction, register
 from lancedb.embeddings.sentence_transformers import SentenceTransformerEmbeddings
 
-from ml_worker.constants import ENGLISH_MODEL, MULTILINGUAL_MODEL
+from ml_worker.constants import (
+    AUTO_MODEL,
+    ENGLISH_MODEL,
+    MODEL_ALIASES,
+    MULTILINGUAL_MODEL,
+)
 from ml_worker.model_files import model_files, model_id, not_found, resolve_model
 from ml_worker.query_encoder import QueryEncoder, onnx_query_encoder
 
@@ -274,7 +279,12 @@ def embedder(model: str, batch_size: int = 64) -> ModelEmbedder:
 
 def preload(model: str, *, documents: bool, queries: bool) -> None:
     """Load what embeds ``model``'s documents or queries in this process now, so
-    that its first task does not wait for it."""
+    that its first task does not wait for it; under ``auto``, both packaged
+    models'."""
+    if model == AUTO_MODEL:
+        for alias in MODEL_ALIASES:
+            preload(alias, documents=documents, queries=queries)
+        return
     function = embedder(model)
     if isinstance(function, E5Embedder):
         if documents or queries:

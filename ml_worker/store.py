@@ -66,6 +66,8 @@ _PASSAGE_ID_SQL = (
 )
 # How Lance marks the primary key in a field's metadata (it has no getter).
 _PRIMARY_KEY_METADATA = b"lance-schema:unenforced-primary-key"
+# Schema metadata: why the table has its model (ml_worker.model_choice).
+_MODEL_CHOICE = "ml_worker.model_choice"
 # Migration steps that lost a race with another worker's are looked at again.
 _MIGRATION_ATTEMPTS = 6
 # Rounds of re-writing passages that two writers inserted at once (see _one_row_each).
@@ -290,9 +292,11 @@ def open_or_create_table(
     model: str,
     embed_batch_size: int,
     languages: Mapping[str, int] | None = None,
+    model_choice: str = "",
 ) -> Table:
     """The project's table, created for ``model`` if it does not exist yet, with
-    a full-text analysis for ``languages``, its documents' counts by language."""
+    a full-text analysis for ``languages``, its documents' counts by language;
+    ``model_choice``, why that model, is kept with it (see ``table_model_choice``)."""
     name = table_name(project)
     refuse_unsafe_store(db)
     try:
@@ -304,6 +308,7 @@ def open_or_create_table(
             model=model,
             embed_batch_size=embed_batch_size,
             analysis=analysis_for(languages or {}),
+            model_choice=model_choice,
         )
     existing = table_model(table)
     if existing != model_id(model):
@@ -331,11 +336,14 @@ def _create_table(
     model: str,
     embed_batch_size: int,
     analysis: FTS,
+    model_choice: str,
 ) -> Table:
     function = embedder(model, embed_batch_size)
+    schema = passage_schema(function.ndims())
     table = db.create_table(
         name,
-        schema=passage_schema(function.ndims()),
+        # LanceDB adds its embedding function's to this metadata.
+        schema=schema.with_metadata({_MODEL_CHOICE: model_choice}),
         embedding_functions=[
             EmbeddingFunctionConfig(
                 source_column=CONTENT, vector_column=VECTOR, function=function
@@ -416,6 +424,20 @@ def table_embedder(table: Table) -> ModelEmbedder:
 
 def table_model(table: Table) -> str:
     return table_embedder(table).name
+
+
+def table_model_choice(table: Table) -> str:
+    """Why the table has its model, as told when it was created; empty for a table
+    created before this was kept."""
+    return (table.schema.metadata or {}).get(_MODEL_CHOICE.encode(), b"").decode()
+
+
+def existing_model(db: lancedb.DBConnection, project: str) -> str | None:
+    """The model the project's table was created with; None when it has none."""
+    try:
+        return table_model(open_table(db, project))
+    except ProjectNotVectorized:
+        return None
 
 
 def replace_documents(table: Table, doc_ids: list[str], rows: list[dict]) -> None:

@@ -29,6 +29,7 @@ from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import VECTORIZE_DOCS, task_group
 from ml_worker.documents import Document
 from ml_worker.embedding import ModelEmbedder
+from ml_worker.model_choice import choose_model
 from ml_worker.search import Filters, Scoring, SearchMode, search_queries
 from ml_worker.task_client import TaskClient
 
@@ -54,6 +55,8 @@ class VectorizationPlan:
     total: int  # documents in the index when counted
     batch_size: int  # documents per vectorize_docs batch
     page_size: int  # ids read from Elasticsearch at a time
+    model: str  # the project's model: an alias where it has one
+    model_choice: str  # why that model (see model_choice.choose_model)
 
 
 async def prepare_vectorization(
@@ -67,28 +70,36 @@ async def prepare_vectorization(
     vector_db: lancedb.DBConnection,
 ) -> VectorizationPlan:
     """Everything a fan-out does before its batches: checks the arguments, counts
-    the documents, drops the table on ``rebuild``, creates it with ``model``, and
-    deletes the rows of documents no longer in the index (incremental runs)."""
-    model = model or config.model
+    the documents, drops the table on ``rebuild``, creates it with ``model`` (or the
+    one ``auto`` chooses from the project's languages), and deletes the rows of
+    documents no longer in the index (incremental runs)."""
     if batch_size is None:
         batch_size = config.vectorize_batch_size
     store.table_name(project)
     total = await documents.count_documents(
         es_client, project, retry_s=config.es_retry_s
     )
-    # A new table's full-text analysis follows the project's languages.
+    # A new table's model (under `auto`) and full-text analysis follow the
+    # project's languages.
     languages = await documents.language_mix(
         es_client, project, retry_s=config.es_retry_s
     )
     if rebuild:
         await asyncio.to_thread(store.drop_table, vector_db, project)
+    choice = choose_model(
+        model or config.model,
+        languages,
+        existing=await asyncio.to_thread(store.existing_model, vector_db, project),
+        named=model is not None,
+    )
     table = await asyncio.to_thread(
         store.open_or_create_table,
         vector_db,
         project,
-        model=model,
+        model=choice.model,
         embed_batch_size=config.embed_batch_size,
         languages=languages,
+        model_choice=choice.reason,
     )
     # Before the batches: the deletes then never compete with the run's own batch
     # writes for the table's commits, and a document deleted from the index stops
@@ -98,7 +109,10 @@ async def prepare_vectorization(
         logger.info(
             "project %s: removed %s documents gone from the index", project, gone
         )
-    return VectorizationPlan(total, batch_size, config.es_page_size)
+    logger.info("project %s: model %s (%s)", project, choice.model, choice.reason)
+    return VectorizationPlan(
+        total, batch_size, config.es_page_size, choice.model, choice.reason
+    )
 
 
 @checked
@@ -114,12 +128,16 @@ async def create_vectorization_tasks(
     task_client: TaskClient | None = None,
     vector_db: lancedb.DBConnection | None = None,
     progress: Progress | None = None,
-) -> list[str]:
+) -> dict:
     """Create one ``vectorize_docs`` task per batch of the project's documents.
 
     Incremental unless ``rebuild``: rows of documents no longer in the index are
     deleted, and the batch tasks skip documents whose content did not change.
-    Returns the batch tasks' ids. ``user``: added by Datashare, ignored.
+    ``model``: an alias (``english``, ``multilingual``), a sentence-transformers
+    id or folder, or ``auto`` (chosen from the project's languages); unset, the
+    workers' ``ML_WORKER_MODEL``. Returns ``{"tasks": the batch tasks' ids,
+    "documents": documents counted, "model": the project's model, "model_choice":
+    why that one}``. ``user``: added by Datashare, ignored.
     """
     config = config or deps.lifespan_config()
     es_client = es_client or deps.lifespan_es_client()
@@ -154,7 +172,12 @@ async def create_vectorization_tasks(
     if progress is not None and created < total:
         await progress(1.0)  # documents deleted since the count
     logger.info("project %s: %s batch tasks created", project, len(task_ids))
-    return task_ids
+    return {
+        "tasks": task_ids,
+        "documents": total,
+        "model": plan.model,
+        "model_choice": plan.model_choice,
+    }
 
 
 async def _delete_gone_documents(

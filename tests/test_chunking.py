@@ -12,13 +12,13 @@ from ml_worker.chunking import (
     PASSAGE_TOKENS,
     split_passages,
 )
-from ml_worker.config import DEFAULT_MODEL
+from ml_worker.constants import ENGLISH_MODEL
 from ml_worker.embedding import load_model
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_model(DEFAULT_MODEL, "cpu").tokenizer
+    return load_model(ENGLISH_MODEL, "cpu").tokenizer
 
 
 def _n_tokens(tokenizer, text: str) -> int:

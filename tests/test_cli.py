@@ -304,6 +304,7 @@ def test_vectorize_follows_every_batch_and_sums_up(stack, vectorized):
         f" {stack.n_docs} embedded (new or changed), 0 unchanged; 0 batches failed,"
         " 0 cancelled;"
     ) in vectorized.stdout
+    assert "model english (auto: 100% ENGLISH)." in vectorized.stdout
 
 
 @pytest.mark.e2e
@@ -350,7 +351,12 @@ def test_tasks_list_show_result_and_cancel(stack, vectorized):
     result = cli("tasks", "result", task_id, env=stack.env)
     assert result.returncode == 0, result.stderr
     n_batches = -(-stack.n_docs // MLWorkerConfig().vectorize_batch_size)
-    assert len(json.loads(result.stdout)) == n_batches
+    summary = json.loads(result.stdout)
+    assert len(summary["tasks"]) == n_batches
+    assert (summary["model"], summary["model_choice"]) == (
+        "english",
+        "the project's table was created with it",
+    )
 
     shown = cli("tasks", "show", task_id, env=stack.env)
     assert shown.returncode == 0, shown.stderr
@@ -442,7 +448,9 @@ def test_status_lists_the_vectorized_project(stack, vectorized):
     assert len(re.findall(r"│\s+up\s+│", result.stdout)) == 4
     row = next(line for line in result.stdout.splitlines() if stack.project in line)
     assert re.search(rf"{stack.project}\s+│\s+{stack.n_docs}\s+│\s+\d+\s+│", row)
-    assert "all-MiniLM-L6-v2" in row
+    # The packaged model by its alias, and why the project has it (a long cell
+    # may wrap).
+    assert "english (auto:" in row and "ENGLISH)" in result.stdout
     for kind, queue, workers in [
         ("vectorize", "TASK.PYTHON", 2),
         ("search", "TASK.PYTHON_SEARCH", 1),

@@ -73,8 +73,9 @@ async def test_secrets_stay_out_of_logs_and_errors(monkeypatch, caplog, tmp_path
 @pytest.mark.parametrize(
     "runs, preloaded",
     [
-        ({constants.VECTORIZE_DOCS}, ["model"]),
-        ({constants.FIND_MOST_SIMILAR, constants.PING}, ["query encoder"]),
+        # Under `auto`, either packaged model may embed a project's documents.
+        ({constants.VECTORIZE_DOCS}, ["model", "e5"]),
+        ({constants.FIND_MOST_SIMILAR, constants.PING}, ["query encoder", "e5"]),
         ({constants.CREATE_VECTORIZATION_TASKS}, []),
     ],
 )
@@ -86,6 +87,7 @@ def test_a_worker_preloads_only_what_its_tasks_need(monkeypatch, runs, preloaded
     monkeypatch.setattr(
         embedding, "onnx_query_encoder", lambda *_, **__: loaded.append("query encoder")
     )
+    monkeypatch.setattr(embedding, "process_e5", lambda: loaded.append("e5"))
     dependencies.load_config()
     # The app as icij-worker hands it over: filtered to the worker's group's tasks.
     app = SimpleNamespace(registry=dict.fromkeys(runs))

@@ -31,8 +31,10 @@ async def test_vectorize_and_search_a_project(session_workers, es, project):
 
     async with ICIJTaskClient(url) as client:
         args = {"project": project, "batch_size": BATCH_SIZE}
-        children = await run_task(client, "create_vectorization_tasks", args)
+        summary = await run_task(client, "create_vectorization_tasks", args)
+        children = summary["tasks"]
         assert len(children) == -(-N_DOCS // BATCH_SIZE)
+        assert summary["model"] == "english"
         await wait_done(client, children)
         written = [await client.get_task_result(c) for c in children]
         assert sum(written) == N_DOCS

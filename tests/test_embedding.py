@@ -10,18 +10,17 @@ import pytest
 from ml_worker import embedding, exceptions, model_files, query_export
 from ml_worker import query_encoder as query_encoder_module
 from ml_worker import tasks as embedding_tasks
-from ml_worker.config import DEFAULT_MODEL
 from ml_worker.constants import ENGLISH_MODEL, MULTILINGUAL_MODEL
 
 
 def test_packaged_model_resolves_to_a_local_folder():
-    path = model_files.resolve_model(DEFAULT_MODEL)
-    assert path != DEFAULT_MODEL
+    path = model_files.resolve_model(ENGLISH_MODEL)
+    assert path != ENGLISH_MODEL
     assert model_files.resolve_model("some/hub-model") == "some/hub-model"
 
 
 def test_default_model_embeds_without_a_hub():
-    function = embedding.embedder(DEFAULT_MODEL)
+    function = embedding.embedder(ENGLISH_MODEL)
     vectors = function.compute_query_embeddings(["a cat", "a kitten", "tax havens"])
     assert function.ndims() == 384
     _cat, kitten, tax = (
@@ -94,9 +93,9 @@ def test_multilingual_passages_fit_what_the_model_reads():
 
 
 def test_vector_width_read_from_the_files_is_the_models():
-    model = embedding.load_model(DEFAULT_MODEL, "cpu", "float32")
+    model = embedding.load_model(ENGLISH_MODEL, "cpu", "float32")
 
-    assert model_files.model_files(DEFAULT_MODEL).ndims == 384
+    assert model_files.model_files(ENGLISH_MODEL).ndims == 384
     assert model.get_sentence_embedding_dimension() == 384
 
 
@@ -131,8 +130,8 @@ def _unit(vectors) -> np.ndarray:
 
 
 def test_bfloat16_vectors_agree_with_float32_ones():
-    exact = embedding.load_model(DEFAULT_MODEL, "cpu", "float32").encode(TEXTS)
-    fast = embedding.load_model(DEFAULT_MODEL, "cpu", "bfloat16").encode(TEXTS)
+    exact = embedding.load_model(ENGLISH_MODEL, "cpu", "float32").encode(TEXTS)
+    fast = embedding.load_model(ENGLISH_MODEL, "cpu", "bfloat16").encode(TEXTS)
 
     assert (_unit(exact) * _unit(fast)).sum(axis=1).min() >= 0.999
 
@@ -140,7 +139,7 @@ def test_bfloat16_vectors_agree_with_float32_ones():
 def test_vectors_are_unit_length_in_bfloat16_too(precision, monkeypatch):
     monkeypatch.setattr(embedding, "_device", "cpu")
     precision("bfloat16")
-    vectors = embedding.embedder(DEFAULT_MODEL).compute_query_embeddings(TEXTS)
+    vectors = embedding.embedder(ENGLISH_MODEL).compute_query_embeddings(TEXTS)
 
     assert np.linalg.norm(vectors, axis=1) == pytest.approx(1.0, abs=1e-5)
 
@@ -148,7 +147,7 @@ def test_vectors_are_unit_length_in_bfloat16_too(precision, monkeypatch):
 def test_passages_reach_the_model_padded_to_a_few_widths():
     # A bounded set of input shapes keeps torch's per-shape kernel caches, and so
     # a worker's memory, from growing with every batch.
-    function = embedding.embedder(DEFAULT_MODEL, batch_size=2)
+    function = embedding.embedder(ENGLISH_MODEL, batch_size=2)
     model = function.embedding_model
     widths = []
     hook = model.register_forward_pre_hook(
@@ -176,12 +175,12 @@ def query_encoder(monkeypatch):
 
 def test_onnx_query_vectors_agree_with_the_model(query_encoder):
     query_encoder("onnx")
-    assert embedding.process_query_encoder(DEFAULT_MODEL) is not None
+    assert embedding.process_query_encoder(ENGLISH_MODEL) is not None
     # From one token to more than the model reads (256 tokens): it is cut as the
     # model cuts it.
     queries = ["tax", *TEXTS, " ".join(TEXTS * 40)]
-    fast = embedding.embedder(DEFAULT_MODEL).compute_query_embeddings(queries)
-    exact = embedding.load_model(DEFAULT_MODEL, "cpu", "float32").encode(queries)
+    fast = embedding.embedder(ENGLISH_MODEL).compute_query_embeddings(queries)
+    exact = embedding.load_model(ENGLISH_MODEL, "cpu", "float32").encode(queries)
 
     assert np.linalg.norm(fast, axis=1) == pytest.approx(1.0, abs=1e-5)
     agreement = (_unit(exact) * _unit(fast)).sum(axis=1).min()
@@ -190,20 +189,20 @@ def test_onnx_query_vectors_agree_with_the_model(query_encoder):
 
 def test_torch_query_encoder_is_the_model_itself(query_encoder):
     query_encoder("torch")
-    assert embedding.process_query_encoder(DEFAULT_MODEL) is None
+    assert embedding.process_query_encoder(ENGLISH_MODEL) is None
 
 
 def test_model_export_is_cached_on_disk(query_encoder, monkeypatch):
     query_encoder("onnx")
-    assert embedding.process_query_encoder(DEFAULT_MODEL) is not None
-    assert query_encoder_module.export_path(DEFAULT_MODEL).is_file()
+    assert embedding.process_query_encoder(ENGLISH_MODEL) is not None
+    assert query_encoder_module.export_path(ENGLISH_MODEL).is_file()
 
     def no_export(*_):
         raise AssertionError("exported again")
 
     monkeypatch.setattr(query_encoder_module, "_export_in_child", no_export)
     query_encoder("onnx")  # a new process's encoder, from the cached export
-    assert embedding.process_query_encoder(DEFAULT_MODEL) is not None
+    assert embedding.process_query_encoder(ENGLISH_MODEL) is not None
 
 
 def test_an_export_that_disagrees_is_not_cached(monkeypatch, tmp_path):
@@ -212,7 +211,7 @@ def test_an_export_that_disagrees_is_not_cached(monkeypatch, tmp_path):
     with pytest.raises(
         exceptions.QueryEncoderExportFailed, match="disagrees with the model"
     ):
-        query_export.export(DEFAULT_MODEL, path)
+        query_export.export(ENGLISH_MODEL, path)
 
     assert list(tmp_path.iterdir()) == []
 
@@ -220,7 +219,7 @@ def test_an_export_that_disagrees_is_not_cached(monkeypatch, tmp_path):
 def _model_copy(folder: Path, pooling: dict | None = None) -> Path:
     """The packaged model's files linked into ``folder``, without its weights,
     and with ``pooling`` as its pooling settings if given."""
-    source = Path(model_files.resolve_model(DEFAULT_MODEL))
+    source = Path(model_files.resolve_model(ENGLISH_MODEL))
     for path in source.rglob("*"):
         if path.is_file() and path.suffix != ".safetensors":
             (folder / path.relative_to(source)).parent.mkdir(exist_ok=True)
@@ -233,7 +232,7 @@ def _model_copy(folder: Path, pooling: dict | None = None) -> Path:
 
 def _prompted_copy(folder: Path) -> str:
     """The packaged model, weights and all, configured with e5's prompts."""
-    source = Path(model_files.resolve_model(DEFAULT_MODEL))
+    source = Path(model_files.resolve_model(ENGLISH_MODEL))
     for path in source.iterdir():
         (folder / path.name).symlink_to(path)
     config = folder / "config_sentence_transformers.json"
@@ -246,7 +245,7 @@ def _prompted_copy(folder: Path) -> str:
 
 def test_prompts_come_from_the_models_configuration(query_encoder, tmp_path):
     model = _prompted_copy(tmp_path)
-    plain = embedding.load_model(DEFAULT_MODEL, "cpu", "float32")
+    plain = embedding.load_model(ENGLISH_MODEL, "cpu", "float32")
     query_encoder("torch")
     function = embedding.embedder(model)
 
@@ -263,13 +262,13 @@ def test_prompts_come_from_the_models_configuration(query_encoder, tmp_path):
 
 def test_the_onnx_query_encoder_applies_the_query_prompt(query_encoder, tmp_path):
     query_encoder("onnx")
-    assert embedding.process_query_encoder(DEFAULT_MODEL) is not None
+    assert embedding.process_query_encoder(ENGLISH_MODEL) is not None
     # The copy's weights are the packaged model's: so is its export.
     files = model_files.model_files(_prompted_copy(tmp_path))
-    export = query_encoder_module.export_path(DEFAULT_MODEL)
+    export = query_encoder_module.export_path(ENGLISH_MODEL)
     encoder = query_encoder_module.QueryEncoder(files, export, threads=1)
 
-    plain = embedding.load_model(DEFAULT_MODEL, "cpu", "float32")
+    plain = embedding.load_model(ENGLISH_MODEL, "cpu", "float32")
     expected = _unit(plain.encode(["query: " + t for t in TEXTS]))
     assert (_unit(encoder.encode(TEXTS)) * expected).sum(axis=1).min() >= 0.99
 

@@ -17,7 +17,8 @@ import pytest
 
 from ml_worker import store, tasks
 from ml_worker.clients import es_client
-from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
+from ml_worker.config import MLWorkerConfig
+from ml_worker.constants import ENGLISH_MODEL, MULTILINGUAL_MODEL
 from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,
@@ -46,7 +47,7 @@ def _batches(datashare: DatashareDouble, project: str) -> list[list[str]]:
     ]
 
 
-async def _fan_out(project, config, es, task_client, vector_db, **kwargs) -> list[str]:
+async def _fan_out(project, config, es, task_client, vector_db, **kwargs) -> dict:
     return await tasks.create_vectorization_tasks(
         project,
         config=config,
@@ -67,9 +68,10 @@ async def test_pages_smaller_than_a_batch_make_whole_batches(
     async def record(p: float) -> None:
         progress.append(p)
 
-    task_ids = await _fan_out(
+    result = await _fan_out(
         project, config, es, datashare_client, vector_db, batch_size=5, progress=record
     )
+    task_ids = result["tasks"]
 
     batches = _batches(datashare, project)
     assert task_ids == [t for t in datashare.tasks if t.startswith("vectorize_docs")]
@@ -80,6 +82,49 @@ async def test_pages_smaller_than_a_batch_make_whole_batches(
     assert 0 < len(batches[-1]) <= 5
     assert progress == sorted(progress) and progress[-1] == 1.0
     assert len(progress) == len(batches)
+
+
+async def test_a_project_in_other_languages_gets_the_multilingual_model(
+    es, es_url, project, datashare_client, vector_db
+):
+    await create_project_index(es, project)
+    french = [
+        (f"fr-{i}", document_source("Un texte.", path="/f", language="FRENCH"), None)
+        for i in range(8)
+    ]
+    english = [
+        (f"en-{i}", document_source("A text.", path="/e"), None) for i in range(2)
+    ]
+    await bulk_index(es, project, french + english)
+    config = MLWorkerConfig(es_address=es_url)  # model: auto
+
+    result = await _fan_out(project, config, es, datashare_client, vector_db)
+
+    assert result["documents"] == 10 and len(result["tasks"]) == 1
+    assert result["model"] == "multilingual"
+    assert result["model_choice"] == "auto: 80% FRENCH, 20% ENGLISH"
+    table = store.open_table(vector_db, project)
+    assert store.table_model(table) == MULTILINGUAL_MODEL
+    assert store.table_model_choice(table) == result["model_choice"]
+
+    # Later runs keep the table's model, whatever the languages have become.
+    more = [(f"en-{i}", document_source("A text.", path="/e"), None) for i in range(90)]
+    await bulk_index(es, project, more)
+    again = await _fan_out(project, config, es, datashare_client, vector_db)
+    assert again["model"] == "multilingual"
+    assert again["model_choice"] == "the project's table was created with it"
+    # A model named by the task must be the table's.
+    with pytest.raises(store.ModelMismatch, match="rebuild it"):
+        await _fan_out(
+            project, config, es, datashare_client, vector_db, model="english"
+        )
+    rebuilt = await _fan_out(
+        project, config, es, datashare_client, vector_db, model="english", rebuild=True
+    )
+    assert (rebuilt["model"], rebuilt["model_choice"]) == (
+        "english",
+        "named by the task",
+    )
 
 
 async def test_an_outage_between_pages_resumes_where_it_stopped(
@@ -157,7 +202,7 @@ async def test_documents_gone_from_the_index_are_deleted_chunk_by_chunk(
     )
     config = MLWorkerConfig(es_address=es_url, gone_check_chunk_size=4)
     store.open_or_create_table(
-        vector_db, project, model=DEFAULT_MODEL, embed_batch_size=32
+        vector_db, project, model=ENGLISH_MODEL, embed_batch_size=32
     )
     await tasks.vectorize_docs(
         list(contents), project, config=config, es_client=es, vector_db=vector_db

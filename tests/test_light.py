@@ -12,7 +12,7 @@ import sys
 import textwrap
 
 from ml_worker import query_encoder, store
-from ml_worker.config import DEFAULT_MODEL
+from ml_worker.constants import ENGLISH_MODEL
 from ml_worker_dev.local_stack import free_port
 
 HEAVY = ("torch", "sentence_transformers", "transformers")
@@ -25,11 +25,11 @@ _LIGHT_RUN = textwrap.dedent(
     import numpy as np
     import ml_worker.app
     from ml_worker import store, tasks
-    from ml_worker.config import DEFAULT_MODEL
+    from ml_worker.constants import ENGLISH_MODEL
 
     db = store.connect(sys.argv[1])
     table = store.open_or_create_table(
-        db, "light", model=DEFAULT_MODEL, embed_batch_size=8
+        db, "light", model=ENGLISH_MODEL, embed_batch_size=8
     )
     vectors = np.random.default_rng(0).standard_normal((3, 384))
     rows = [
@@ -66,7 +66,7 @@ def test_search_and_table_creation_never_import_torch(tmp_path, monkeypatch):
 
     assert run.returncode == 0, run.stderr
     assert run.stdout.split()[-1] == "light"
-    assert query_encoder.export_path(DEFAULT_MODEL).is_file()
+    assert query_encoder.export_path(ENGLISH_MODEL).is_file()
 
 
 # `ml-worker status` over a project table, every other service down: it reads the
@@ -88,7 +88,7 @@ _STATUS_RUN = textwrap.dedent(
 def test_status_never_imports_the_model_libraries_nor_icij_worker(tmp_path):
     vectors = tmp_path / "vectors"
     store.open_or_create_table(
-        store.connect(str(vectors)), "status", model=DEFAULT_MODEL, embed_batch_size=8
+        store.connect(str(vectors)), "status", model=ENGLISH_MODEL, embed_batch_size=8
     )
     closed = f"http://127.0.0.1:{free_port()}"
     env = {
@@ -111,5 +111,5 @@ def test_status_never_imports_the_model_libraries_nor_icij_worker(tmp_path):
         check=False,
     )
 
-    assert "all-MiniLM-L6-v2" in run.stdout, run.stdout + run.stderr
+    assert "│ english │" in run.stdout, run.stdout + run.stderr
     assert run.stdout.split()[-1] == "light"

@@ -23,7 +23,8 @@ import pytest
 from ml_worker import documents, store, tasks, upkeep
 from ml_worker.app import app
 from ml_worker.clients import task_client_from
-from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
+from ml_worker.config import MLWorkerConfig
+from ml_worker.constants import ENGLISH_MODEL
 from ml_worker.documents import Document
 from ml_worker_dev.datashare_index import (
     bulk_index,
@@ -116,7 +117,7 @@ def s3_table(s3_db, project):
     uri, options = s3_db
     db = store.connect(uri, storage_options=options)
     return store.open_or_create_table(
-        db, project, model=DEFAULT_MODEL, embed_batch_size=8
+        db, project, model=ENGLISH_MODEL, embed_batch_size=8
     )
 
 
@@ -289,7 +290,7 @@ async def test_a_store_ignoring_conditional_writes_is_refused(
             config.vector_db_uri, storage_options=s3.storage_options()
         )
         store.open_or_create_table(
-            direct, project, model=DEFAULT_MODEL, embed_batch_size=8
+            direct, project, model=ENGLISH_MODEL, embed_batch_size=8
         )
         before = _objects(s3, s3_bucket)
         with pytest.raises(store.UnsafeObjectStore, match=r"s3\+ddb://"):

@@ -10,7 +10,8 @@ import pytest
 
 from ml_worker import store, tasks, upkeep
 from ml_worker.clients import es_client
-from ml_worker.config import DEFAULT_MODEL, MLWorkerConfig
+from ml_worker.config import MLWorkerConfig
+from ml_worker.constants import ENGLISH_MODEL
 from ml_worker.documents import document_id_pages
 from ml_worker.exceptions import InvalidInput
 from ml_worker.search import (
@@ -103,7 +104,7 @@ async def corpus(es_url, tmp_path_factory):
         await create_project_index(es, project)
         await bulk_index(es, project, ((i, s, r) for i, (s, r) in docs.items()))
         store.open_or_create_table(
-            vector_db, project, model=DEFAULT_MODEL, embed_batch_size=32
+            vector_db, project, model=ENGLISH_MODEL, embed_batch_size=32
         )
         pages = document_id_pages(es, project, page_size=100)
         ids = [i async for page in pages for i in page]
@@ -352,7 +353,7 @@ def test_hybrid_search_ranks_a_document_about_the_query_above_a_near_miss(vector
     # "intro" is about the query from its first passage on; "deep" has one passage,
     # far in, a little nearer to the query: a near miss among many passages.
     table = store.open_or_create_table(
-        vector_db, "first-passages", model=DEFAULT_MODEL, embed_batch_size=8
+        vector_db, "first-passages", model=ENGLISH_MODEL, embed_batch_size=8
     )
     rng = np.random.default_rng(5)
     query = _unit(rng.standard_normal(384))
@@ -400,7 +401,7 @@ def test_documents_without_text_never_take_the_places_of_passages(vector_db, mod
     # Many documents without text, all nearest to the query: a first fetch holds
     # only them, and the search must look past them.
     table = store.open_or_create_table(
-        vector_db, "blank-scans", model=DEFAULT_MODEL, embed_batch_size=8
+        vector_db, "blank-scans", model=ENGLISH_MODEL, embed_batch_size=8
     )
     rng = np.random.default_rng(3)
     blank = rng.standard_normal(384).astype(np.float32)
@@ -531,7 +532,7 @@ def crowded(request, tmp_path_factory):
     indices (scanned) and with those of a large project (``ensure_indices``')."""
     db = store.connect(str(tmp_path_factory.mktemp("crowded")))
     table = store.open_or_create_table(
-        db, "crowded", model=DEFAULT_MODEL, embed_batch_size=32
+        db, "crowded", model=ENGLISH_MODEL, embed_batch_size=32
     )
     table.add(pa.Table.from_pylist(_crowded_rows(table), schema=table.schema))
     if request.param == "indexed":

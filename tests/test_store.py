@@ -5,7 +5,7 @@ import pytest
 
 from ml_worker import app as app_module
 from ml_worker import store
-from ml_worker.config import DEFAULT_MODEL
+from ml_worker.constants import ENGLISH_MODEL
 
 
 @pytest.mark.parametrize("project", ["../x", "/abs/path", "a/b", "", ".hidden", "a b"])
@@ -21,19 +21,19 @@ def test_table_name_accepts_project_ids(project):
 
 def test_table_stores_the_model_id_not_a_path(vector_db):
     table = store.open_or_create_table(
-        vector_db, "p", model=DEFAULT_MODEL, embed_batch_size=8
+        vector_db, "p", model=ENGLISH_MODEL, embed_batch_size=8
     )
     metadata = table.schema.metadata[b"embedding_functions"].decode()
-    assert DEFAULT_MODEL in metadata
+    assert ENGLISH_MODEL in metadata
     assert "site-packages" not in metadata and "/model" not in metadata
     assert "device" not in metadata
-    assert store.table_model(vector_db.open_table("p")) == DEFAULT_MODEL
+    assert store.table_model(vector_db.open_table("p")) == ENGLISH_MODEL
 
 
 def test_one_table_per_project(vector_db):
     for project in ("a", "b"):
         table = store.open_or_create_table(
-            vector_db, project, model=DEFAULT_MODEL, embed_batch_size=8
+            vector_db, project, model=ENGLISH_MODEL, embed_batch_size=8
         )
         row = {
             "doc_id": f"{project}-doc",
@@ -54,14 +54,14 @@ def test_one_table_per_project(vector_db):
 
 
 def test_model_mismatch_is_refused(vector_db):
-    store.open_or_create_table(vector_db, "p", model=DEFAULT_MODEL, embed_batch_size=8)
+    store.open_or_create_table(vector_db, "p", model=ENGLISH_MODEL, embed_batch_size=8)
     with pytest.raises(store.ModelMismatch, match="rebuild"):
         store.open_or_create_table(vector_db, "p", model="other", embed_batch_size=8)
 
 
 def test_replace_documents_is_idempotent_and_drops_stale_passages(vector_db):
     table = store.open_or_create_table(
-        vector_db, "p", model=DEFAULT_MODEL, embed_batch_size=8
+        vector_db, "p", model=ENGLISH_MODEL, embed_batch_size=8
     )
 
     def rows(doc_id, n):
@@ -100,7 +100,7 @@ def test_search_on_a_project_never_vectorized(vector_db):
 def test_concurrent_writes_of_the_same_documents_leave_each_passage_once(tmp_path):
     uri = str(tmp_path / "vectors")
     store.open_or_create_table(
-        store.connect(uri), "p", model=DEFAULT_MODEL, embed_batch_size=8
+        store.connect(uri), "p", model=ENGLISH_MODEL, embed_batch_size=8
     )
     rows = [
         {
@@ -143,7 +143,7 @@ def test_a_connection_bounds_its_caches(tmp_path, lancedb_sessions, bounded):
     # a worker's memory would grow with every batch it writes.
     limits = {"index_cache_mb": 1, "metadata_cache_mb": 1} if bounded else {}
     db = store.connect(str(tmp_path / "vectors"), **limits)
-    table = store.open_or_create_table(db, "p", model=DEFAULT_MODEL, embed_batch_size=8)
+    table = store.open_or_create_table(db, "p", model=ENGLISH_MODEL, embed_batch_size=8)
     for batch in range(60):
         row = {
             "doc_id": f"d{batch}",
@@ -170,7 +170,7 @@ def _earlier_table(db, name: str, n_docs: int):
 
     from ml_worker.embedding import embedder
 
-    function = embedder(DEFAULT_MODEL, 8)
+    function = embedder(ENGLISH_MODEL, 8)
     schema = store.passage_schema(function.ndims())
     table = db.create_table(
         name,
@@ -272,13 +272,13 @@ def test_a_local_database_is_never_probed(vector_db, monkeypatch):
     import boto3
 
     monkeypatch.setattr(boto3, "client", None)  # any probe would fail
-    store.open_or_create_table(vector_db, "p", model=DEFAULT_MODEL, embed_batch_size=8)
+    store.open_or_create_table(vector_db, "p", model=ENGLISH_MODEL, embed_batch_size=8)
     store.drop_table(vector_db, "p")
 
 
 def test_a_write_that_keeps_losing_commits_is_a_retryable_error(vector_db, monkeypatch):
     table = store.open_or_create_table(
-        vector_db, "busy", model=DEFAULT_MODEL, embed_batch_size=8
+        vector_db, "busy", model=ENGLISH_MODEL, embed_batch_size=8
     )
     attempts = []
 

@@ -125,6 +125,8 @@ async def test_vectorize_and_search_a_project(stack, client, es, project):
         "batches": -(-N_DOCS // BATCH_SIZE),
         "documents": N_DOCS,
         "vectorized": N_DOCS,
+        "model": "english",
+        "model_choice": "auto: 100% ENGLISH",
     }
     # Continued as new at each page: each run's history stays that of a page.
     description = await handle.describe()

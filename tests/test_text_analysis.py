@@ -1,7 +1,7 @@
 import pytest
 
 from ml_worker import documents, search, store, text_analysis
-from ml_worker.config import DEFAULT_MODEL
+from ml_worker.constants import ENGLISH_MODEL
 from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,
@@ -40,7 +40,7 @@ def test_a_project_without_documents_is_analysed_as_english():
 
 def _french_table(vector_db, languages):
     table = store.open_or_create_table(
-        vector_db, "p", model=DEFAULT_MODEL, embed_batch_size=8, languages=languages
+        vector_db, "p", model=ENGLISH_MODEL, embed_batch_size=8, languages=languages
     )
     rows = [
         {

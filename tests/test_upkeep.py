@@ -10,7 +10,7 @@ import pytest
 from lancedb.index import IvfSq
 
 from ml_worker import store, upkeep
-from ml_worker.config import DEFAULT_MODEL
+from ml_worker.constants import ENGLISH_MODEL
 from ml_worker.search import (
     SearchMode,
     nearest_passages,
@@ -31,7 +31,7 @@ def small_thresholds(monkeypatch):
 @pytest.fixture
 def table(vector_db):
     return store.open_or_create_table(
-        vector_db, "p", model=DEFAULT_MODEL, embed_batch_size=8
+        vector_db, "p", model=ENGLISH_MODEL, embed_batch_size=8
     )
 
 

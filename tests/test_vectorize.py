@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ml_worker import store, tasks
-from ml_worker.config import DEFAULT_MODEL
+from ml_worker.constants import ENGLISH_MODEL
 from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,
@@ -49,7 +49,7 @@ async def indexed(es, project, vector_db):
     await create_project_index(es, project)
     await bulk_index(es, project, items)
     store.open_or_create_table(
-        vector_db, project, model=DEFAULT_MODEL, embed_batch_size=16
+        vector_db, project, model=ENGLISH_MODEL, embed_batch_size=16
     )
     return ["memo", "long", "no-content", "blank", "mail", "attachment"]
 

@@ -241,6 +241,8 @@ class VectorizationRun:
     failures: dict[str, str] = field(default_factory=dict)  # batch task id -> error
     started: float = field(default_factory=time.monotonic)
     docs_done: int = 0  # documents of the finished batches, as submitted
+    model: str = ""  # the project's model, and why that one
+    model_choice: str = ""
 
     @property
     def finished(self) -> int:
@@ -291,12 +293,15 @@ async def follow_vectorization(
         )
         await raise_if_failed(client, parent)
         result = await client.get_task_result(task_id, done=True)
-        if isinstance(result, dict):
+        if not isinstance(result, dict):  # a worker of an older version
+            raise CLIError(f"task {task_id} did not return a vectorization summary")
+        run.model, run.model_choice = result["model"], result["model_choice"]
+        if "batches" in result:
             # Temporal's workflow followed its batches itself: its summary.
             run.batches = run.done = result["batches"]
             run.docs_done, run.documents = result["documents"], result["vectorized"]
             return run
-        batch_ids = list(result or [])
+        batch_ids = list(result["tasks"])
         run.batches = len(batch_ids)
         progress.update(
             bar,
@@ -347,10 +352,13 @@ def print_vectorization_summary(run: VectorizationRun) -> None:
         return
     rate = run.docs_done / run.elapsed_s if run.elapsed_s else 0.0
     out.print(
-        f"Project {run.project}: {run.docs_done} documents in {run.batches} batches,"
-        f" {run.documents} embedded (new or changed), {run.docs_done - run.documents}"
-        f" unchanged; {len(run.failures)} batches failed, {run.cancelled} cancelled;"
-        f" {duration(run.elapsed_s)}, {rate:.1f} documents/s.",
+        shown(
+            f"Project {run.project}: {run.docs_done} documents in {run.batches}"
+            f" batches, {run.documents} embedded (new or changed),"
+            f" {run.docs_done - run.documents} unchanged; {len(run.failures)} batches"
+            f" failed, {run.cancelled} cancelled; {duration(run.elapsed_s)},"
+            f" {rate:.1f} documents/s; model {run.model} ({run.model_choice})."
+        ),
         soft_wrap=True,
     )
     for batch_id, error in run.failures.items():

@@ -174,7 +174,7 @@ class ProjectTable:
     project: str
     documents: int | None = None
     passages: int | None = None
-    model: str | None = None
+    model: str | None = None  # its alias where it has one, and why it was chosen
     indexes: str | None = None
     error: str | None = None
 
@@ -199,11 +199,21 @@ def _describe_table(db, name: str) -> ProjectTable:
             # 11 s and 2.5 GiB at 10 M rows.
             documents=table.count_rows(f"{store.PASSAGE} <= 0"),
             passages=table.count_rows(),
-            model=store.table_model(table),
+            model=_model(table),
             indexes=indexes or "none",
         )
     except Exception as e:  # noqa: BLE001  # reported, whatever it is
         return ProjectTable(project=name, error=one_line(e))
+
+
+def _model(table) -> str:
+    """The table's model and why it has it: ``multilingual (auto: 80% FRENCH, 20%
+    ENGLISH)``."""
+    from ml_worker import store
+    from ml_worker.model_choice import alias
+
+    model, choice = alias(store.table_model(table)), store.table_model_choice(table)
+    return f"{model} ({choice})" if choice else model
 
 
 def _index(index) -> str:

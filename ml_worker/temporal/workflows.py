@@ -118,15 +118,18 @@ class FanOut:
     batches: int = 0
     documents: int = 0
     vectorized: int = 0
+    model: str = ""  # the project's model, and why (VectorizationPlan)
+    model_choice: str = ""
 
 
 @workflow.defn(name=CREATE_VECTORIZATION_TASKS)
 class CreateVectorizationTasks:
     """Vectorizes a project: one ``vectorize_docs`` activity per batch of ids.
 
-    Returns ``{"batches", "documents", "vectorized"}``: batches run, documents
-    read, documents (re)embedded. Cancelled, it schedules no more batches and
-    cancels those still running.
+    Returns ``{"batches", "documents", "vectorized", "model", "model_choice"}``:
+    batches run, documents read, documents (re)embedded, the project's model and
+    why that one. Cancelled, it schedules no more batches and cancels those still
+    running.
     """
 
     @workflow.run
@@ -142,6 +145,8 @@ class CreateVectorizationTasks:
                 page_size=min(
                     plan["page_size"], plan["batch_size"] * MAX_BATCHES_PER_RUN
                 ),
+                model=plan["model"],
+                model_choice=plan["model_choice"],
             )
             self._show_progress(fan_out)
         page: list[str] = await _activity(
@@ -166,6 +171,8 @@ class CreateVectorizationTasks:
             "batches": fan_out.batches,
             "documents": fan_out.documents,
             "vectorized": fan_out.vectorized,
+            "model": fan_out.model,
+            "model_choice": fan_out.model_choice,
         }
 
     async def _vectorize(self, fan_out: FanOut, batch: list[str]) -> int:
