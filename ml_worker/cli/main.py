@@ -86,8 +86,9 @@ def vectorize(
         typer.Option(
             "--model",
             show_default=False,
-            help="sentence-transformers model of a new project table"
-            " [default: the workers'].",
+            help="Model of a new project table: auto (from its languages), english,"
+            " multilingual, or a sentence-transformers id or folder"
+            " [default: the workers', auto].",
         ),
     ] = None,
     rebuild: Annotated[
