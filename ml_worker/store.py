@@ -83,8 +83,15 @@ _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,254}$")
 
 
 def project_tables(db: lancedb.DBConnection) -> list[str]:
-    """The names of every table in ``db``, sorted."""
-    return sorted(db.table_names(limit=None))  # type: ignore[arg-type]  # None: all
+    """The names of every table in ``db``, sorted, page after page."""
+    names: list[str] = []
+    token = None
+    while True:
+        page = db.list_tables(page_token=token)
+        names.extend(page.tables)
+        token = page.page_token
+        if not token:
+            return sorted(names)
 
 
 def table_name(project: str) -> str:
