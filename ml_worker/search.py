@@ -14,6 +14,7 @@ measured by bench.quality (docs/retrieval.md).
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,14 +48,20 @@ AGREEMENT_TOP = 10
 
 # A hybrid document score also weighs its first passage, which says what the
 # document is about: the vector side is this share of the first passage's similarity
-# plus the rest of the best passage's, the text side likewise with their BM25, and
-# the document's score DOCUMENT_VECTOR_WEIGHT of the vector side plus the rest of
-# the text side. Chosen on four known-item sets together (docs/retrieval.md): the
-# figures are flat around these values (vector share 0.5 to 0.9, text share 0.3 to
-# 0.4, weight 0.7 to 0.75: hybrid MRR@10 within 0.01 on each set).
-FIRST_PASSAGE_VECTOR_SHARE = 0.7
-FIRST_PASSAGE_TEXT_SHARE = 0.4
-DOCUMENT_VECTOR_WEIGHT = 0.7
+# plus the rest of the best passage's, the text side likewise with their BM25. The
+# vector side is standardized by the query's SCALE_PASSAGES nearest passages (minus
+# their mean similarity, over their standard deviation), so that its weight does not
+# depend on how spread a model's similarities are: multilingual-e5's are narrow, and
+# its English queries for documents in other languages went from MRR@10 0.771 to
+# 0.815. The score is DOCUMENT_VECTOR_WEIGHT of the standardized vector side (a few
+# units wide) plus the rest of the text side (0 to 1). Chosen on five known-item
+# sets together (docs/retrieval.md).
+FIRST_PASSAGE_VECTOR_SHARE = 0.5
+FIRST_PASSAGE_TEXT_SHARE = 0.6
+DOCUMENT_VECTOR_WEIGHT = 0.18
+# Every first round has as many nearest passages: the scale, hence a document's
+# score, does not depend on n_similar.
+SCALE_PASSAGES = _MIN_PASSAGES
 
 # Rows without text (documents with no content) have no passage to find.
 _PASSAGES_ONLY = f"{PASSAGE} >= 0"
@@ -252,9 +259,7 @@ class _Search:
                 hits = self._documents(ranked, read)
             if len(hits) >= self.n_similar:
                 break
-            # A document without candidate rows scores at most a passage outside
-            # them: the same bound holds for hybrid_document_scores.
-            if not self._more(similarities, bm25, best_bm25):
+            if not self._more(similarities, bm25, best_bm25, evidence):
                 break
         return hits
 
@@ -279,9 +284,13 @@ class _Search:
             return scores
         return {row: score * ceiling / best for row, score in scores.items()}
 
-    def _more(self, similarities, bm25, best_bm25: float) -> bool:
+    def _more(
+        self, similarities, bm25, best_bm25: float, evidence: HybridEvidence | None
+    ) -> bool:
         """Whether rows outside these candidates may still make a result."""
-        ceiling = _ceiling(similarities, bm25, self.mode, self.limit, best_bm25)
+        ceiling = _ceiling(
+            similarities, bm25, self.mode, self.limit, best_bm25, evidence
+        )
         if ceiling is None:
             return False
         if self.min_score is None:
@@ -383,14 +392,34 @@ class HybridEvidence:
     # 0.662 MRR@10 with the multilingual model (docs/retrieval.md).
     by_agreement: bool = False
     text_trust: float = 1.0
+    # The vector side's scale: the mean similarity of the first round's
+    # SCALE_PASSAGES nearest passages, and their standard deviation.
+    similarity_mean: float = 0.0
+    similarity_spread: float = 1.0
 
     def add(self, similarities, bm25, best_bm25: float) -> None:
-        if self.by_agreement and not self.similarities:  # the first round
-            self.text_trust = _agreement(similarities, bm25)
+        if not self.similarities:  # the first round
+            if self.by_agreement:
+                self.text_trust = _agreement(similarities, bm25)
+            nearest = sorted(similarities.values(), reverse=True)[:SCALE_PASSAGES]
+            if nearest:
+                self.similarity_mean = statistics.fmean(nearest)
+                # A spread of 0 (one passage, identical ones) leaves it unscaled.
+                self.similarity_spread = statistics.pstdev(nearest) or 1.0
         floor = min(similarities.values(), default=0.0)
         self.similarities.update((row, floor) for row in bm25)
         self.similarities.update(similarities)
         self.text.update((row, score / best_bm25) for row, score in bm25.items())
+
+    def vector_side(self, similarity: float) -> float:
+        """A document's vector side (a similarity), standardized."""
+        return (similarity - self.similarity_mean) / self.similarity_spread
+
+    def score(self, vector: float, text: float) -> float:
+        """A document's hybrid score, from its vector side (a similarity) and its
+        text side (a BM25 over the query's best)."""
+        w = DOCUMENT_VECTOR_WEIGHT
+        return w * self.vector_side(vector) + (1 - w) * self.text_trust * text
 
 
 def hybrid_document_scores(
@@ -415,12 +444,11 @@ def hybrid_document_scores(
         if passage == 0:
             first_text[doc] = text
     a, b = FIRST_PASSAGE_VECTOR_SHARE, FIRST_PASSAGE_TEXT_SHARE
-    w = DOCUMENT_VECTOR_WEIGHT
     return {
-        doc: w * (a * evidence.first.get(doc, best) + (1 - a) * best)
-        + (1 - w)
-        * evidence.text_trust
-        * (b * first_text.get(doc, 0.0) + (1 - b) * best_text[doc])
+        doc: evidence.score(
+            a * evidence.first.get(doc, best) + (1 - a) * best,
+            b * first_text.get(doc, 0.0) + (1 - b) * best_text[doc],
+        )
         for doc, best in best_sim.items()
     }
 
@@ -583,10 +611,12 @@ def _ceiling(
     mode: SearchMode,
     limit: int,
     best_bm25: float,
+    evidence: HybridEvidence | None = None,
 ) -> float | None:
     """The highest score a row outside these candidates can have, or None when
     every row the search can find is among them (a list shorter than ``limit``).
-    A mode's own rankings are never None."""
+    With ``evidence``, the highest hybrid_document_scores a document without
+    candidate rows can have. A mode's own rankings are never None."""
     if mode is SearchMode.TEXT:
         assert bm25 is not None
         return min(bm25.values()) if len(bm25) == limit else None
@@ -599,6 +629,9 @@ def _ceiling(
         return (1.0 + floor) / 2
     assert bm25 is not None
     text_floor = min(bm25.values()) / best_bm25 if len(bm25) == limit else 0.0
+    if evidence is not None:
+        # Its first and best passages are at most as near, their BM25 as high.
+        return evidence.score(floor, text_floor)
     return VECTOR_WEIGHT * floor + (1 - VECTOR_WEIGHT) * text_floor
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import uuid
 
 import numpy as np
@@ -324,9 +325,15 @@ def test_a_hybrid_document_score_weighs_its_first_passage_and_its_best_one():
         FIRST_PASSAGE_TEXT_SHARE,
         DOCUMENT_VECTOR_WEIGHT,
     )
-    assert scores["intro"] == pytest.approx(w * 0.7 + (1 - w) * 0.5)
+    # The vector side is standardized by the nearest passages' similarities.
+    mean, spread = statistics.fmean([0.7, 0.8, 0.5]), statistics.pstdev([0.7, 0.8, 0.5])
+    intro_text = b * 0.5 + (1 - b) * 0.5
+    assert scores["intro"] == pytest.approx(
+        w * (0.7 - mean) / spread + (1 - w) * intro_text
+    )
+    deep_vector = a * 0.3 + (1 - a) * 0.8
     assert scores["deep"] == pytest.approx(
-        w * (a * 0.3 + (1 - a) * 0.8) + (1 - w) * (1 - b) * 1.0
+        w * (deep_vector - mean) / spread + (1 - w) * (1 - b) * 1.0
     )
     assert scores["intro"] > scores["deep"]  # best passage alone ranks deep first
 
@@ -338,15 +345,25 @@ def test_a_full_text_candidate_has_at_most_its_rounds_farthest_similarity():
 
     scores = hybrid_document_scores(keys, evidence)
 
-    a, b, w = (
-        FIRST_PASSAGE_VECTOR_SHARE,
-        FIRST_PASSAGE_TEXT_SHARE,
-        DOCUMENT_VECTOR_WEIGHT,
-    )
+    a, b = FIRST_PASSAGE_VECTOR_SHARE, FIRST_PASSAGE_TEXT_SHARE
     assert scores["text-only"] == pytest.approx(
-        w * (a * 0.2 + (1 - a) * 0.6) + (1 - w) * (1 - b)
+        evidence.score(a * 0.2 + (1 - a) * 0.6, 1 - b)
     )
-    assert scores["near"] == pytest.approx(w * 0.9)
+    assert scores["near"] == pytest.approx(evidence.score(0.9, 0.0))
+
+
+def test_scores_do_not_depend_on_how_spread_a_models_similarities_are():
+    # The same ranking by a model whose similarities are four times narrower
+    # (multilingual-e5's are): the same scores.
+    keys = {row: (f"doc-{row}", 0) for row in range(60)}
+    bm25 = {row: 1.0 + row % 7 for row in range(60)}
+    wide, narrow = HybridEvidence(), HybridEvidence()
+    wide.add({r: 0.8 - r / 100 for r in range(60)}, bm25, best_bm25=7.0)
+    narrow.add({r: 0.9 - r / 400 for r in range(60)}, bm25, best_bm25=7.0)
+
+    assert hybrid_document_scores(keys, narrow) == pytest.approx(
+        hybrid_document_scores(keys, wide)
+    )
 
 
 def test_hybrid_search_ranks_a_document_about_the_query_above_a_near_miss(vector_db):
