@@ -62,6 +62,10 @@ class UnsafeObjectStore(InvalidInput):
     """The object store would let two writers commit the same table version."""
 
 
+class MissingSearchAttributes(InvalidInput):
+    """The Temporal namespace lacks the search attributes of the tasks' progress."""
+
+
 class ElasticsearchUnavailable(Unavailable):
     """Elasticsearch did not answer, even after retrying with backoff."""
 

@@ -15,14 +15,19 @@ import os
 import random
 import re
 import signal
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.service import RPCError, RPCStatusCode
 
 from ml_worker import store
 from ml_worker.config import MLWorkerConfig
@@ -283,3 +288,45 @@ async def test_the_command_line_on_temporal(stack, es, project):
     down = cli("status", env={**env, "ML_WORKER_TEMPORAL_ADDRESS": "127.0.0.1:1"})
     assert down.returncode == 3
     assert "Temporal" in down.stdout
+
+
+async def test_a_namespace_without_the_progress_attributes_is_named(stack, client):
+    # A namespace as a bare Temporal set-up makes it. The name is fixed: against a
+    # real server, the test leaves one namespace behind, whatever the runs.
+    namespace = "ml-worker-test-no-attributes"
+    try:
+        await client.workflow_service.register_namespace(
+            RegisterNamespaceRequest(
+                namespace=namespace,
+                workflow_execution_retention_period=Duration(seconds=86400),
+            )
+        )
+    except RPCError as e:
+        if e.status is not RPCStatusCode.ALREADY_EXISTS:
+            raise
+    env = {
+        "ML_WORKER_ENGINE": "temporal",
+        "ML_WORKER_TEMPORAL_ADDRESS": stack.address,
+        "ML_WORKER_TEMPORAL_NAMESPACE": namespace,
+        "ML_WORKER_ES_ADDRESS": stack.es_url,
+        "ML_WORKER_VECTOR_DB_URI": stack.vectors,
+    }
+    create = f"temporal operator search-attribute create -n {namespace} --name"
+
+    status = cli("status", env={**env, "COLUMNS": "400"})
+    # A fan-out worker refuses to start rather than fail each workflow task.
+    worker = subprocess.run(
+        [sys.executable, "-m", "ml_worker.temporal", "fanout"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert status.returncode == 3, status.stdout + status.stderr
+    assert "lacks the Double search attribute(s) Progress, MaxProgress" in (
+        status.stdout
+    )
+    assert worker.returncode == 2, worker.stderr
+    assert f"{create} Progress --type Double; {create} MaxProgress" in worker.stderr
+    assert "Traceback" not in worker.stderr

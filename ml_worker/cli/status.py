@@ -135,11 +135,13 @@ async def temporal_status(
 ) -> tuple[Check, dict[WorkerKind, tuple[int, int]] | None]:
     """Whether the Temporal server answers, and how many workers poll each kind's
     task queue for workflows and for activities (None when it does not answer)."""
-    from ml_worker.temporal.client import connect, pollers
+    from ml_worker.exceptions import MissingSearchAttributes
+    from ml_worker.temporal.client import check_search_attributes, connect, pollers
 
     where = f"{config.temporal_address}, namespace {config.temporal_namespace}"
     try:
         client = await connect(config)
+        await check_search_attributes(client)
         polling = {
             kind: (
                 len(await pollers(client, kind.group, activities=False)),
@@ -147,6 +149,8 @@ async def temporal_status(
             )
             for kind in WorkerKind
         }
+    except MissingSearchAttributes as e:
+        return Check("Temporal", where, False, str(e)), None
     except Exception as e:  # noqa: BLE001  # reported, whatever it is
         return Check("Temporal", where, False, one_line(e)), None
     return Check("Temporal", where, True, "answers"), polling

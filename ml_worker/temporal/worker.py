@@ -22,8 +22,9 @@ from temporalio.worker import Worker
 
 from ml_worker import dependencies as deps
 from ml_worker.constants import TASK_KINDS, WorkerKind
+from ml_worker.exceptions import MissingSearchAttributes
 from ml_worker.temporal.activities import ACTIVITIES
-from ml_worker.temporal.client import connect
+from ml_worker.temporal.client import check_search_attributes, connect
 from ml_worker.temporal.workflows import WORKFLOWS
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ async def lifespan(kind: WorkerKind, config_path: Path | None):
 async def run(kind: WorkerKind, config_path: Path | None) -> None:
     async with lifespan(kind, config_path):
         client = await connect(deps.lifespan_config())
+        if kind is WorkerKind.FANOUT:  # it runs the vectorization workflow
+            await check_search_attributes(client)
         worker = Worker(
             client,
             task_queue=kind.group,
@@ -85,4 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("kind", type=WorkerKind, choices=list(WorkerKind))
     parser.add_argument("-c", "--config", type=Path, help="ml-worker settings (JSON)")
     args = parser.parse_args(argv)
-    asyncio.run(run(args.kind, args.config))
+    try:
+        asyncio.run(run(args.kind, args.config))
+    except MissingSearchAttributes as e:
+        # Settings to fix, not a crash: one line, and the exit code of bad input.
+        logger.error("%s", e)
+        raise SystemExit(2) from None
