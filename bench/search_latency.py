@@ -20,8 +20,10 @@ The built table is cached under ``.ml-worker/bench/`` (one per row count): the
 first run at a million rows spends minutes building indices, later runs none.
 
     uv run python -m bench.search_latency [--quick] [--rows N] [--queries Q]
+        [--model english|multilingual] [--analysis english|ngrams]
 
-The last line printed is ``search rows=N p50_ms=X p99_ms=Y recall10=Z``.
+The last line printed is ``search rows=N model=M analysis=A p50_ms=X p99_ms=Y
+recall10=Z``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,7 +48,6 @@ import pyarrow as pa
 import torch
 
 from ml_worker import store, tasks, upkeep
-from ml_worker.constants import ENGLISH_MODEL
 from ml_worker.search import nearest_passages, passages_limit
 
 PROJECT = "bench-search"
@@ -169,17 +171,38 @@ def _arrow_chunk(schema: pa.Schema, columns: dict) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def table_dir(n_rows: int) -> Path:
-    return CACHE_DIR / f"search-v{DATA_VERSION}-{n_rows}"
+# The full-text analyses a project can get (text_analysis.analysis_for), by the
+# language mix that gives each.
+ANALYSES = {"english": {"ENGLISH": 1}, "ngrams": {"FRENCH": 1, "GERMAN": 1}}
 
 
-def build_table(n_rows: int) -> None:
+@dataclass(frozen=True)
+class Setup:
+    rows: int
+    model: str = "english"
+    analysis: str = "english"
+
+    def table_dir(self) -> Path:
+        variant = (
+            ""
+            if (self.model, self.analysis) == ("english", "english")
+            else (f"-{self.model}-{self.analysis}")
+        )
+        return CACHE_DIR / f"search-v{DATA_VERSION}-{self.rows}{variant}"
+
+
+def build_table(setup: Setup) -> None:
     """Write and index the table (in a child process: its memory is not the search's)."""
-    path = table_dir(n_rows)
+    path = setup.table_dir()
+    n_rows = setup.rows
     shutil.rmtree(path, ignore_errors=True)
     db = store.connect(str(path / "vectors"))
     table = store.open_or_create_table(
-        db, PROJECT, model=ENGLISH_MODEL, embed_batch_size=64
+        db,
+        PROJECT,
+        model=setup.model,
+        embed_batch_size=64,
+        languages=ANALYSES[setup.analysis],
     )
     corpus = Corpus(n_rows)
     started = time.monotonic()
@@ -204,10 +227,10 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
 
 
-async def measure(n_rows: int, n_queries: int) -> dict:
-    db = store.connect(str(table_dir(n_rows) / "vectors"))
+async def measure(setup: Setup, n_queries: int) -> dict:
+    db = store.connect(str(setup.table_dir() / "vectors"))
     table = store.open_table(db, PROJECT)
-    corpus = Corpus(n_rows)
+    corpus = Corpus(setup.rows)
     texts, vectors = corpus.queries(n_queries)
 
     for text in texts[:5]:  # warm-up: model loading, index and file caches
@@ -283,18 +306,33 @@ def main() -> None:
         default=max(1, (os.cpu_count() or 1) // 2),
         help="the model's threads, as a worker's torch_threads (cores / 2 workers)",
     )
+    parser.add_argument(
+        "--model",
+        choices=["english", "multilingual"],
+        default="english",
+        help="the table's model, which embeds the queries (the rows' vectors are"
+        " synthetic, of the 384 dimensions both have)",
+    )
+    parser.add_argument(
+        "--analysis",
+        choices=list(ANALYSES),
+        default="english",
+        help="the full-text index's: English stemming, or the n-grams of a project"
+        " in several languages",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
     n_rows = args.rows or (100_000 if args.quick else 1_000_000)
+    setup = Setup(n_rows, args.model, args.analysis)
 
-    built = table_dir(n_rows) / "built.json"
+    built = setup.table_dir() / "built.json"
     if args.rebuild or not built.exists():
         print(
-            f"building a table of {n_rows} passages in {table_dir(n_rows)}", flush=True
+            f"building a table of {n_rows} passages in {setup.table_dir()}", flush=True
         )
         # spawn: a process that has used LanceDB must never be forked.
         child = multiprocessing.get_context("spawn").Process(
-            target=build_table, args=(n_rows,)
+            target=build_table, args=(setup,)
         )
         child.start()
         child.join()
@@ -303,7 +341,7 @@ def main() -> None:
     print(f"table: {built.read_text()}")
 
     started = time.monotonic()
-    result = asyncio.run(measure(n_rows, args.queries))
+    result = asyncio.run(measure(setup, args.queries))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"indices: {result['indices']}; vector search alone: p50"
@@ -313,7 +351,8 @@ def main() -> None:
         f" measured in {time.monotonic() - started:.0f}s on {os.cpu_count()} CPUs"
     )
     print(
-        f"search rows={n_rows} p50_ms={result['p50_ms']:.1f}"
+        f"search rows={n_rows} model={setup.model} analysis={setup.analysis}"
+        f" p50_ms={result['p50_ms']:.1f}"
         f" p99_ms={result['p99_ms']:.1f} recall10={result['recall10']:.3f}"
     )
 
