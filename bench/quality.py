@@ -195,9 +195,14 @@ def naive_ranks(table: Table, items: list[dict], mode: SearchMode) -> list[float
                 .text(query)
                 .rerank(RRFReranker())
             )
-        # The scores too: Lance warns when a full-text search leaves its own out.
-        columns = ["id", "_score"] if mode is SearchMode.TEXT else ["id"]
-        rows = builder.select(columns).limit(K).to_list()
+        # The scores too: Lance warns, at every query, when a search names its
+        # columns and leaves its own score out. A hybrid query's two searches
+        # cannot both name theirs: it names none (K rows of whole documents).
+        if mode is SearchMode.TEXT:
+            builder = builder.select(["id", "_score"])
+        elif mode is SearchMode.VECTOR:
+            builder = builder.select(["id", "_distance"])
+        rows = builder.limit(K).to_list()
         ranks.append(reciprocal_rank([r["id"] for r in rows], doc_id(item["id"])))
     return ranks
 
