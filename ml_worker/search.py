@@ -50,18 +50,22 @@ AGREEMENT_TOP = 10
 # document is about: the vector side is this share of the first passage's similarity
 # plus the rest of the best passage's, the text side likewise with their BM25. The
 # vector side is standardized by the query's SCALE_PASSAGES nearest passages (minus
-# their mean similarity, over their standard deviation), so that its weight does not
-# depend on how spread a model's similarities are: multilingual-e5's are narrow, and
-# its English queries for documents in other languages went from MRR@10 0.771 to
-# 0.815. The score is DOCUMENT_VECTOR_WEIGHT of the standardized vector side (a few
-# units wide) plus the rest of the text side (0 to 1). Chosen on five known-item
-# sets together (docs/retrieval.md).
-FIRST_PASSAGE_VECTOR_SHARE = 0.5
-FIRST_PASSAGE_TEXT_SHARE = 0.6
-DOCUMENT_VECTOR_WEIGHT = 0.18
+# their mean similarity, over their standard deviation), so that its weight depends
+# less on how spread a model's similarities are; a spread below MIN_SPREAD counts as
+# MIN_SPREAD. The score is DOCUMENT_VECTOR_WEIGHT of the standardized vector side (a
+# few units wide) plus the rest of the text side (0 to 1). Chosen on five known-item
+# sets and three sets of one-word queries together (docs/retrieval.md).
+FIRST_PASSAGE_VECTOR_SHARE = 0.4
+FIRST_PASSAGE_TEXT_SHARE = 0.2
+DOCUMENT_VECTOR_WEIGHT = 0.16
 # Every first round has as many nearest passages: the scale, hence a document's
 # score, does not depend on n_similar.
 SCALE_PASSAGES = _MIN_PASSAGES
+# The standard deviation of a query's 50 nearest similarities: median 0.053 to 0.063
+# with MiniLM on the English sets, 0.011 with multilingual-e5. Scaled by e5's own,
+# a similarity 0.01 higher outweighed a word only one document has: one-word
+# queries fell from MRR@10 0.761 to 0.382.
+MIN_SPREAD = 0.05
 
 # Rows without text (documents with no content) have no passage to find.
 _PASSAGES_ONLY = f"{PASSAGE} >= 0"
@@ -393,7 +397,8 @@ class HybridEvidence:
     by_agreement: bool = False
     text_trust: float = 1.0
     # The vector side's scale: the mean similarity of the first round's
-    # SCALE_PASSAGES nearest passages, and their standard deviation.
+    # SCALE_PASSAGES nearest passages, and their standard deviation (at least
+    # MIN_SPREAD).
     similarity_mean: float = 0.0
     similarity_spread: float = 1.0
 
@@ -404,8 +409,7 @@ class HybridEvidence:
             nearest = sorted(similarities.values(), reverse=True)[:SCALE_PASSAGES]
             if nearest:
                 self.similarity_mean = statistics.fmean(nearest)
-                # A spread of 0 (one passage, identical ones) leaves it unscaled.
-                self.similarity_spread = statistics.pstdev(nearest) or 1.0
+                self.similarity_spread = max(statistics.pstdev(nearest), MIN_SPREAD)
         floor = min(similarities.values(), default=0.0)
         self.similarities.update((row, floor) for row in bm25)
         self.similarities.update(similarities)
