@@ -81,6 +81,12 @@ def dataset_files(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
+def queries_of(items: list[dict]) -> list[dict]:
+    """The items that ask a query: the others are documents only, among which the
+    queries' documents are searched (a ``null`` query)."""
+    return [item for item in items if item.get("query")]
+
+
 def doc_id(item_id: str) -> str:
     # Datashare's document ids are content hashes, not file names.
     return hashlib.sha256(item_id.encode()).hexdigest()
@@ -231,9 +237,10 @@ async def measure_set(
     """The runs of every mode on one set, product and naive; prints their figures."""
     project = f"bench-quality-{uuid.uuid4().hex[:8]}"
     runs = []
+    documents, items = items, queries_of(items)
     try:
         started = time.perf_counter()
-        await index_documents(es, project, items)
+        await index_documents(es, project, documents)
         with tempfile.TemporaryDirectory() as tmp:
             config = MLWorkerConfig(es_address=es_url, vector_db_uri=tmp)
             vector_db = store.connect(tmp)
@@ -256,7 +263,9 @@ async def measure_set(
                 seconds = time.perf_counter() - started
                 runs.append(Run(PRODUCT, mode, scoring.value, ranks, seconds))
             started = time.perf_counter()
-            naive = naive_table(vector_db, items, plan.model, config.embed_batch_size)
+            naive = naive_table(
+                vector_db, documents, plan.model, config.embed_batch_size
+            )
             print(
                 f"{name}: naive table of {naive.count_rows()} whole documents"
                 f" in {time.perf_counter() - started:.1f}s"
@@ -326,7 +335,7 @@ async def run(
         for dataset in datasets:
             items = load_dataset(dataset, limit)
             runs = await measure_set(es, es_url, items, dataset.stem, model, compare)
-            lines.extend(summary(dataset.stem, items, runs))
+            lines.extend(summary(dataset.stem, queries_of(items), runs))
             figures[dataset.stem] = {
                 (r.mode.value if r.system == PRODUCT else f"naive_{r.mode.value}"): (
                     statistics.mean(r.ranks)
@@ -345,8 +354,9 @@ def main() -> None:
         "--dataset",
         type=Path,
         action="append",
-        help="JSONL known-item set, lines {id, query, content[, language, kind]}, or a"
-        " folder of them; repeatable (default: $ML_WORKER_QUALITY_DATASET)",
+        help="JSONL known-item set, lines {id, query, content[, language, kind]} (a"
+        " null query: a document only), or a folder of them; repeatable (default:"
+        " $ML_WORKER_QUALITY_DATASET)",
     )
     parser.add_argument(
         "--es-url", help="Elasticsearch to use (default: an emulator started here)"

@@ -122,3 +122,28 @@ def test_kept_items_are_long_unique_capped_and_sampled_the_same_way(monkeypatch)
     assert kept == debian.kept(reversed(items))
     assert len(kept) == 3
     assert all(i.id.startswith("d") and i.content == "a b c" for i in kept)
+
+
+def test_one_word_queries_name_a_word_no_other_document_has():
+    from bench.datasets.lone_words import EVERY, lone_word_items
+
+    items = [
+        {
+            "id": f"d{i}",
+            "query": "q",
+            "content": f"shared words everywhere uniq{chr(97 + i)}xyz",
+        }
+        for i in range(2 * EVERY)
+    ]
+    # A second query of the first document (another kind): one document, once.
+    items.insert(1, {**items[0], "query": "other", "kind": "cross-lingual"})
+
+    lone = lone_word_items(items)
+
+    # Every document once; every tenth asks for the word only it has.
+    assert [i["id"] for i in lone] == [f"d{i}" for i in range(2 * EVERY)]
+    assert [(i["id"], i["query"]) for i in lone if i["query"]] == [
+        ("d0", "uniqaxyz"),
+        (f"d{EVERY}", f"uniq{chr(97 + EVERY)}xyz"),
+    ]
+    assert all("kind" not in i for i in lone)
