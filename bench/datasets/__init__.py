@@ -10,4 +10,7 @@ the sample is drawn with a fixed seed.
     uv run python -m bench.datasets.python_modules --out DIR
     uv run python -m bench.datasets.python_sections --out DIR
     uv run python -m bench.datasets.info_nodes --out DIR
+    uv run python -m bench.datasets.debian_descriptions OUT.jsonl   # 6 languages
+
+``lone_words`` derives one-word queries from any of these sets.
 """
