@@ -96,7 +96,7 @@ def test_vector_width_read_from_the_files_is_the_models():
     model = embedding.load_model(ENGLISH_MODEL, "cpu", "float32")
 
     assert model_files.model_files(ENGLISH_MODEL).ndims == 384
-    assert model.get_sentence_embedding_dimension() == 384
+    assert model.get_embedding_dimension() == 384
 
 
 @pytest.fixture
