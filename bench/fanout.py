@@ -187,7 +187,7 @@ async def child(args: dict) -> dict:
         async with task_client_from(config) as task_client:
             rss_before = _status_kib("VmRSS") / 1024
             start = time.monotonic()
-            task_ids = await create_vectorization_tasks(
+            result = await create_vectorization_tasks(
                 args["project"],
                 batch_size=args["batch_size"],
                 config=config,
@@ -198,6 +198,8 @@ async def child(args: dict) -> dict:
             seconds = time.monotonic() - start
     finally:
         await es.close()
+    # A checkout from before the summary object returned the ids alone.
+    task_ids = result["tasks"] if isinstance(result, dict) else result
     return {
         "tasks": len(task_ids),
         "seconds": seconds,

@@ -241,7 +241,7 @@ async def vectorize(client: ICIJTaskClient, project: str, batch_size: int) -> li
     args = {"project": project, "batch_size": batch_size}
     group = task_group(CREATE_VECTORIZATION_TASKS)
     task_id = await client.create_task(CREATE_VECTORIZATION_TASKS, args, group=group)
-    return await wait_done(client, task_id)
+    return (await wait_done(client, task_id))["tasks"]
 
 
 def cli_search_ms(url: str, vhost: str, texts: list[str]) -> list[float]:

@@ -264,9 +264,8 @@ async def _vectorize(
         group=task_group(CREATE_VECTORIZATION_TASKS),
     )
     (parent,) = await wait_done(client, [parent_id])
-    children = await wait_done(
-        client, await client.get_task_result(parent_id), memory=memory
-    )
+    summary = await client.get_task_result(parent_id)
+    children = await wait_done(client, summary["tasks"], memory=memory)
     written = sum([await client.get_task_result(c.id) for c in children])
     if written != n_docs:
         raise RuntimeError(f"{written} documents vectorized, not {n_docs}")

@@ -87,7 +87,7 @@ async def _load(url: str, n_docs: int, queries: list[str]) -> None:
             group=task_group(CREATE_VECTORIZATION_TASKS),
         )
         await wait_done(client, [parent])
-        batches = await client.get_task_result(parent)
+        batches = (await client.get_task_result(parent))["tasks"]
         await wait_done(client, batches)
         written = sum([await client.get_task_result(b) for b in batches])
         if written != n_docs:

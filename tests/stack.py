@@ -9,7 +9,7 @@ from pathlib import Path
 from icij_worker import TaskState
 
 from ml_worker.cli.follow import wait_for_task
-from ml_worker.constants import task_group
+from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker.task_client import TaskClient
 from ml_worker_dev.local_stack import task_stack, worker_pool
 
@@ -50,6 +50,14 @@ async def run_task(client: TaskClient, name: str, args: dict):
     task_id = await client.create_task(name, args, group=task_group(name))
     await wait_done(client, [task_id])
     return await client.get_task_result(task_id)
+
+
+async def fan_out(client: TaskClient, project: str, **args) -> list[str]:
+    """The batch task ids of a create_vectorization_tasks run, once it is done."""
+    summary = await run_task(
+        client, CREATE_VECTORIZATION_TASKS, {"project": project, **args}
+    )
+    return summary["tasks"]
 
 
 async def run_failing_task(client: TaskClient, name: str, args: dict) -> str:

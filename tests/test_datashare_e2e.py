@@ -61,7 +61,7 @@ async def test_a_project_vectorized_from_datashare(
                 )
             async with ICIJTaskClient(url) as service:
                 await wait_done(service, [parent])
-                children = await service.get_task_result(parent)
+                children = (await service.get_task_result(parent))["tasks"]
                 await wait_done(service, children)
 
     assert datashare.tasks[parent]["args"]["user"]  # Datashare's argument, accepted

@@ -35,7 +35,7 @@ from ml_worker_dev.local_stack import (
     worker_pool,
 )
 from tests.corpus import filler
-from tests.stack import run_task, wait_ended, wait_state
+from tests.stack import fan_out, wait_ended, wait_state
 from tests.tables import assert_table_exact, seed
 
 TEST_TIMEOUT_S = 420
@@ -246,9 +246,7 @@ async def _seed_slow_batches(es, project: str) -> None:
 
 async def _start_run(es, client, project: str) -> list[str]:
     await _seed_slow_batches(es, project)
-    return await run_task(
-        client, "create_vectorization_tasks", {"project": project, "batch_size": 2}
-    )
+    return await fan_out(client, project, batch_size=2)
 
 
 async def _assert_run_exact(service, es, client, project, children) -> None:
@@ -415,7 +413,7 @@ async def test_a_signal_stops_the_pool_mid_batch(service, es, client, project, s
             try:
                 parent = await _submitted_task(log, cli)
                 await wait_ended(client, [parent])
-                batches = await client.get_task_result(parent)
+                batches = (await client.get_task_result(parent))["tasks"]
                 await wait_state(client, batches, TaskState.RUNNING, at_least=1)
 
                 started = time.monotonic()

@@ -37,6 +37,7 @@ from ml_worker_dev.local_stack import (
 from tests.corpus import filler
 from tests.faults import TcpProxy
 from tests.stack import (
+    fan_out,
     run_failing_task,
     run_task,
     wait_done,
@@ -111,9 +112,7 @@ async def _assert_table_exact(stack, es, project):
 
 
 async def _vectorize(client, project, **args) -> tuple[list[str], int]:
-    children = await run_task(
-        client, "create_vectorization_tasks", {"project": project, **args}
-    )
+    children = await fan_out(client, project, **args)
     await wait_done(client, children)
     written = sum([await client.get_task_result(c) for c in children])
     return children, written
@@ -178,7 +177,7 @@ async def test_elasticsearch_outage_mid_run(stack, es, client, project):
     os.killpg(frozen.pid, signal.SIGSTOP)
     try:
         # Run here rather than as a task, which the broker might hand to pool "b".
-        children = await create_vectorization_tasks(
+        summary = await create_vectorization_tasks(
             project,
             batch_size=2,
             config=MLWorkerConfig(**stack.config),
@@ -186,6 +185,7 @@ async def test_elasticsearch_outage_mid_run(stack, es, client, project):
             task_client=client,
             vector_db=store.connect(stack.config["vector_db_uri"]),
         )
+        children = summary["tasks"]
         await wait_state(client, children, TaskState.DONE, at_least=1)
         stack.proxy.stop()
     finally:
@@ -208,9 +208,7 @@ async def _seed_long_docs(es, project) -> None:
 async def _start_a_run_of_slow_batches(es, client, project) -> list[str]:
     """A run's batch tasks, once the first is done and the others pending."""
     await _seed_long_docs(es, project)
-    children = await run_task(
-        client, "create_vectorization_tasks", {"project": project, "batch_size": 2}
-    )
+    children = await fan_out(client, project, batch_size=2)
     await wait_done(client, children[:1])
     return children
 
@@ -277,9 +275,7 @@ async def test_unknown_model_leaves_no_table(stack, es, client, project):
 
 async def test_empty_index_creates_no_task(stack, es, client, project):
     await create_project_index(es, project)
-    assert (
-        await run_task(client, "create_vectorization_tasks", {"project": project}) == []
-    )
+    assert await fan_out(client, project) == []
 
 
 async def test_odd_contents_are_vectorized_exactly(stack, es, client, project):
@@ -385,9 +381,7 @@ async def test_a_worker_killed_mid_batch(stack, es, client, project):
     rng = random.Random(3)
     long_docs = {f"doc-{i:04d}": filler(rng, 400) for i in range(0, 40, 2)}
     await seed(es, project, 48, special=long_docs)
-    children = await run_task(
-        client, "create_vectorization_tasks", {"project": project, "batch_size": 2}
-    )
+    children = await fan_out(client, project, batch_size=2)
     # Pool "a" has two workers: with three batches running, one runs in pool "b".
     await wait_state(client, children, TaskState.RUNNING, at_least=3)
     victim = stack.pools[1]

@@ -178,7 +178,7 @@ async def _fan_out(
         for _ in range(runs)
     ]
     await wait_done(client, parents)
-    return [c for p in parents for c in await client.get_task_result(p)]
+    return [c for p in parents for c in (await client.get_task_result(p))["tasks"]]
 
 
 async def test_hosts_write_one_table_every_batch_twice(cluster, es, client, project):

@@ -14,7 +14,7 @@ from contextlib import ExitStack
 import pytest
 
 from ml_worker.cli.follow import search_project
-from ml_worker.constants import CREATE_VECTORIZATION_TASKS, WorkerKind
+from ml_worker.constants import WorkerKind
 from ml_worker.task_client import ICIJTaskClient
 from ml_worker_dev.datashare_index import (
     bulk_index,
@@ -27,7 +27,7 @@ from ml_worker_dev.local_stack import (
     worker_pool,
 )
 from tests.corpus import datashare_corpus
-from tests.stack import run_task, wait_done
+from tests.stack import fan_out, wait_done
 
 pytestmark = pytest.mark.e2e
 
@@ -96,13 +96,8 @@ async def test_a_search_is_answered_before_the_backlog_drains(
         async with ICIJTaskClient(url) as client:
             # The searched project's batch first, then the backlog's, all queued
             # before any vectorizing worker runs: its one worker takes them in order.
-            name = CREATE_VECTORIZATION_TASKS
-            (batch,) = await run_task(
-                client, name, {"project": searched, "batch_size": 20}
-            )
-            backlog_ids = await run_task(
-                client, name, {"project": backlog, "batch_size": 1}
-            )
+            (batch,) = await fan_out(client, searched, batch_size=20)
+            backlog_ids = await fan_out(client, backlog, batch_size=1)
             assert len(backlog_ids) == BACKLOG
             pool, log = start(WorkerKind.VECTORIZE)
             # First thing on the way out: what is left is dropped, not drained.
