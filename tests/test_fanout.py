@@ -169,11 +169,27 @@ async def test_cancelling_stops_creating_batches(
     es, es_url, project, seeded, datashare_client, datashare, vector_db
 ):
     config = MLWorkerConfig(es_address=es_url)
+    third = asyncio.Event()
+
+    async def hold_at_the_third_batch(_: float) -> None:
+        # Polling for the third batch raced the fan-out, which once created all
+        # 23 before the test looked: it is held there until cancelled.
+        if len(_batches(datashare, project)) == 3:
+            third.set()
+            await asyncio.Event().wait()
+
     fan_out = asyncio.create_task(
-        _fan_out(project, config, es, datashare_client, vector_db, batch_size=1)
+        _fan_out(
+            project,
+            config,
+            es,
+            datashare_client,
+            vector_db,
+            batch_size=1,
+            progress=hold_at_the_third_batch,
+        )
     )
-    while len(_batches(datashare, project)) < 3:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(third.wait(), timeout=60)
     fan_out.cancel()
     with pytest.raises(asyncio.CancelledError):
         await fan_out
