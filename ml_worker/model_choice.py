@@ -50,7 +50,7 @@ def choose_model(
     english = languages.get(ENGLISH, 0)
     if not total:
         return ModelChoice("english", "no documents to tell the languages by")
-    mix = language_mix(languages)
+    mix = described_mix(languages)
     if english >= ENGLISH_SHARE * total:
         return ModelChoice("english", f"auto: {mix}")
     return ModelChoice("multilingual", f"auto: {mix}")
@@ -64,7 +64,7 @@ def alias(model: str) -> str:
     return model
 
 
-def language_mix(languages: Mapping[str, int]) -> str:
+def described_mix(languages: Mapping[str, int]) -> str:
     """Document shares by language, largest first: ``62% FRENCH, 30% ENGLISH, 8%
     other``."""
     total = sum(languages.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ml_worker.constants import ENGLISH_MODEL, MULTILINGUAL_MODEL
-from ml_worker.model_choice import alias, choose_model, language_mix
+from ml_worker.model_choice import alias, choose_model, described_mix
 
 
 @pytest.mark.parametrize(
@@ -57,4 +57,4 @@ def test_aliases_name_packaged_models_by_their_short_name():
 
 
 def test_shares_never_round_to_all_or_nothing():
-    assert language_mix({"ENGLISH": 999, "FRENCH": 1}) == ">99% ENGLISH, <1% FRENCH"
+    assert described_mix({"ENGLISH": 999, "FRENCH": 1}) == ">99% ENGLISH, <1% FRENCH"
