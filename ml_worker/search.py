@@ -55,9 +55,9 @@ AGREEMENT_TOP = 10
 # MIN_SPREAD. The score is DOCUMENT_VECTOR_WEIGHT of the standardized vector side (a
 # few units wide) plus the rest of the text side (0 to 1). Chosen on five known-item
 # sets and three sets of one-word queries together (docs/retrieval.md).
-FIRST_PASSAGE_VECTOR_SHARE = 0.4
+FIRST_PASSAGE_VECTOR_SHARE = 0.6
 FIRST_PASSAGE_TEXT_SHARE = 0.2
-DOCUMENT_VECTOR_WEIGHT = 0.16
+DOCUMENT_VECTOR_WEIGHT = 0.13
 # Every first round has as many nearest passages: the scale, hence a document's
 # score, does not depend on n_similar.
 SCALE_PASSAGES = _MIN_PASSAGES
@@ -258,7 +258,7 @@ class _Search:
             ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
             if evidence is not None:
                 assert similarities is not None and bm25 is not None
-                evidence.add(similarities, bm25, best_bm25)
+                evidence.add(similarities, bm25, best_bm25, self.limit)
                 hits = self._hybrid_documents(ranked, read, evidence, vector)
             else:
                 hits = self._documents(ranked, read)
@@ -390,6 +390,13 @@ class HybridEvidence:
     # candidate the farthest of its round's nearest passages, the most it can have.
     similarities: dict[int, float] = field(default_factory=dict)
     text: dict[int, float] = field(default_factory=dict)  # BM25 / the query's best
+    # The most a candidate row's text score can be when its round's full-text
+    # search did not return it: the lowest the round returned, if the list was
+    # full, else 0. Counted as 0, a passage the vector search found but BM25 did
+    # not seemed not to have the query's words at all: stdlib's known items fell
+    # from MRR@10 0.596 to 0.589, the multilingual set's from 0.874 to 0.865
+    # (docs/retrieval.md).
+    text_floor: dict[int, float] = field(default_factory=dict)
     first: dict[str, float] = field(default_factory=dict)  # by document
     # For a model whose vectors match across languages, BM25's side is scaled by
     # how far its first round agrees with the vectors' (_agreement, as in _fused):
@@ -403,7 +410,8 @@ class HybridEvidence:
     similarity_mean: float = 0.0
     similarity_spread: float = 1.0
 
-    def add(self, similarities, bm25, best_bm25: float) -> None:
+    def add(self, similarities, bm25, best_bm25: float, limit: int) -> None:
+        """A round's candidates: ``limit`` is the length of its full lists."""
         if not self.similarities:  # the first round
             if self.by_agreement:
                 self.text_trust = _agreement(similarities, bm25)
@@ -414,7 +422,13 @@ class HybridEvidence:
         floor = min(similarities.values(), default=0.0)
         self.similarities.update((row, floor) for row in bm25)
         self.similarities.update(similarities)
-        self.text.update((row, score / best_bm25) for row, score in bm25.items())
+        text = {row: score / best_bm25 for row, score in bm25.items()}
+        # A full list left out rows scoring up to its lowest; a shorter one, none.
+        text_floor = min(text.values()) if len(text) >= limit else 0.0
+        self.text_floor.update(
+            (row, text_floor) for row in similarities.keys() | text.keys()
+        )
+        self.text.update(text)
 
     def vector_side(self, similarity: float) -> float:
         """A document's vector side (a similarity), standardized."""
@@ -437,14 +451,17 @@ def hybrid_document_scores(
     documents: other documents' many passages give many chances of a near miss,
     while a document's beginning says what it is about. So each side mixes the
     first passage's score (FIRST_PASSAGE_*_SHARE) with the best passage's. A BM25
-    the full-text search did not return counts 0.
+    the full-text search did not return counts as the most it can be (the
+    evidence's ``text_floor``), as a similarity the vector search did not return.
     """
     best_sim: dict[str, float] = {}
     best_text: dict[str, float] = {}
     first_text: dict[str, float] = {}
+    text_floor: dict[str, float] = {}  # a document's rows are all of one round
     for row, (doc, passage) in keys.items():
         best_sim[doc] = max(best_sim.get(doc, -1.0), evidence.similarities[row])
-        text = evidence.text.get(row, 0.0)
+        text_floor[doc] = evidence.text_floor.get(row, 0.0)
+        text = evidence.text.get(row, text_floor[doc])
         best_text[doc] = max(best_text.get(doc, 0.0), text)
         if passage == 0:
             first_text[doc] = text
@@ -452,7 +469,7 @@ def hybrid_document_scores(
     return {
         doc: evidence.score(
             a * evidence.first.get(doc, best) + (1 - a) * best,
-            b * first_text.get(doc, 0.0) + (1 - b) * best_text[doc],
+            b * first_text.get(doc, text_floor[doc]) + (1 - b) * best_text[doc],
         )
         for doc, best in best_sim.items()
     }

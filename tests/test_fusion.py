@@ -69,7 +69,7 @@ def test_document_scores_weigh_full_text_as_far_as_the_rankings_agree(by_agreeme
     chance = {100: 5.0, 101: 5.0}
     keys = {row: (f"doc-{row}", 0) for row in [*nearest, *chance]}
     evidence = search.HybridEvidence(by_agreement=by_agreement)
-    evidence.add(nearest, chance, best_bm25=5.0)
+    evidence.add(nearest, chance, best_bm25=5.0, limit=50)
 
     scores = search.hybrid_document_scores(keys, evidence)
 

@@ -316,7 +316,10 @@ def test_a_hybrid_document_score_weighs_its_first_passage_and_its_best_one():
     keys = {1: ("intro", 0), 2: ("intro", 1), 4: ("deep", 3)}
     evidence = HybridEvidence(first={"intro": 0.7, "deep": 0.3})
     evidence.add(
-        similarities={1: 0.7, 4: 0.8, 2: 0.5}, bm25={1: 2.0, 4: 4.0}, best_bm25=4.0
+        similarities={1: 0.7, 4: 0.8, 2: 0.5},
+        bm25={1: 2.0, 4: 4.0},
+        best_bm25=4.0,
+        limit=50,
     )
 
     scores = hybrid_document_scores(keys, evidence)
@@ -341,7 +344,7 @@ def test_a_hybrid_document_score_weighs_its_first_passage_and_its_best_one():
 def test_a_full_text_candidate_has_at_most_its_rounds_farthest_similarity():
     keys = {1: ("near", 0), 2: ("near", 1), 3: ("text-only", 2)}
     evidence = HybridEvidence(first={"near": 0.9, "text-only": 0.2})
-    evidence.add(similarities={1: 0.9, 2: 0.6}, bm25={3: 1.0}, best_bm25=1.0)
+    evidence.add(similarities={1: 0.9, 2: 0.6}, bm25={3: 1.0}, best_bm25=1.0, limit=50)
 
     scores = hybrid_document_scores(keys, evidence)
 
@@ -349,7 +352,27 @@ def test_a_full_text_candidate_has_at_most_its_rounds_farthest_similarity():
     assert scores["text-only"] == pytest.approx(
         evidence.score(a * 0.2 + (1 - a) * 0.6, 1 - b)
     )
+    # The full-text list was short: it held every row with a word of the query.
     assert scores["near"] == pytest.approx(evidence.score(0.9, 0.0))
+
+
+def test_a_vector_candidate_has_at_most_its_rounds_lowest_bm25():
+    # Lists of 2 rows are full: a row the full-text search left out may have the
+    # query's words, at most as often as its lowest row. Rows of a next round,
+    # whose list is short, have none of them.
+    keys = {1: ("near", 0), 2: ("a", 0), 3: ("b", 0), 4: ("later", 1)}
+    evidence = HybridEvidence(first={"later": 0.5})
+    evidence.add(
+        similarities={1: 0.9, 2: 0.6}, bm25={2: 4.0, 3: 2.0}, best_bm25=4.0, limit=2
+    )
+    evidence.add(similarities={4: 0.5, 5: 0.4}, bm25={}, best_bm25=4.0, limit=2)
+
+    scores = hybrid_document_scores(keys, evidence)
+
+    assert evidence.text_floor[1] == evidence.text[3] == 0.5
+    assert scores["near"] == pytest.approx(evidence.score(0.9, 0.5))
+    a = FIRST_PASSAGE_VECTOR_SHARE
+    assert scores["later"] == pytest.approx(evidence.score(a * 0.5 + (1 - a) * 0.5, 0))
 
 
 def _evidence(spread: float) -> tuple[dict, HybridEvidence]:
@@ -359,7 +382,7 @@ def _evidence(spread: float) -> tuple[dict, HybridEvidence]:
     bm25 = {row: 1.0 + row % 7 for row in range(60)}
     evidence = HybridEvidence()
     step = spread * (12 / (50**2 - 1)) ** 0.5  # 50 even steps: sd = 14.4 steps
-    evidence.add({r: 0.8 - r * step for r in range(60)}, bm25, best_bm25=7.0)
+    evidence.add({r: 0.8 - r * step for r in range(60)}, bm25, best_bm25=7.0, limit=50)
     return keys, evidence
 
 
