@@ -17,93 +17,31 @@ import time
 from contextlib import contextmanager
 from urllib.parse import urlparse
 
-import numpy as np
 import pytest
 
-from ml_worker import documents, store, tasks, upkeep
-from ml_worker.app import app
-from ml_worker.clients import task_client_from
+from ml_worker import store, tasks, upkeep, vectorization
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import ENGLISH_MODEL
-from ml_worker.documents import Document
+from ml_worker.engines import engine_for
+from ml_worker.icij.app import app
 from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,
     document_source,
 )
-from tests.corpus import filler
 from tests.faults import ConditionalWritesIgnored
+from tests.tables import (
+    assert_holds,
+    document,
+    document_versions,
+    stand_in_batches,
+)
 
 pytestmark = pytest.mark.scale
 
 N_DOCS = 96
 BATCH_DOCS = 8
 SPAWN = multiprocessing.get_context("spawn")
-
-
-def _document(doc_id: str, content: str) -> Document:
-    """The document Elasticsearch would give for this content (hash included)."""
-    return documents._to_document({"_id": doc_id, "_source": {"content": content}})
-
-
-def _version(seed: int, n_docs: int = N_DOCS) -> list[Document]:
-    """One version of every document: lengths from none to several passages."""
-    rng = random.Random(seed)
-    return [
-        _document(
-            f"doc-{i:03d}", "" if i % 17 == 0 else filler(rng, rng.randint(1, 40))
-        )
-        for i in range(n_docs)
-    ]
-
-
-def _rows(table, docs: list[Document]) -> list[dict]:
-    """The rows the product writes for these documents, with stand-in vectors:
-    writers then need no model, and the test no time embedding."""
-    embedder = store.table_embedder(table)
-    rows = [
-        tasks._passage_row(doc, passage)
-        for doc in docs
-        for passage in tasks.passages_of(doc.content, embedder)
-    ]
-    rng = np.random.default_rng(len(rows))
-    vectors = rng.standard_normal((len(rows), 384)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return [
-        {**row, store.VECTOR: v.tolist()} for row, v in zip(rows, vectors, strict=False)
-    ]
-
-
-def _batches(table, docs: list[Document]) -> list[tuple[list[str], list[dict]]]:
-    return [
-        (
-            [d.id for d in docs[i : i + BATCH_DOCS]],
-            _rows(table, docs[i : i + BATCH_DOCS]),
-        )
-        for i in range(0, len(docs), BATCH_DOCS)
-    ]
-
-
-def _assert_exact(table, docs: list[Document]) -> None:
-    """Each document has exactly the passages of its version, each once."""
-    table.checkout_latest()
-    rows = (
-        table.search()
-        .select(["doc_id", "passage", "start", "end", "content_hash"])
-        .limit(None)
-        .to_list()
-    )
-    passages = [(r["doc_id"], r["passage"], r["start"], r["end"]) for r in rows]
-    assert len(passages) == len(set(passages)), "duplicate passages"
-    embedder = store.table_embedder(table)
-    expected = {
-        (d.id, p.index, p.start, p.end)
-        for d in docs
-        for p in tasks.passages_of(d.content, embedder)
-    }
-    assert set(passages) == expected
-    hashes = store.stored_hashes(table, [d.id for d in docs])
-    assert hashes == {d.id: {d.content_hash} for d in docs}
 
 
 @pytest.fixture
@@ -135,10 +73,10 @@ def _write(uri: str, options: dict, project: str, phases: list[list], sync) -> N
 def test_four_writers_each_batch_twice(s3_db, s3_table, project):
     uri, options = s3_db
     # Every document written, then every document changed.
-    versions = [_version(1), _version(2)]
+    versions = [document_versions(1, N_DOCS), document_versions(2, N_DOCS)]
     plans = [[], [], [], []]
     for docs in versions:
-        batches = _batches(s3_table, docs)
+        batches = stand_in_batches(s3_table, docs, BATCH_DOCS)
         half = len(batches) // 2
         # Writers 0 and 1 write the same batches at the same time; writers 2 and 3
         # the others, in opposite orders: one after the other, crossing midway.
@@ -151,7 +89,7 @@ def test_four_writers_each_batch_twice(s3_db, s3_table, project):
         for docs in versions:
             sync.wait()  # the writers start
             sync.wait()  # the writers are done
-            _assert_exact(s3_table, docs)
+            assert_holds(s3_table, docs)
 
 
 @contextmanager
@@ -185,18 +123,18 @@ def test_writers_of_the_same_batches_at_once_on_an_indexed_table(
     its scalar index (lance-format/lance#9238): the writes count their keys after
     committing and leave one row each."""
     uri, options = s3_db
-    seed = [_document("doc-seed", "A first document, so that the table has indices.")]
-    for doc_ids, rows in _batches(s3_table, seed):
+    seed = [document("doc-seed", "A first document, so that the table has indices.")]
+    for doc_ids, rows in stand_in_batches(s3_table, seed, BATCH_DOCS):
         store.replace_documents(s3_table, doc_ids, rows)
     upkeep.ensure_indices(s3_table)
     assert {i.name for i in s3_table.list_indices()} >= {"passage_id_idx", "doc_id_idx"}
-    docs = _version(3, n_docs=48)
-    batches = _batches(s3_table, docs)
+    docs = document_versions(3, 48)
+    batches = stand_in_batches(s3_table, docs, BATCH_DOCS)
     plans = [[batches] for _ in range(4)]  # every writer, every batch, at once
     with _writers(uri, options, project, plans) as sync:
         sync.wait()
         sync.wait()
-        _assert_exact(s3_table, seed + docs)
+        assert_holds(s3_table, seed + docs)
 
 
 def _killed_writer(uri, options, project, batches, between_commits, started) -> None:
@@ -221,11 +159,13 @@ def test_a_writer_killed_mid_write_then_the_batch_again(
     s3_db, s3_table, project, between_commits
 ):
     uri, options = s3_db
-    old, new = _version(1, 24), _version(2, 24)
-    for doc_ids, rows in _batches(s3_table, old):
+    old, new = document_versions(1, 24), document_versions(2, 24)
+    for doc_ids, rows in stand_in_batches(s3_table, old, BATCH_DOCS):
         store.replace_documents(s3_table, doc_ids, rows)
     started = SPAWN.Event()
-    batches = _batches(s3_table, new) + _batches(s3_table, old)
+    batches = stand_in_batches(s3_table, new, BATCH_DOCS) + stand_in_batches(
+        s3_table, old, BATCH_DOCS
+    )
     writer = SPAWN.Process(
         target=_killed_writer,
         args=(uri, options, project, batches, between_commits, started),
@@ -250,10 +190,11 @@ def test_a_writer_killed_mid_write_then_the_batch_again(
 
     # The batch again, as a redelivered task writes it (its model, its check).
     for i in range(0, len(new), BATCH_DOCS):
-        changed = tasks._changed_documents(table, new[i : i + BATCH_DOCS])
-        tasks._write_passages(table, changed)
+        vectorization.write_documents(
+            table, new[i : i + BATCH_DOCS], max_chars=10**6, requested=BATCH_DOCS
+        )
 
-    _assert_exact(table, new)
+    assert_holds(table, new)
 
 
 async def test_a_store_ignoring_conditional_writes_is_refused(
@@ -274,12 +215,12 @@ async def test_a_store_ignoring_conditional_writes_is_refused(
     vector_db = store.connect_from(config)
     try:
         with pytest.raises(store.UnsafeObjectStore, match=r"s3\+ddb://") as error:
-            await tasks.create_vectorization_tasks(
+            await tasks.prepare_vectorization(
                 project,
                 config=config,
                 es_client=es,
-                task_client=task_client_from(config),
                 vector_db=vector_db,
+                engine=engine_for(config),
             )
         assert f"s3://{s3_bucket}/vectors" in str(error.value)
         assert _objects(s3, s3_bucket) == []

@@ -1,22 +1,31 @@
+import subprocess
+import sys
 import threading
 
 import pyarrow as pa
 import pytest
 
-from ml_worker import app as app_module
 from ml_worker import store
 from ml_worker.constants import ENGLISH_MODEL
+from ml_worker.exceptions import OUTAGES
+from ml_worker.store import migration
 
 
 @pytest.mark.parametrize("project", ["../x", "/abs/path", "a/b", "", ".hidden", "a b"])
-def test_table_name_refuses_paths_and_odd_names(project):
+def test_a_project_id_that_cannot_name_a_table_is_refused(project, vector_db):
     with pytest.raises(store.InvalidProject, match="invalid project"):
-        store.table_name(project)
+        store.check_project_name(project)
+    with pytest.raises(store.InvalidProject, match="invalid project"):
+        store.open_table(vector_db, project)
 
 
 @pytest.mark.parametrize("project", ["local-datashare", "p_1", "ABC-2"])
-def test_table_name_accepts_project_ids(project):
-    assert store.table_name(project) == project
+def test_a_project_id_names_its_table(project, vector_db):
+    store.check_project_name(project)
+    store.open_or_create_table(
+        vector_db, project, model=ENGLISH_MODEL, embed_batch_size=8
+    )
+    assert store.project_tables(vector_db) == [project]
 
 
 def test_table_stores_the_model_id_not_a_path(vector_db):
@@ -59,28 +68,31 @@ def test_model_mismatch_is_refused(vector_db):
         store.open_or_create_table(vector_db, "p", model="other", embed_batch_size=8)
 
 
+def _rows(doc_id: str, n: int) -> list[dict]:
+    """The rows of a document of ``n`` passages, as a worker writes them."""
+    return [
+        {
+            "doc_id": doc_id,
+            "root_id": doc_id,
+            "passage": i,
+            "start": i,
+            "end": i + 1,
+            "content": f"passage {i}",
+            "path": None,
+            "title": None,
+            "content_type": None,
+            "language": None,
+            "tags": [],
+        }
+        for i in range(n)
+    ]
+
+
 def test_replace_documents_is_idempotent_and_drops_stale_passages(vector_db):
     table = store.open_or_create_table(
         vector_db, "p", model=ENGLISH_MODEL, embed_batch_size=8
     )
-
-    def rows(doc_id, n):
-        return [
-            {
-                "doc_id": doc_id,
-                "root_id": doc_id,
-                "passage": i,
-                "start": i,
-                "end": i + 1,
-                "content": f"passage {i}",
-                "path": None,
-                "title": None,
-                "content_type": None,
-                "language": None,
-                "tags": [],
-            }
-            for i in range(n)
-        ]
+    rows = _rows
 
     store.replace_documents(table, ["d1", "d2"], rows("d1", 3) + rows("d2", 2))
     store.replace_documents(table, ["d1", "d2"], rows("d1", 3) + rows("d2", 2))
@@ -92,8 +104,64 @@ def test_replace_documents_is_idempotent_and_drops_stale_passages(vector_db):
     assert table.count_rows() == 1
 
 
+def _with_twins(table, doc_id: str, n: int) -> dict[str, list[int]]:
+    """The document written, then its passages added once more, as two writers
+    that both looked the keys up in the index leave them; each key's row ids."""
+    store.replace_documents(table, [doc_id], _rows(doc_id, n))
+    written = table.search().where(f"doc_id = '{doc_id}'").limit(None).to_list()
+    table.add(pa.Table.from_pylist(written, schema=table.schema))
+    return _row_ids(table)
+
+
+def _row_ids(table) -> dict[str, list[int]]:
+    rows = table.search().select([store.PASSAGE_ID]).with_row_id(True).limit(None)
+    ids: dict[str, list[int]] = {}
+    for row in rows.to_list():
+        ids.setdefault(row[store.PASSAGE_ID], []).append(row["_rowid"])
+    return ids
+
+
+def test_passages_written_twice_at_once_keep_their_first_row(vector_db):
+    table = store.open_or_create_table(
+        vector_db, "p", model=ENGLISH_MODEL, embed_batch_size=8
+    )
+    twins = _with_twins(table, "d1", 3)
+    assert {len(ids) for ids in twins.values()} == {2}
+
+    store.replace_documents(table, ["d1"], _rows("d1", 3))  # the later writer's
+    # Every writer keeps the same copy, the first: none removes the last one.
+    assert _row_ids(table) == {key: [min(ids)] for key, ids in twins.items()}
+
+
+def test_a_passage_whose_every_copy_was_deleted_is_written_again(vector_db):
+    table = store.open_or_create_table(
+        vector_db, "p", model=ENGLISH_MODEL, embed_batch_size=8
+    )
+    _with_twins(table, "d1", 3)
+    delete = table.delete
+    deletes = []
+
+    def with_another_writers_delete(where):
+        # Another writer, that saw the rows after a compaction had moved them,
+        # deleted the copies this one keeps.
+        delete(where)
+        if not deletes:
+            delete("doc_id = 'd1'")
+        deletes.append(where)
+
+    table.delete = with_another_writers_delete
+    store.replace_documents(table, ["d1"], _rows("d1", 3))
+    assert deletes, "the twins were not repaired"
+    assert sorted(_row_ids(table)) == [
+        store.passage_id("d1", None, i) for i in range(3)
+    ]
+    assert table.count_rows() == 3
+
+
 def test_search_on_a_project_never_vectorized(vector_db):
-    with pytest.raises(store.ProjectNotVectorized, match="create_vectorization_tasks"):
+    with pytest.raises(
+        store.ProjectNotVectorized, match="no vectors yet: vectorize it first"
+    ):
         store.open_table(vector_db, "never")
 
 
@@ -217,7 +285,7 @@ def test_a_table_of_an_earlier_version_gets_its_passage_key(vector_db):
     assert len(tables) == 4
     table = store.open_table(vector_db, "p")
     assert not table.schema.field(store.PASSAGE_ID).nullable
-    assert store._next_key_step(table) is None  # declared the primary key too
+    assert migration.pending_step(table) is None  # declared the primary key too
     rows = table.search().limit(None).to_list()
     assert sorted(r[store.PASSAGE_ID] for r in rows) == sorted(
         store.passage_id(r["doc_id"], r["content_hash"], r["passage"]) for r in rows
@@ -244,53 +312,38 @@ def test_a_table_of_an_earlier_version_gets_its_passage_key(vector_db):
     assert table.count_rows() == 5
 
 
-def test_storage_options_are_handed_to_boto3_as_lancedb_reads_them():
-    args = store._boto3_client_args(
-        {
-            "AWS_ENDPOINT": "http://minio:9000",
-            "region": "eu-west-3",
-            "access_key_id": "id",
-            "aws_secret_access_key": "secret",
-            "token": "session",
-            "allow_http": "true",
-            "virtual_hosted_style_request": "true",
-        }
+def test_a_local_database_is_never_probed(tmp_path):
+    # The probe is boto3's: a process that writes and drops a local table without
+    # importing it sent no probe (the test process itself has boto3 imported).
+    script = f"""
+import sys
+from ml_worker import store
+from ml_worker.store import migration
+db = store.connect({str(tmp_path / "vectors")!r})
+table = store.open_or_create_table(db, "p", model={ENGLISH_MODEL!r}, embed_batch_size=8)
+store.writable_table(db, "p")
+store.drop_table(db, "p")
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore")))
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
-    config = args.pop("config")
-    assert args == {
-        "endpoint_url": "http://minio:9000",
-        "region_name": "eu-west-3",
-        "aws_access_key_id": "id",
-        "aws_secret_access_key": "secret",
-        "aws_session_token": "session",
-    }
-    assert config.s3 == {"addressing_style": "virtual"}
-    assert store._boto3_client_args({})["config"].s3 == {"addressing_style": "path"}
+    assert run.stdout.strip() == "[]"
 
 
-def test_a_local_database_is_never_probed(vector_db, monkeypatch):
-    import boto3
-
-    monkeypatch.setattr(boto3, "client", None)  # any probe would fail
-    store.open_or_create_table(vector_db, "p", model=ENGLISH_MODEL, embed_batch_size=8)
-    store.drop_table(vector_db, "p")
-
-
-def test_a_write_that_keeps_losing_commits_is_a_retryable_error(vector_db, monkeypatch):
+def test_a_change_that_keeps_losing_commits_is_a_retryable_error(vector_db):
     table = store.open_or_create_table(
         vector_db, "busy", model=ENGLISH_MODEL, embed_batch_size=8
     )
     attempts = []
 
-    def losing(*_):
+    def losing():
         attempts.append(1)
         raise RuntimeError(
             "lance error: Too many concurrent writers. Attempted 5 times"
         )
 
-    monkeypatch.setattr(store, "_replace", losing)
-    monkeypatch.setattr(store.time, "sleep", lambda _: None)
     with pytest.raises(store.TableBusy, match="other writers kept committing first"):
-        store.replace_documents(table, ["d"], [])
-    assert len(attempts) == store._WRITE_ATTEMPTS
-    assert store.TableBusy in app_module.OUTAGES  # the worker retries the task
+        store.retrying_commits(table, losing, attempts=2)
+    assert len(attempts) == 2
+    assert store.TableBusy in OUTAGES  # the worker retries the task
