@@ -1,8 +1,14 @@
-"""Hybrid fusion of the vector and full-text candidates (search._fused)."""
+"""Hybrid fusion of the vector and full-text candidates (scoring.fused_scores)."""
 
 import pytest
 
-from ml_worker import search
+from ml_worker.search import (
+    HybridEvidence,
+    agreement,
+    fused_scores,
+    hybrid_document_scores,
+)
+from ml_worker.search.scoring import VECTOR_WEIGHT
 
 SIMILARITIES = {1: 0.9, 2: 0.8, 3: 0.7}
 BM25 = {3: 6.0, 4: 3.0}
@@ -14,19 +20,19 @@ def _order(scores: dict[int, float]) -> list[int]:
 
 @pytest.mark.parametrize("by_agreement", [False, True])
 def test_no_full_text_match_leaves_the_vector_order(by_agreement):
-    fused = search._fused(SIMILARITIES, {}, 1.0, by_agreement)
+    fused = fused_scores(SIMILARITIES, {}, 1.0, by_agreement)
     assert _order(fused) == [1, 2, 3]
 
 
 @pytest.mark.parametrize("by_agreement", [False, True])
 def test_no_vector_candidate_leaves_the_full_text_order(by_agreement):
-    fused = search._fused({}, BM25, 6.0, by_agreement)
+    fused = fused_scores({}, BM25, 6.0, by_agreement)
     assert _order(fused) == [3, 4]
 
 
 def test_full_text_matches_weigh_in_by_default():
     # Row 3, the full-text search's best, overtakes the nearest rows.
-    assert _order(search._fused(SIMILARITIES, BM25, 6.0))[0] == 3
+    assert _order(fused_scores(SIMILARITIES, BM25, 6.0))[0] == 3
 
 
 def test_full_text_matches_the_vectors_disagree_with_weigh_nothing():
@@ -34,30 +40,30 @@ def test_full_text_matches_the_vectors_disagree_with_weigh_nothing():
     # that the vector search does not rank.
     nearest = {row: 0.9 - row / 100 for row in range(10)}
     chance = {100: 5.0, 101: 5.0}
-    fused = search._fused(nearest, chance, 5.0, by_agreement=True)
+    fused = fused_scores(nearest, chance, 5.0, by_agreement=True)
 
     assert _order(fused)[:10] == list(range(10))
-    assert fused[100] == pytest.approx(search.VECTOR_WEIGHT * min(nearest.values()))
+    assert fused[100] == pytest.approx(VECTOR_WEIGHT * min(nearest.values()))
 
 
 def test_full_text_weighs_in_as_far_as_the_rankings_agree():
     nearest = {row: 0.9 - row / 100 for row in range(10)}
     agreeing = {row: 10.0 - row for row in range(5)} | {100: 1.0}
-    half = search._agreement(nearest, agreeing)
+    half = agreement(nearest, agreeing)
 
     assert half == 0.5
-    fused = search._fused(nearest, agreeing, 10.0, by_agreement=True)
-    text_part = fused[0] - search.VECTOR_WEIGHT * nearest[0]
-    assert text_part == pytest.approx((1 - search.VECTOR_WEIGHT) * half)
+    fused = fused_scores(nearest, agreeing, 10.0, by_agreement=True)
+    text_part = fused[0] - VECTOR_WEIGHT * nearest[0]
+    assert text_part == pytest.approx((1 - VECTOR_WEIGHT) * half)
 
 
 def test_a_lone_keyword_weighs_in_though_the_vectors_disagree():
     # One passage has the query's rare word; the vectors rank it nowhere.
     nearest = {row: 0.9 - row / 100 for row in range(10)}
     lone = {100: 8.0, 101: 1.0}
-    fused = search._fused(nearest, lone, 8.0, by_agreement=True)
+    fused = fused_scores(nearest, lone, 8.0, by_agreement=True)
 
-    assert search._agreement(nearest, lone) == pytest.approx(1 - 1.0 / 8.0)
+    assert agreement(nearest, lone) == pytest.approx(1 - 1.0 / 8.0)
     assert _order(fused)[0] == 100
 
 
@@ -68,10 +74,10 @@ def test_document_scores_weigh_full_text_as_far_as_the_rankings_agree(by_agreeme
     nearest = {row: 0.9 - row / 100 for row in range(10)}
     chance = {100: 5.0, 101: 5.0}
     keys = {row: (f"doc-{row}", 0) for row in [*nearest, *chance]}
-    evidence = search.HybridEvidence(by_agreement=by_agreement)
+    evidence = HybridEvidence(by_agreement=by_agreement)
     evidence.add(nearest, chance, best_bm25=5.0, limit=50)
 
-    scores = search.hybrid_document_scores(keys, evidence)
+    scores = hybrid_document_scores(keys, evidence)
 
     best_chance = max(scores["doc-100"], scores["doc-101"])
     if by_agreement:  # BM25 weighs nothing: the vector order stands

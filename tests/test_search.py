@@ -10,16 +10,13 @@ import pyarrow as pa
 import pytest
 
 from ml_worker import store, tasks, upkeep
-from ml_worker.clients import es_client
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import ENGLISH_MODEL
 from ml_worker.documents import document_id_pages
+from ml_worker.es_client import es_client
 from ml_worker.exceptions import InvalidInput
+from ml_worker.invoke import task_arguments
 from ml_worker.search import (
-    DOCUMENT_VECTOR_WEIGHT,
-    FIRST_PASSAGE_TEXT_SHARE,
-    FIRST_PASSAGE_VECTOR_SHARE,
-    MIN_SPREAD,
     Filters,
     HybridEvidence,
     Scoring,
@@ -29,6 +26,12 @@ from ml_worker.search import (
     nearest_passages,
     passages_limit,
     search_queries,
+)
+from ml_worker.search.scoring import (
+    DOCUMENT_VECTOR_WEIGHT,
+    FIRST_PASSAGE_TEXT_SHARE,
+    FIRST_PASSAGE_VECTOR_SHARE,
+    MIN_SPREAD,
 )
 from ml_worker_dev.datashare_index import (
     bulk_index,
@@ -110,10 +113,10 @@ async def corpus(es_url, tmp_path_factory):
         )
         pages = document_id_pages(es, project, page_size=100)
         ids = [i async for page in pages for i in page]
-        written = await tasks.vectorize_docs(
+        counts = await tasks.vectorize_docs(
             ids, project, config=config, es_client=es, vector_db=vector_db
         )
-        assert written == len(docs)
+        assert counts["new"] == len(docs)
         yield project, vector_db, {i: s for i, (s, _) in docs.items()}
     finally:
         await es.indices.delete(index=project, ignore_unavailable=True)
@@ -122,8 +125,10 @@ async def corpus(es_url, tmp_path_factory):
 
 async def _search(corpus, queries=(QUERY,), **kwargs) -> list[list[dict]]:
     project, vector_db, _ = corpus
+    # Its arguments checked and converted as every engine does.
+    args = {"project": project, "queries": list(queries), **kwargs}
     return await tasks.find_most_similar(
-        project, list(queries), vector_db=vector_db, **kwargs
+        **task_arguments(tasks.find_most_similar, args), vector_db=vector_db
     )
 
 
@@ -147,6 +152,9 @@ async def test_hits_are_documents_with_their_best_passage(corpus, mode):
         "title",
         "content_type",
         "language",
+        "raw_score",
+        # The snippet passage's evidence, in hybrid mode.
+        *(("similarity", "bm25") if mode == "hybrid" else ()),
     }
     content = sources["long"]["content"]
     assert content[hit["snippet_start"] : hit["snippet_end"]] == hit["snippet"]
@@ -157,6 +165,7 @@ async def test_hits_are_documents_with_their_best_passage(corpus, mode):
     assert (hit["content_type"], hit["language"]) == ("text/plain", "ENGLISH")
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)
+    assert all(0 <= s <= 1 for s in scores)
 
 
 async def test_a_keyword_in_a_single_passage_leads_a_hybrid_search(corpus):
@@ -503,15 +512,16 @@ async def test_the_task_ranks_by_the_scoring_it_is_given(corpus):
         assert [h["score"] for h in hits] == sorted(
             (h["score"] for h in hits), reverse=True
         )
-    best_scores = {h["doc_id"]: h["score"] for h in best}
+    # Compared on the ranking's own scale: a sum of a document's passages'.
+    best_scores = {h["doc_id"]: h["raw_score"] for h in best}
     # A weighted sum adds a document's next passages to its best one.
     assert all(
-        h["score"] >= best_scores[h["doc_id"]] - 1e-6
+        h["raw_score"] >= best_scores[h["doc_id"]] - 1e-6
         for h in weighted
         if h["doc_id"] in best_scores
     )
     assert weighted[0]["doc_id"] == "long"
-    assert weighted[0]["score"] > best_scores["long"] + 1e-6
+    assert weighted[0]["raw_score"] > best_scores["long"] + 1e-6
 
 
 BAD_ARGS = [
@@ -533,9 +543,9 @@ BAD_ARGS = [
 
 @pytest.mark.parametrize(("args", "message"), BAD_ARGS)
 async def test_bad_arguments_are_clear_errors(vector_db, args, message):
-    args = {"queries": [QUERY], **args}
+    args = {"project": "p", "queries": [QUERY], **args}
     with pytest.raises(InvalidInput, match=f"invalid {message}"):
-        await tasks.find_most_similar("p", vector_db=vector_db, **args)
+        task_arguments(tasks.find_most_similar, args)
 
 
 # A manual of near-identical pages (one page repeated), whose passages all rank first.
