@@ -83,4 +83,4 @@ embedding.process_query_encoder('sentence-transformers/all-MiniLM-L6-v2')"
 
 VOLUME /data/vectors
 
-CMD ["icij-worker", "workers", "start", "ml_worker.app.app", "-n", "1", "-g", "PYTHON"]
+CMD ["icij-worker", "workers", "start", "ml_worker.icij.app.app", "-n", "1", "-g", "PYTHON"]

@@ -6,14 +6,14 @@ Elasticsearch-API server (``ML_WORKER_ES_ADDRESS``, or the in-memory emulator
 started here), and the project's vector table as a re-run finds it: one row per
 document, plus rows of 1 % more documents that are gone from the index (vectors
 left out: the fan-out reads doc_ids only). Then ``create_vectorization_tasks`` runs
-in a fresh process, creating its batch tasks through icij-worker's HTTP task
-service (PostgreSQL storage, a temporary RabbitMQ vhost, no workers: the tasks just
-queue). Reported for each run: the process's peak RSS (VmHWM, its imports,
-connections and model included), its RSS before the fan-out, the seconds the
-fan-out took and the tasks it created per second.
+in a fresh process: its first step (``prepare_vectorization``: the count, the model,
+the deletion of the gone documents' rows) and the fan-out loop
+(``fanout.run_fan_out``) with batches that are done as soon as started, so that
+what is measured is the fan-out itself. Reported for each run: the process's peak
+RSS (VmHWM, its imports, connections and model included), its RSS before the
+fan-out, the seconds the fan-out took and the batches it ran per second.
 
-The task service creates about 50 tasks a second on 2 busy cores, so the default
-batch is 640 documents (3,125 tasks at 2 M documents). Each page of ids is a search
+The default batch is 640 documents (3,125 batches at 2 M documents). Each page of ids is a search
 over the whole index, which the emulator answers in time proportional to the index,
 hence pages of 100,000 (``--page-size``; the bench index's ``max_result_window`` is
 raised to match). The emulator holds 3.5 to 4 KiB of RSS a document and is capped at
@@ -53,18 +53,15 @@ import pyarrow as pa
 from elasticsearch.helpers import async_bulk
 
 from ml_worker import store
-from ml_worker.clients import es_client
 from ml_worker.constants import ENGLISH_MODEL
+from ml_worker.es_client import es_client
 from ml_worker_dev.datashare_index import (
     MAPPING,
     document_source,
     named_entity_source,
 )
 from ml_worker_dev.local_stack import (
-    Postgres,
-    RabbitMQ,
     es_emulator,
-    task_stack,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,39 +166,61 @@ def run_child(code: Path, args: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+class _InstantBatches:
+    """Batches that are done as soon as started: what is measured is the fan-out
+    itself (its id pages, its window, its memory), not a worker."""
+
+    def __init__(self, es, project: str):
+        self._es, self._project = es, project
+
+    async def id_page(self, after: str | None, size: int) -> list[str]:
+        from ml_worker import documents
+
+        return await documents.document_id_page(
+            self._es, self._project, page_size=size, after=after
+        )
+
+    async def run_batch(self, docs: list[str]):
+        from ml_worker.fanout import BatchCounts
+
+        return BatchCounts(documents=len(docs), unchanged=len(docs))
+
+    async def progress(self, done: int, total: int) -> None:
+        return None
+
+
 async def child(args: dict) -> dict:
-    from ml_worker.clients import es_client_from, task_client_from
     from ml_worker.config import MLWorkerConfig
-    from ml_worker.tasks import create_vectorization_tasks
+    from ml_worker.engines import engine_for
+    from ml_worker.es_client import es_client_from
+    from ml_worker.fanout import run_fan_out
+    from ml_worker.tasks import prepare_vectorization
 
     config = MLWorkerConfig(
         es_address=args["es_url"],
         es_timeout_s=600,
         es_page_size=args["page_size"],
-        task_service_url=args["task_service_url"],
         vector_db_uri=args["vectors"],
     )
     es = es_client_from(config)
     vector_db = store.connect_from(config)
     try:
-        async with task_client_from(config) as task_client:
-            rss_before = _status_kib("VmRSS") / 1024
-            start = time.monotonic()
-            result = await create_vectorization_tasks(
-                args["project"],
-                batch_size=args["batch_size"],
-                config=config,
-                es_client=es,
-                task_client=task_client,
-                vector_db=vector_db,
-            )
-            seconds = time.monotonic() - start
+        rss_before = _status_kib("VmRSS") / 1024
+        start = time.monotonic()
+        state = await prepare_vectorization(
+            args["project"],
+            batch_size=args["batch_size"],
+            config=config,
+            es_client=es,
+            vector_db=vector_db,
+            engine=engine_for(config),
+        )
+        await run_fan_out(state, _InstantBatches(es, args["project"]))
+        seconds = time.monotonic() - start
     finally:
         await es.close()
-    # A checkout from before the summary object returned the ids alone.
-    task_ids = result["tasks"] if isinstance(result, dict) else result
     return {
-        "tasks": len(task_ids),
+        "tasks": state.summary.batches,
         "seconds": seconds,
         "rss_before_mib": rss_before,
         "rss_mib": _status_kib("VmHWM") / 1024,
@@ -242,24 +261,14 @@ def main() -> None:
     if args.child:
         print(json.dumps(asyncio.run(child(json.loads(args.child)))))
         return
-    rabbitmq, postgres = RabbitMQ(), Postgres()
-    rabbitmq.check()
-    postgres.check()
-    print(
-        "task API: icij-worker's HTTP task service (PostgreSQL storage, RabbitMQ);"
-        f" batch size {args.batch_size}, page size {args.page_size}",
-        flush=True,
-    )
+    print(f"batch size {args.batch_size}, page size {args.page_size}", flush=True)
     peaks = {}
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         es_url = os.environ.get("ML_WORKER_ES_ADDRESS") or stack.enter_context(
             es_emulator(memory_limit_bytes=int(args.es_memory_gib * 2**30))
         )
-        _, service_url, settings = stack.enter_context(
-            task_stack(workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url)
-        )
-        vectors = settings["vector_db_uri"]
+        vectors = str(workdir / "vectors")
         for n_docs in sorted(args.sizes):
             project = f"bench-fanout-{n_docs}-{os.getpid()}"
             start = time.monotonic()
@@ -272,7 +281,6 @@ def main() -> None:
             child_args = {
                 "project": project,
                 "es_url": es_url,
-                "task_service_url": service_url,
                 "vectors": vectors,
                 "batch_size": args.batch_size,
                 "page_size": args.page_size,

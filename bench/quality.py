@@ -52,10 +52,12 @@ from lancedb.rerankers import RRFReranker
 from lancedb.table import Table
 
 from ml_worker import documents, store, tasks
-from ml_worker.clients import es_client
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import AUTO_MODEL
 from ml_worker.embedding import embedder
+from ml_worker.engines import engine_for
+from ml_worker.es_client import es_client
+from ml_worker.fanout import FanOutState
 from ml_worker.search import Scoring, SearchMode
 from ml_worker_dev import datashare_index
 from ml_worker_dev.local_stack import es_emulator
@@ -111,11 +113,17 @@ async def index_documents(es, project: str, items: list[dict]) -> None:
 
 async def vectorize(
     es, vector_db, config: MLWorkerConfig, project: str, model: str
-) -> tasks.VectorizationPlan:
+) -> FanOutState:
     """Vectorizes the project as create_vectorization_tasks would, its batches
-    run here one after another; returns its plan, which names the model."""
+    run here one after another; returns its starting point, which names the
+    model."""
     plan = await tasks.prepare_vectorization(
-        project, model=model, config=config, es_client=es, vector_db=vector_db
+        project,
+        model=model,
+        config=config,
+        es_client=es,
+        vector_db=vector_db,
+        engine=engine_for(config),
     )
     pages = documents.document_id_pages(es, project, page_size=VECTORIZE_BATCH)
     async for ids in pages:
@@ -252,7 +260,7 @@ async def measure_set(
             print(
                 f"{name}: {plan.total} documents, {table.count_rows()} passages"
                 f" indexed and vectorized in {time.perf_counter() - started:.1f}s;"
-                f" model {plan.model} ({plan.model_choice})"
+                f" model {plan.summary.model} ({plan.summary.model_choice})"
             )
             product = [(mode, Scoring.BEST_PASSAGE) for mode in SearchMode]
             if compare_scoring:
@@ -264,7 +272,7 @@ async def measure_set(
                 runs.append(Run(PRODUCT, mode, scoring.value, ranks, seconds))
             started = time.perf_counter()
             naive = naive_table(
-                vector_db, documents, plan.model, config.embed_batch_size
+                vector_db, documents, plan.summary.model, config.embed_batch_size
             )
             print(
                 f"{name}: naive table of {naive.count_rows()} whole documents"

@@ -2,7 +2,7 @@
 
 Each set is indexed and vectorized once, as bench.quality does (its model chosen
 from its languages, as the workers do); then every point of
-a grid of ``ml_worker.search``'s document scoring settings (FIRST_PASSAGE_VECTOR_SHARE,
+a grid of ``ml_worker.search.scoring``'s document scoring settings (FIRST_PASSAGE_VECTOR_SHARE,
 FIRST_PASSAGE_TEXT_SHARE, DOCUMENT_VECTOR_WEIGHT) ranks every set's queries through
 the product's own search. Settings are chosen on all sets together: the point whose
 lowest gain over the naive hybrid baseline (bench.quality's, computed here once per
@@ -29,9 +29,10 @@ from pathlib import Path
 
 from bench import quality
 from ml_worker import search, store
-from ml_worker.clients import es_client
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import AUTO_MODEL
+from ml_worker.es_client import es_client
+from ml_worker.search import scoring
 from ml_worker_dev.local_stack import es_emulator
 
 # Around the kept point (0.6, 0.2, 0.13; docs/retrieval.md).
@@ -102,9 +103,9 @@ def main() -> None:
         for share, text_share, weight in itertools.product(
             VECTOR_SHARES, TEXT_SHARES, WEIGHTS
         ):
-            search.FIRST_PASSAGE_VECTOR_SHARE = share
-            search.FIRST_PASSAGE_TEXT_SHARE = text_share
-            search.DOCUMENT_VECTOR_WEIGHT = weight
+            scoring.FIRST_PASSAGE_VECTOR_SHARE = share
+            scoring.FIRST_PASSAGE_TEXT_SHARE = text_share
+            scoring.DOCUMENT_VECTOR_WEIGHT = weight
             mrr = {n: hybrid_mrr(i, t, vectors[n]) for n, (i, t, _) in sets.items()}
             gains = [mrr[n] - naive for n, (_, _, naive) in sets.items()]
             point = (

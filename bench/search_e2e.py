@@ -57,13 +57,13 @@ import numpy as np
 from icij_worker import Task, TaskState
 
 from ml_worker.cli.follow import search_project, wait_for_task
-from ml_worker.clients import es_client
 from ml_worker.constants import (
     CREATE_VECTORIZATION_TASKS,
     WorkerKind,
     task_group,
 )
-from ml_worker.task_client import ICIJTaskClient
+from ml_worker.es_client import es_client
+from ml_worker.icij.task_client import ICIJTaskClient
 from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,

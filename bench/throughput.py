@@ -48,11 +48,11 @@ from icij_worker import Task, TaskState
 
 from ml_worker import embedding
 from ml_worker.cli.follow import wait_for_task
-from ml_worker.clients import es_client
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
-from ml_worker.task_client import ICIJTaskClient
-from ml_worker.tasks import passages_of
+from ml_worker.es_client import es_client
+from ml_worker.icij.task_client import ICIJTaskClient
+from ml_worker.vectorization import passages_of
 from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,

@@ -2,7 +2,7 @@
 
 The workers are real worker processes, started as production starts them: one pool
 (``ml-worker workers start -n 1``: one vectorizing, one search and one fan-out
-worker), each worker ``python -m icij_worker workers start ml_worker.app.app -n 1 -g
+worker), each worker ``python -m icij_worker workers start ml_worker.icij.app.app -n 1 -g
 GROUP``, fed through RabbitMQ (a temporary vhost) by icij-worker's HTTP task service
 (PostgreSQL storage). The project's documents are in the Elasticsearch-API emulator,
 its table in a local LanceDB directory.
@@ -49,7 +49,7 @@ from ml_worker.constants import (
     WorkerKind,
     task_group,
 )
-from ml_worker.task_client import ICIJTaskClient
+from ml_worker.icij.task_client import ICIJTaskClient
 from ml_worker_dev.local_stack import (
     Postgres,
     RabbitMQ,

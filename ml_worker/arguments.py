@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -30,7 +30,7 @@ from pydantic_core import PydanticCustomError
 from ml_worker.exceptions import InvalidArguments
 
 # Handed to the tasks by the worker process, never taken from a task's arguments.
-INJECTED = frozenset({"config", "es_client", "task_client", "vector_db", "progress"})
+INJECTED = frozenset({"config", "es_client", "vector_db", "engine", "progress"})
 # Shown of a wrong value in an error: enough to recognise it.
 _SHOWN_CHARS = 80
 
@@ -60,26 +60,6 @@ Queries = Annotated[
 ]
 # A value, or a list of values.
 Strings = Annotated[list[str] | str | None, WrapValidator(_one_or_many)]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def checked(
-    fn: Callable[P, Coroutine[Any, Any, R]],
-) -> Callable[P, Coroutine[Any, Any, R]]:
-    """``fn``, its task arguments validated before it runs: converted as their
-    annotations say (``"hybrid"`` to ``SearchMode.HYBRID``), or InvalidArguments.
-    Its dependencies pass as they are."""
-    names = list(inspect.signature(fn).parameters)
-
-    @functools.wraps(fn)
-    async def task(*args: P.args, **kwargs: P.kwargs) -> R:
-        given = {**dict(zip(names, args, strict=False)), **kwargs}
-        task_args = {k: v for k, v in given.items() if k not in INJECTED}
-        return await fn(**{**given, **validated(fn, task_args)})  # type: ignore[call-arg]
-
-    return task
 
 
 def validated(fn: Callable[..., Any], args: dict[str, Any]) -> dict[str, Any]:

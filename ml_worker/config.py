@@ -26,7 +26,7 @@ VECTOR_DB_INDEX_CACHE_MB = 1024
 VECTOR_DB_METADATA_CACHE_MB = 256
 
 
-class Engine(StrEnum):
+class EngineName(StrEnum):
     """What carries the tasks to the workers."""
 
     ICIJ = "icij"  # icij-worker over RabbitMQ: Datashare before 20
@@ -75,8 +75,8 @@ class MLWorkerConfig(BaseSettings):
         " default)",
     )
 
-    engine: Engine = Field(
-        default=Engine.ICIJ,
+    engine: EngineName = Field(
+        default=EngineName.ICIJ,
         description="Task engine: `icij` (icij-worker over RabbitMQ, Datashare before"
         " 20) or `temporal` (a Temporal server, Datashare 20 and later)",
     )
@@ -164,7 +164,14 @@ class MLWorkerConfig(BaseSettings):
         "model's to a cosine of 0.998",
     )
     vectorize_batch_size: PositiveInt = Field(
-        default=64, description="Documents per vectorize_docs task"
+        default=64, description="Documents per vectorize_docs batch"
+    )
+    batches_in_flight: PositiveInt | None = Field(
+        default=None,
+        description="Batches of one vectorization queued or running at once; unset:"
+        " one more than the vectorizing workers taking batches when the run starts"
+        " (8 when the engine does not tell). Another project's batches queue beside"
+        " this many rather than behind all of a large project's",
     )
     max_content_chars: PositiveInt = Field(
         default=2_000_000,

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import enum
 
-# The icij-worker app the workers run and the task service routes with.
-APP_PATH = "ml_worker.app.app"
-
 PING = "ping"
 CREATE_VECTORIZATION_TASKS = "create_vectorization_tasks"
 VECTORIZE_DOCS = "vectorize_docs"
 FIND_MOST_SIMILAR = "find_most_similar"
+FIND_SIMILAR_DOCUMENTS = "find_similar_documents"
+VECTORIZATION_STATUS = "vectorization_status"
+
+# Times a task failing for an outage (exceptions.OUTAGES) is tried again, by every
+# engine; any other error fails it at once.
+MAX_RETRIES = 3
 
 # Short names of the models that ship in installed packages (no model hub needed),
 # by the stable id a project's table stores. `english`: sentence-transformers'
@@ -58,8 +61,11 @@ _GROUPS = {
 TASK_KINDS = {
     PING: WorkerKind.SEARCH,
     CREATE_VECTORIZATION_TASKS: WorkerKind.FANOUT,
+    # Quick, and asked while fan-out workers may all be busy following runs.
+    VECTORIZATION_STATUS: WorkerKind.SEARCH,
     VECTORIZE_DOCS: WorkerKind.VECTORIZE,
     FIND_MOST_SIMILAR: WorkerKind.SEARCH,
+    FIND_SIMILAR_DOCUMENTS: WorkerKind.SEARCH,
 }
 
 
@@ -76,28 +82,16 @@ class Scoring(enum.StrEnum):
     WEIGHTED_SUM = "weighted_sum"
 
 
-# Temporal: Datashare starts a task's workflow on the task queue named by its group,
-# and a worker of each kind polls its group's queue. Fan-outs and searches run their
-# workflows and activities on their own queues; the vectorizing workers' queue
-# (PYTHON, Datashare's Python group) also runs every workflow, as icij-worker's
-# PYTHON workers also run the other groups' tasks.
-TEMPORAL_WORKFLOWS = {
-    WorkerKind.VECTORIZE: (
-        PING,
-        CREATE_VECTORIZATION_TASKS,
-        VECTORIZE_DOCS,
-        FIND_MOST_SIMILAR,
-    ),
-    WorkerKind.SEARCH: (PING, FIND_MOST_SIMILAR),
-    WorkerKind.FANOUT: (CREATE_VECTORIZATION_TASKS,),
-}
-# The fan-out's own activities, beside the tasks'.
-PREPARE_VECTORIZATION = "prepare_vectorization"
-DOCUMENT_ID_PAGE = "document_id_page"
-# Custom search attributes a workflow's progress is kept in, as Datashare's own
-# Python workers do (Double attributes, registered in the namespace).
+# The argument naming the project Datashare's task route authorizes stopping a
+# task on (its TaskResource's stop route): clients of Datashare put it beside a
+# task's arguments, and it must be the task's own project.
+DEFAULT_PROJECT = "defaultProject"
+
+# Custom search attributes of a task's workflow on Temporal, as Datashare sets and
+# reads them: its progress (Double) and its user (Keyword).
 PROGRESS_ATTRIBUTE = "Progress"
 MAX_PROGRESS_ATTRIBUTE = "MaxProgress"
+USER_ID_ATTRIBUTE = "UserId"
 
 
 def task_group(task_name: str) -> str:

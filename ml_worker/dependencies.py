@@ -1,117 +1,79 @@
 """Connections opened once per worker process and handed to the tasks.
 
-The app's lifespan runs the setup functions in order when a worker process starts
-and the teardowns in reverse when it stops. Tasks read the connections through the
-``lifespan_*`` accessors, which fail clearly outside a set-up worker.
+``worker_dependencies`` sets them up when a worker process starts and tears them
+down when it stops, whatever the engine: each engine enters it in its own
+lifespan (``ml_worker.icij.dependencies``, ``ml_worker.temporal.worker``).
+``ml_worker.invoke`` hands them to the tasks that take them (``PROVIDERS``); the
+``lifespan_*`` accessors fail clearly outside a set-up worker.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import lancedb
 from elasticsearch import AsyncElasticsearch
 from icij_common.logging_utils import setup_loggers
-from icij_worker import AsyncApp, WorkerConfig
 
 from ml_worker import embedding, store
-from ml_worker.clients import es_client_from, task_client_from
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import FIND_MOST_SIMILAR, VECTORIZE_DOCS
+from ml_worker.engine import TaskEngine
+from ml_worker.es_client import es_client_from
 from ml_worker.exceptions import DependencyNotSetUp
-from ml_worker.task_client import TaskClient
 
 logger = logging.getLogger(__name__)
 
 _CONFIG: MLWorkerConfig | None = None
 _ES_CLIENT: AsyncElasticsearch | None = None
-_TASK_CLIENT: TaskClient | None = None
 _VECTOR_DB: lancedb.DBConnection | None = None
+_ENGINE: TaskEngine | None = None
 
 
-def load_config(
-    worker_config: WorkerConfig | None = None, config_path: Path | None = None, **_
-) -> None:
-    """From icij-worker's ``app_bootstrap_config_path``, or ``config_path`` (the
-    Temporal worker's), or the environment alone."""
-    global _CONFIG
-    path: Path | None = config_path or (
-        worker_config and worker_config.app_bootstrap_config_path
-    )
-    _CONFIG = MLWorkerConfig.from_file(path) if path else MLWorkerConfig()
+@asynccontextmanager
+async def worker_dependencies(
+    config_path: Path | None, task_names: Iterable[str]
+) -> AsyncIterator[MLWorkerConfig]:
+    """The process's settings (from ``config_path``, a JSON file, overridden by the
+    environment), loggers, models and connections, for the tasks of
+    ``task_names``; yields the settings."""
+    global _CONFIG, _ES_CLIENT, _VECTOR_DB, _ENGINE
+    config = MLWorkerConfig.from_file(config_path) if config_path else MLWorkerConfig()
+    _CONFIG = config
+    try:
+        _setup_loggers(config)
+        _setup_embedding(config, set(task_names))
+        _ES_CLIENT = es_client_from(config)
+        _VECTOR_DB = store.connect_from(config)
+        yield config
+    finally:
+        if _ES_CLIENT is not None:
+            await _ES_CLIENT.close()
+        _CONFIG, _ES_CLIENT, _VECTOR_DB, _ENGINE = None, None, None, None
 
 
-def setup_loggers_(**_) -> None:
-    config = lifespan_config()
+def _setup_loggers(config: MLWorkerConfig) -> None:
     setup_loggers(
         ["__main__", "ml_worker"], level=logging.getLevelName(config.log_level)
-    )
-    # icij-worker 0.19.5 keeps its events' timestamps as ISO strings, which
-    # serialize right but make pydantic warn at every event: two lines per task
-    # progress in the worker's log, nothing to act on.
-    warnings.filterwarnings(
-        "ignore",
-        message="Pydantic serializer warnings",
-        category=UserWarning,
-        module="icij_common.registrable",
     )
     logger.info("worker config: %s", config.model_dump_json())  # secrets stay masked
 
 
-def setup_embedding(
-    app: AsyncApp | None = None, task_names: Iterable[str] = (), **_
-) -> None:
-    config = lifespan_config()
+def _setup_embedding(config: MLWorkerConfig, task_names: set[str]) -> None:
     embedding.use_device(config.device, config.precision, config.torch_threads)
     embedding.use_query_encoder(config.query_encoder)
     # Loaded now, once per process, so the first task does not wait for them; and
-    # only where this worker's group runs the task that needs them: the model (and
-    # torch: 0.9 GiB, docs/performance.md) for document batches, the query encoder
-    # for searches.
-    runs = set(app.registry) if app is not None else set(task_names)
+    # only where this worker's tasks need them: the model (and torch: 0.9 GiB,
+    # docs/performance.md) for document batches, the query encoder for searches.
     embedding.preload(
         config.model,
-        documents=VECTORIZE_DOCS in runs,
-        queries=FIND_MOST_SIMILAR in runs,
+        documents=VECTORIZE_DOCS in task_names,
+        queries=FIND_MOST_SIMILAR in task_names,
     )
-
-
-async def setup_es_client(**_) -> None:
-    global _ES_CLIENT
-    _ES_CLIENT = es_client_from(lifespan_config())
-
-
-async def teardown_es_client(*_) -> None:
-    global _ES_CLIENT
-    if _ES_CLIENT is not None:
-        await _ES_CLIENT.close()
-    _ES_CLIENT = None
-
-
-async def setup_task_client(**_) -> None:
-    global _TASK_CLIENT
-    _TASK_CLIENT = task_client_from(lifespan_config())
-    await _TASK_CLIENT.__aenter__()
-
-
-async def teardown_task_client(exc_type=None, exc_value=None, tb=None) -> None:
-    global _TASK_CLIENT
-    if _TASK_CLIENT is not None:
-        await _TASK_CLIENT.__aexit__(exc_type, exc_value, tb)
-    _TASK_CLIENT = None
-
-
-def setup_vector_db(**_) -> None:
-    global _VECTOR_DB
-    _VECTOR_DB = store.connect_from(lifespan_config())
-
-
-def teardown_vector_db(*_) -> None:
-    global _VECTOR_DB
-    _VECTOR_DB = None
 
 
 def lifespan_config() -> MLWorkerConfig:
@@ -126,23 +88,31 @@ def lifespan_es_client() -> AsyncElasticsearch:
     return _ES_CLIENT
 
 
-def lifespan_task_client() -> TaskClient:
-    if _TASK_CLIENT is None:
-        raise DependencyNotSetUp("task client")
-    return _TASK_CLIENT
-
-
 def lifespan_vector_db() -> lancedb.DBConnection:
     if _VECTOR_DB is None:
         raise DependencyNotSetUp("vector database")
     return _VECTOR_DB
 
 
-DEPENDENCIES = [
-    ("configuration loading", load_config, None),
-    ("loggers setup", setup_loggers_, None),
-    ("embedding device", setup_embedding, None),
-    ("Elasticsearch client", setup_es_client, teardown_es_client),
-    ("task client", setup_task_client, teardown_task_client),
-    ("vector database", setup_vector_db, teardown_vector_db),
-]
+def use_engine(engine: TaskEngine) -> None:
+    """The engine this worker runs on, as the engine's lifespan knows it (with the
+    broker settings of the worker's own configuration)."""
+    global _ENGINE
+    _ENGINE = engine
+
+
+def lifespan_engine() -> TaskEngine:
+    """The engine this worker runs on: the one its engine's lifespan set, or the
+    one its settings name."""
+    from ml_worker.engines import engine_for
+
+    return _ENGINE or engine_for(lifespan_config())
+
+
+# What a task may take, by the name of its parameter (arguments.INJECTED).
+PROVIDERS: dict[str, Callable[[], Any]] = {
+    "config": lifespan_config,
+    "es_client": lifespan_es_client,
+    "vector_db": lifespan_vector_db,
+    "engine": lifespan_engine,
+}

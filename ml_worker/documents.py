@@ -27,7 +27,11 @@ from tenacity import (
     wait_exponential,
 )
 
-from ml_worker.exceptions import ElasticsearchUnavailable, UnknownProject
+from ml_worker.exceptions import (
+    ElasticsearchUnavailable,
+    InvalidProjectIndex,
+    UnknownProject,
+)
 
 _DOCUMENTS_ONLY = {"bool": {"filter": [{"term": {"type": "Document"}}]}}
 # Answers cut down to their hits' ids: no index name, score or sort values to parse.
@@ -63,6 +67,38 @@ class Document:
     tags: list[str] = field(default_factory=list)
     # Of the whole content as indexed, so that a re-run can tell what changed.
     content_hash: str = ""
+
+
+# The fields documents are told and counted by, keyword fields in Datashare's
+# mapping. In an index made without it, Elasticsearch's dynamic mapping makes them
+# text: `type: Document` then matches nothing, and counting the languages fails on
+# text fields' fielddata.
+_KEYWORD_FIELDS = ("type", "language")
+
+
+async def check_mapping(
+    es: AsyncElasticsearch, project: str, *, retry_s: float = DEFAULT_RETRY_S
+) -> None:
+    """Raise InvalidProjectIndex unless the project's index maps the fields the
+    workers read documents by as Datashare does."""
+    async for attempt in _retrying(es, retry_s):
+        with attempt, _project_index(es, project):
+            res = await es.indices.get_mapping(index=project)
+    (index,) = res.values()
+    properties = index.get("mappings", {}).get("properties", {})
+    wrong = {
+        name: properties.get(name, {}).get("type", "missing")
+        for name in _KEYWORD_FIELDS
+        if properties.get(name, {}).get("type") != "keyword"
+    }
+    if wrong:
+        found = ", ".join(f"{name} is {kind}" for name, kind in wrong.items())
+        msg = (
+            f'project "{project}": its index lacks Datashare\'s mapping ({found},'
+            f" where Datashare maps keyword): index its documents with Datashare,"
+            f" or create the index with Datashare's mapping before adding them"
+        )
+        raise InvalidProjectIndex(msg)
 
 
 async def count_documents(
@@ -180,7 +216,7 @@ async def fetch_documents(
                 size=len(ids),
                 _source_includes=_SOURCE_FIELDS,
             )
-    by_id = {hit["_id"]: _to_document(hit) for hit in res["hits"]["hits"]}
+    by_id = {hit["_id"]: document_from_hit(hit) for hit in res["hits"]["hits"]}
     return [by_id[i] for i in ids if i in by_id]
 
 
@@ -246,7 +282,8 @@ def _address(es: AsyncElasticsearch) -> str:
     return f"{host.get('scheme', 'http')}://{host.get('host')}:{host.get('port')}"
 
 
-def _to_document(hit: dict) -> Document:
+def document_from_hit(hit: dict) -> Document:
+    """The document of an Elasticsearch hit (its ``_id`` and ``_source``)."""
     source = hit.get("_source", {})
     tags = source.get("tags") or []
     content = source.get("content") or ""

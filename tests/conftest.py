@@ -7,13 +7,15 @@ endpoint at ``ML_WORKER_TEST_S3_URL`` when set (AWS S3, MinIO...: its key pair i
 ``ML_WORKER_TEST_S3_ACCESS_KEY_ID`` and ``ML_WORKER_TEST_S3_SECRET_ACCESS_KEY``, its
 region in ``ML_WORKER_TEST_S3_REGION``), otherwise moto's server of its API.
 Temporal: the server at ``ML_WORKER_TEST_TEMPORAL_ADDRESS`` when set (its namespace
-``datashare-default`` with the Double search attributes Progress and MaxProgress),
-otherwise the Temporal CLI's development server.
+``datashare-default`` with the search attributes Datashare starts tasks with:
+Progress and MaxProgress, Double, and UserId, Keyword), otherwise the Temporal
+CLI's development server.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,9 +30,9 @@ import pytest
 from elasticsearch import AsyncElasticsearch
 
 from ml_worker import store
-from ml_worker.clients import es_client
 from ml_worker.config import MLWorkerConfig
-from ml_worker.task_client import DatashareTaskClient
+from ml_worker.datashare_api import DatashareTaskClient
+from ml_worker.es_client import es_client
 from ml_worker_dev.local_stack import (
     Postgres,
     RabbitMQ,
@@ -258,3 +260,23 @@ def session_workers(session_stack, rabbitmq) -> SessionStack:
         wait=True,
     ):
         yield session_stack
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_nothing(request, monkeypatch):
+    """A test marked ``unit`` fails if it starts a process or loads a model: the
+    unit tier stays a matter of seconds (``pytest -m unit``)."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refused(what: str):
+        def refuse(*_, **__):
+            raise AssertionError(f"a unit test {what}: mark it for a service tier")
+
+        return refuse
+
+    from ml_worker import embedding
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refused("starts a process"))
+    monkeypatch.setattr(embedding, "load_model", refused("loads a model"))
+    monkeypatch.setattr(embedding, "loaded_e5", refused("loads a model"))

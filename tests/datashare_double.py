@@ -1,47 +1,83 @@
 """A contract double of Datashare's task API, for tests.
 
-Datashare (a Java server) cannot run here, so this HTTP server answers as Datashare's
-``TaskResource`` (prefix ``/api/task``) and its authentication filters are documented
-to, and nothing more:
+Datashare (a Java server) cannot run here, so this HTTP server answers as Datashare
+21.18's task routes do, on what ml-worker uses, and nothing more. Written from
+ICIJ/datashare at tag 21.18.0 (paths under ``datashare-app/src/main/java/org/icij/
+datashare/`` unless said), the body rules checked with Datashare's own classes and
+mappers (Jackson 2.22):
 
-- ``PUT /api/task/{id}?group={group}`` with ``{"@type": "Task", "id", "name",
-  "args"}``: 400 when the body is not a task or its id differs from the URL's, 201
-  ``{"taskId": id}`` when created (state QUEUED, the submitting ``user`` added to the
-  arguments), 200 with no body when the task already existed;
+- ``PUT /api/task/{id}?group={group}`` (``web/TaskResource.createTask``): 400
+  ``{"message": ...}`` when the body is not a task (``"@type": "Task"``) or its id
+  differs from the URL's; 400 when an argument is not typed as Datashare's mapper
+  requires (``Task.args`` is ``@JsonTypeInfo(use = CLASS)``, datashare-tasks
+  ``asynctasks/Task.java``; datashare-api ``json/JsonObjectMapper.java``): a list
+  not wrapped as ``["java.util.ArrayList", [...]]``, an object without ``"@type"``,
+  a ``user`` that is not an ``org.icij.datashare.user.User``; 500 when it has no
+  ``state`` or ``createdAt`` (the task repository dereferences both, datashare-db
+  ``JooqTaskRepository.insertValues``); else 201 ``{"taskId": id}`` (state QUEUED),
+  or 200 with no body when the task already existed. The task's user is its
+  ``args.user``, as the body gives it (``Task.getUser``): the route adds none;
 - ``GET /api/task/{id}``: the task as Datashare serializes it (camelCase fields,
-  dates in epoch milliseconds, Jackson's ``@type`` entries), 404 when unknown;
-- ``GET /api/task/{id}/result``: the result's value, 204 while there is none; a
-  string value comes as plain text, anything else as JSON;
-- ``GET /api/task?from=&size=&name=``: ``{"items": [...], "pagination": {"count",
-  "from", "size", "total"}}``, ``name`` matching a substring, case-insensitively;
-- ``PUT /api/task/stop/{id}``: cancels the task, answers ``true`` (or ``false`` for a
-  finished task), 404 when unknown;
+  dates in epoch milliseconds, the args' values typed, their contents plain), 404
+  when unknown, 403 when its user is not the signed-in one (``tasks/TaskFinder.
+  findVisibleTaskFor``; ``User.equals`` compares ids, datashare-api
+  ``user/User.java``), a task without a user included;
+- ``GET /api/task/{id}/result`` (``TaskResource.getTaskResult``): the result's
+  value, 204 while there is none, 403 as above; a string value comes as plain text
+  (fluent-http's ``Payload`` of a String: ``text/html``), anything else as JSON;
+- ``GET /api/task?from=&size=&name=``: the signed-in user's tasks only
+  (``TaskFinder.findVisibleTasksFor``, ``JooqTaskRepository``'s ``USER_ID``
+  filter), as ``{"items": [...], "pagination": {"count", "from", "size",
+  "total"}}``, ``name`` matching a substring, case-insensitively;
+- ``PUT /api/task/stop/{id}`` (``@TaskPolicy(role = PROJECT_ADMIN, ownerRole =
+  PROJECT_MEMBER)``, ``policies/TaskPolicyAnnotation.java``): 500 for a task
+  without ``args.defaultProject``; 403 unless the signed-in user owns the task and
+  is granted that project; else cancels it and answers ``true`` (``false`` for a
+  finished task); 404 when unknown;
 - with ``api_key`` or ``session_cookie`` set, a request without the session cookie or
   ``Authorization: bearer <key>`` gets 401, and a non-GET request carrying the
   session cookie gets 403 unless its ``_ds_csrf_token`` cookie and
   ``X-DS-CSRF-TOKEN`` header match.
+
+The signed-in user is ``login``, granted the projects of ``granted``.
 
 What happens on creation is pluggable: ``on_create(task, group)`` is called with the
 stored task JSON after it is stored, so a test can forward the task to a real task
 service or change the stored task. ``fail_next(status, body)`` makes the next request
 answer with that status, as a failing server would; ``drop_next()`` makes the server
 close the next request's connection without answering.
+
+For a page hosting Datashare's frontend plugins, it also answers as Datashare's web
+server does around its task API:
+
+- ``GET /api/users/me``: the signed-in user's details as ``web/UserResource.getUser``
+  answers them (``uid``, ``name``, ``email``, ``provider``, the granted projects in
+  ``groups_by_applications.datashare``, and ``projects``);
+- ``pages``: HTML pages by exact path (``/`` for the app's page), ``files``: folders
+  served by URL prefix (``/plugins`` for ``--pluginsDir``), both without
+  authentication, as Datashare serves its page and its plugins' files;
+- ``on_read(task_id)`` is called before a task is answered (alone, its result, or in
+  the list), so a test can bring its state from a real task service first.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import mimetypes
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from http import cookies as http_cookies
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 OnCreate = Callable[[dict, "str | None"], None]
+OnRead = Callable[[str], None]
 
 _FINISHED = {"DONE", "ERROR", "CANCELLED"}
 
@@ -66,6 +102,11 @@ class DatashareDouble:
     on_create: OnCreate | None = None
     # Older Datashare versions answer the task list as a plain list.
     paginated: bool = True
+    on_read: OnRead | None = None
+    # The projects the signed-in user is granted, as its details list them.
+    granted: list[str] = field(default_factory=list)
+    pages: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
 
     tasks: dict[str, dict] = field(init=False, default_factory=dict)
     requests: list[RecordedRequest] = field(init=False, default_factory=list)
@@ -111,6 +152,10 @@ class DatashareDouble:
             result={"@type": "TaskResult", "value": value},
         )
 
+    def report(self, task_id: str, state: str, progress: float) -> None:
+        """The task's state and progress, as after a worker's progress event."""
+        self._update(task_id, state=state, progress=progress)
+
     def fail(self, task_id: str, name: str, message: str) -> None:
         """The task failed, as after a worker's error event."""
         error = {
@@ -126,19 +171,78 @@ class DatashareDouble:
         with self._lock:
             self.tasks[task_id].update(fields)
 
-    def _user(self) -> dict:
+    def user_details(self) -> dict:
+        """``GET /api/users/me``: a ``DatashareUser``'s details, plus its projects."""
         return {
-            "@type": "org.icij.datashare.session.DatashareUser",
-            "id": self.login,
+            "uid": self.login,
             "name": self.login,
             "email": None,
             "provider": "local",
-            "details": {},
+            "groups_by_applications": {"datashare": list(self.granted)},
+            "projects": [{"name": p} for p in self.granted],
         }
+
+    def _read(self, task_id: str) -> None:
+        if self.on_read is not None and task_id in self.tasks:
+            self.on_read(task_id)
+
+    def owns(self, task: dict) -> bool:
+        """Whether the signed-in user owns ``task``: its args' user has its id."""
+        user = task["args"].get("user")
+        return isinstance(user, dict) and user.get("id") == self.login
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _epoch_ms(value: int | str) -> int:
+    """A date as Jackson reads it (epoch milliseconds, or ISO 8601), in the epoch
+    milliseconds Datashare answers."""
+    if isinstance(value, int):
+        return value
+    return int(datetime.fromisoformat(value).timestamp() * 1000)
+
+
+# The classes a task's user may be given as (the route casts it to a User).
+_USER_CLASSES = {
+    "org.icij.datashare.user.User",
+    "org.icij.datashare.session.DatashareUser",
+}
+
+
+def _java_list(value: list) -> bool:
+    """A list as Jackson types it: ``["java.util.<a Collection>", [...]]`` (the
+    classes Datashare's type validator lets through for a list)."""
+    return (
+        len(value) == 2
+        and isinstance(value[0], str)
+        and value[0].startswith("java.util.")
+        and isinstance(value[1], list)
+    )
+
+
+def _untyped_argument(args: dict) -> str | None:
+    """Why Datashare's mapper refuses these args (their values must carry their
+    Java types), as Jackson says it; None when it reads them."""
+    for name, value in args.items():
+        if isinstance(value, list):
+            if not _java_list(value):
+                shown = repr(value[0]) if value else "(none)"
+                return (
+                    f"Could not resolve type id {shown} as a subtype of"
+                    f" java.lang.Object (argument {name})"
+                )
+        elif isinstance(value, dict):
+            java_class = value.get("@type")
+            if java_class is None:
+                return (
+                    "Could not resolve subtype of [simple type, class"
+                    f" java.lang.Object]: missing type id property '@type' ({name})"
+                )
+            if name == "user" and java_class not in _USER_CLASSES:
+                return f"class {java_class} cannot be cast to a User (argument user)"
+    return None
 
 
 def _handler_for(double: DatashareDouble) -> type[BaseHTTPRequestHandler]:
@@ -171,6 +275,8 @@ def _handler_for(double: DatashareDouble) -> type[BaseHTTPRequestHandler]:
             if failure is not None:
                 self._send(failure[0], failure[1], "text/plain")
                 return
+            if method == "GET" and self._serve_static(split.path):
+                return
             denied = self._check_auth(method, cookies)
             if denied is not None:
                 self._send(*denied)
@@ -201,8 +307,29 @@ def _handler_for(double: DatashareDouble) -> type[BaseHTTPRequestHandler]:
                 return 401, "", "text/plain"
             return None
 
+        def _serve_static(self, path: str) -> bool:
+            """A page or a file of a served folder; False when ``path`` is neither."""
+            if path in double.pages:
+                self._send(200, double.pages[path], "text/html;charset=UTF-8")
+                return True
+            for prefix, folder in double.files.items():
+                if not path.startswith(prefix.rstrip("/") + "/"):
+                    continue
+                root = folder.resolve()
+                file = (root / path[len(prefix) :].lstrip("/")).resolve()
+                if not file.is_relative_to(root) or not file.is_file():
+                    self._send(404, "", "text/plain")
+                    return True
+                kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+                self._send_bytes(200, file.read_bytes(), kind)
+                return True
+            return False
+
         def _route(self, method: str, path: str, query: dict, body: Any) -> None:
             parts = path.strip("/").split("/")
+            if method == "GET" and parts == ["api", "users", "me"]:
+                self._send(200, json.dumps(double.user_details()), "application/json")
+                return
             if parts[:2] != ["api", "task"]:
                 self._send(404, "", "text/plain")
             elif method == "GET" and len(parts) == 2:
@@ -225,21 +352,27 @@ def _handler_for(double: DatashareDouble) -> type[BaseHTTPRequestHandler]:
                 or body.get("id") != task_id
             ):
                 error = {
-                    "error": "body should contain a taskView, URL id should be"
+                    "message": "body should contain a taskView, URL id should be"
                     " present and equal to body id"
                 }
                 self._send(400, json.dumps(error), "application/json")
                 return
-            args = {"@type": "java.util.HashMap", **(body.get("args") or {})}
-            args["user"] = double._user()
+            args = body.get("args") or {}
+            refused = _untyped_argument(args)
+            if refused is not None:
+                self._send(400, json.dumps({"message": refused}), "application/json")
+                return
+            if body.get("state") is None or body.get("createdAt") is None:
+                self._send(500, "java.lang.NullPointerException", "text/plain")
+                return
             task = {
                 "@type": "Task",
                 "id": task_id,
                 "name": body.get("name"),
                 "state": "QUEUED",
                 "progress": 0.0,
-                "createdAt": _now_ms(),
-                "retriesLeft": 3,
+                "createdAt": _epoch_ms(body["createdAt"]),
+                "retriesLeft": body.get("retriesLeft", 0),
                 "args": args,
             }
             with double._lock:
@@ -255,17 +388,26 @@ def _handler_for(double: DatashareDouble) -> type[BaseHTTPRequestHandler]:
                     return
             self._send(201, json.dumps({"taskId": task_id}), "application/json")
 
-        def _get(self, task_id: str) -> None:
+        def _visible(self, task_id: str) -> dict | None:
+            """The task if the signed-in user may see it; else answers why not."""
+            double._read(task_id)
             task = double.tasks.get(task_id)
             if task is None:
                 self._send(404, "", "text/plain")
-                return
-            self._send(200, json.dumps(task), "application/json")
+            elif not double.owns(task):
+                self._send(403, "", "text/plain")
+            else:
+                return task
+            return None
+
+        def _get(self, task_id: str) -> None:
+            task = self._visible(task_id)
+            if task is not None:
+                self._send(200, json.dumps(task), "application/json")
 
         def _result(self, task_id: str) -> None:
-            task = double.tasks.get(task_id)
+            task = self._visible(task_id)
             if task is None:
-                self._send(404, "", "text/plain")
                 return
             result = task.get("result")
             if result is None:
@@ -279,7 +421,17 @@ def _handler_for(double: DatashareDouble) -> type[BaseHTTPRequestHandler]:
             start, size = int(query.get("from", 0)), int(query.get("size", 10))
             name = query.get("name", "").lower()
             with double._lock:
-                tasks = [t for t in double.tasks.values() if name in t["name"].lower()]
+                listed = [
+                    t for t, v in double.tasks.items() if name in v["name"].lower()
+                ]
+            for task_id in listed:
+                double._read(task_id)
+            with double._lock:
+                tasks = [
+                    t
+                    for t in double.tasks.values()
+                    if name in t["name"].lower() and double.owns(t)
+                ]
             if not double.paginated:
                 self._send(200, json.dumps(tasks), "application/json")
                 return
@@ -296,18 +448,31 @@ def _handler_for(double: DatashareDouble) -> type[BaseHTTPRequestHandler]:
             self._send(200, json.dumps(page), "application/json")
 
         def _stop(self, task_id: str) -> None:
-            with double._lock:
-                task = double.tasks.get(task_id)
-                stopped = task is not None and task["state"] not in _FINISHED
-                if stopped:
-                    task["state"] = "CANCELLED"
+            task = double.tasks.get(task_id)
             if task is None:
                 self._send(404, "", "text/plain")
                 return
+            project = task["args"].get("defaultProject")
+            if project is None:
+                error = (
+                    f"java.lang.IllegalStateException: Task {task_id} does not have"
+                    " a project id in its arguments"
+                )
+                self._send(500, error, "text/plain")
+                return
+            if not (double.owns(task) and project in double.granted):
+                self._send(403, "", "text/plain")
+                return
+            with double._lock:
+                stopped = task["state"] not in _FINISHED
+                if stopped:
+                    task["state"] = "CANCELLED"
             self._send(200, json.dumps(stopped), "application/json")
 
         def _send(self, status: int, body: str, content_type: str) -> None:
-            data = body.encode()
+            self._send_bytes(status, body.encode(), content_type)
+
+        def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
             self.send_response(status)
             if status != 204:
                 self.send_header("Content-Type", content_type)

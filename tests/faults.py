@@ -111,19 +111,23 @@ class TcpProxy:
         return action
 
 
-class ConditionalWritesIgnored:
-    """An HTTP proxy in front of an S3 server that drops the conditions of requests.
+class S3Proxy:
+    """An HTTP proxy in front of an S3 server, that records what passes.
 
-    It strips ``If-None-Match`` and ``If-Match``: through it, the server behaves as a
-    store that ignores conditional writes, as some S3-compatible servers do. (moto
-    does not check request signatures, so the changed requests still pass.)
+    ``requests`` holds the method, path and headers of each request, as the server
+    got them; the headers named in ``dropped`` (lower case) never reach it.
     """
 
-    STRIPPED = frozenset({"if-none-match", "if-match"})
-
-    def __init__(self, target_host: str, target_port: int):
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        dropped: frozenset[str] = frozenset(),
+    ):
         target = (target_host, target_port)
-        stripped = self.STRIPPED
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        requests = self.requests
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -134,6 +138,12 @@ class ConditionalWritesIgnored:
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                headers = {
+                    name: value
+                    for name, value in self.headers.items()
+                    if name.lower() not in dropped
+                }
+                requests.append((self.command, self.path, headers))
                 upstream = http.client.HTTPConnection(*target, timeout=60)
                 try:
                     upstream.putrequest(
@@ -142,9 +152,8 @@ class ConditionalWritesIgnored:
                         skip_host=True,
                         skip_accept_encoding=True,
                     )
-                    for name, value in self.headers.items():
-                        if name.lower() not in stripped:
-                            upstream.putheader(name, value)
+                    for name, value in headers.items():
+                        upstream.putheader(name, value)
                     upstream.endheaders(body)
                     response = upstream.getresponse()
                     data = response.read()
@@ -181,3 +190,17 @@ class ConditionalWritesIgnored:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+class ConditionalWritesIgnored(S3Proxy):
+    """An HTTP proxy in front of an S3 server that drops the conditions of requests.
+
+    It strips ``If-None-Match`` and ``If-Match``: through it, the server behaves as a
+    store that ignores conditional writes, as some S3-compatible servers do. (moto
+    does not check request signatures, so the changed requests still pass.)
+    """
+
+    def __init__(self, target_host: str, target_port: int):
+        super().__init__(
+            target_host, target_port, dropped=frozenset({"if-none-match", "if-match"})
+        )

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from icij_worker import TaskState
 
-from ml_worker.cli.follow import wait_for_task
-from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
-from ml_worker.task_client import TaskClient
+from ml_worker.constants import CREATE_VECTORIZATION_TASKS, VECTORIZE_DOCS, task_group
+from ml_worker.task_client import TaskClient, wait_for_task
 from ml_worker_dev.local_stack import task_stack, worker_pool
 
 TIMEOUT_S = 600
@@ -52,12 +51,23 @@ async def run_task(client: TaskClient, name: str, args: dict):
     return await client.get_task_result(task_id)
 
 
-async def fan_out(client: TaskClient, project: str, **args) -> list[str]:
-    """The batch task ids of a create_vectorization_tasks run, once it is done."""
-    summary = await run_task(
+async def fan_out(client: TaskClient, project: str, **args) -> dict:
+    """The summary of a create_vectorization_tasks run, once it is done (its
+    batches have all ended)."""
+    return await run_task(
         client, CREATE_VECTORIZATION_TASKS, {"project": project, **args}
     )
-    return summary["tasks"]
+
+
+async def batch_tasks(client: TaskClient, project: str) -> list[str]:
+    """The ids of the project's vectorize_docs tasks, oldest first: the batches
+    icij-worker's fan-out created through the task API."""
+    batches = [
+        t
+        for t in await client.get_tasks(name=VECTORIZE_DOCS)
+        if (t.args or {}).get("project") == project
+    ]
+    return [t.id for t in sorted(batches, key=lambda t: t.created_at)]
 
 
 async def run_failing_task(client: TaskClient, name: str, args: dict) -> str:

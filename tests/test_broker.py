@@ -6,8 +6,8 @@ import pytest
 from icij_worker.routing_strategy import RoutingStrategy
 from icij_worker.worker.amqp import AMQPWorkerConfig
 
-from ml_worker.broker import RabbitMQSettings, task_queue_name
 from ml_worker.constants import WorkerKind
+from ml_worker.icij.broker import RabbitMQSettings, task_queue_name
 
 
 @pytest.mark.parametrize(

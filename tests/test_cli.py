@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_worker.cli.docs import command_paths, normalize, render
+from ml_worker.cli.docs import command_paths, normalize
 from ml_worker.cli.errors import next_step, remote_error_code
 from ml_worker.cli.main import app
 from ml_worker.config import MLWorkerConfig
@@ -69,8 +69,15 @@ def error_line(result: subprocess.CompletedProcess) -> str:
 
 
 def test_docs_page_is_generated_from_the_help():
-    assert CLI_DOCS.read_text() == render(), (
-        "docs/cli.md is out of date: python -m ml_worker.cli docs > docs/cli.md"
+    page = subprocess.run(
+        [sys.executable, "-m", "ml_worker_dev", "docs"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_CLEAN_ENV,
+    ).stdout
+    assert CLI_DOCS.read_text() == page, (
+        "docs/cli.md is out of date: python -m ml_worker_dev docs > docs/cli.md"
     )
 
 
@@ -369,10 +376,10 @@ def test_tasks_list_show_result_and_cancel(stack, vectorized):
 
 
 async def _wait_done(stack: Stack, task_id: str) -> None:
-    from ml_worker.clients import task_client_from
+    from ml_worker.engines import engine_for
 
     config = MLWorkerConfig(task_service_url=stack.env["ML_WORKER_TASK_SERVICE_URL"])
-    async with task_client_from(config) as client:
+    async with engine_for(config).task_client() as client:
         await wait_ended(client, [task_id])
 
 
@@ -411,10 +418,10 @@ def test_tasks_print_hostile_arguments_and_errors_as_text(stack):
 
 
 async def _create_task(stack: Stack, name: str, args: dict) -> str:
-    from ml_worker.clients import task_client_from
+    from ml_worker.engines import engine_for
 
     config = MLWorkerConfig(task_service_url=stack.env["ML_WORKER_TASK_SERVICE_URL"])
-    async with task_client_from(config) as client:
+    async with engine_for(config).task_client() as client:
         return await client.create_task(name, args, group=task_group(name))
 
 

@@ -16,7 +16,8 @@ import pytest
 
 from ml_worker import store
 from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
-from ml_worker.task_client import DatashareTaskClient, ICIJTaskClient
+from ml_worker.datashare_api import DatashareTaskClient
+from ml_worker.icij.task_client import ICIJTaskClient
 from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from tests.corpus import datashare_corpus
 from tests.datashare_double import DatashareDouble

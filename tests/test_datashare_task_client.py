@@ -3,27 +3,48 @@
 from __future__ import annotations
 
 import socket
+import time
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 from icij_worker import TaskState
 
-from ml_worker.clients import task_client_from
 from ml_worker.config import MLWorkerConfig, TaskServiceKind
-from ml_worker.task_client import (
+from ml_worker.datashare_api import (
     DatashareTaskClient,
+    task_from_datashare,
+    user_from_session,
+)
+from ml_worker.engines import engine_for
+from ml_worker.exceptions import (
     TaskServiceAuthError,
     TaskServiceUnavailable,
     UnknownTask,
-    task_from_datashare,
 )
 from tests.datashare_double import DatashareDouble
 
 ARGS = {"docs": ["doc-1", "doc-2"], "project": "demo"}
+# The signed-in user of the `datashare` fixture, as a task's args carry it.
+LOCAL_USER = {
+    "@type": "org.icij.datashare.user.User",
+    "id": "local",
+    "name": "local",
+    "email": None,
+    "provider": "local",
+    "details": {
+        "uid": "local",
+        "name": "local",
+        "email": None,
+        "provider": "local",
+        "groups_by_applications": {"datashare": []},
+    },
+}
 
 
 async def test_create_task_puts_the_task_in_its_group(datashare_client, datashare):
+    before_ms = int(time.time() * 1000)
+
     task_id = await datashare_client.create_task(
         "vectorize_docs", ARGS, group="PYTHON", task_id="vec-1"
     )
@@ -35,12 +56,85 @@ async def test_create_task_puts_the_task_in_its_group(datashare_client, datashar
         "/api/task/vec-1",
         {"group": "PYTHON"},
     )
+    # As Datashare's route reads it: typed args, the signed-in user as the task's
+    # owner, its project for the right to stop it, a state and a creation date.
+    created_ms = put.body.pop("createdAt")
+    assert before_ms <= created_ms <= int(time.time() * 1000)
     assert put.body == {
         "@type": "Task",
         "id": "vec-1",
         "name": "vectorize_docs",
-        "args": ARGS,
+        "state": "CREATED",
+        "args": {
+            "docs": ["java.util.ArrayList", ["doc-1", "doc-2"]],
+            "project": "demo",
+            "defaultProject": "demo",
+            "user": LOCAL_USER,
+        },
     }
+    assert datashare.tasks["vec-1"]["createdAt"] == created_ms
+
+
+async def test_a_task_given_a_user_is_that_users(datashare_client, datashare):
+    user = {"id": "jdoe", "details": {"groups_by_applications": {"datashare": []}}}
+
+    await datashare_client.create_task(
+        "ping", {"user": user}, group="PYTHON", task_id="p"
+    )
+
+    assert datashare.requests[-1].body["args"]["user"] == {
+        "@type": "org.icij.datashare.user.User",
+        **user,
+    }
+    # Datashare shows a task to its user only.
+    with pytest.raises(TaskServiceAuthError, match="403 Forbidden"):
+        await datashare_client.get_task("p")
+    assert await datashare_client.get_tasks() == []
+
+
+def test_the_signed_in_users_grants_are_those_datashare_counts():
+    # Local mode: the details grant the local project, the session every one.
+    me = {
+        "uid": "local",
+        "groups_by_applications": {"datashare": ["local-datashare"]},
+        "projects": [{"name": "local-datashare"}, {"name": "leaks"}],
+    }
+
+    user = user_from_session(me)
+
+    assert user["id"] == "local"
+    assert user["details"]["groups_by_applications"]["datashare"] == [
+        "local-datashare",
+        "leaks",
+    ]
+    assert "projects" not in user["details"]
+
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        ({"docs": ["doc-1"]}, 400),  # a list without its Java type
+        ({"opts": {"k": 1}}, 400),  # an object without its Java type
+        ({"user": {"id": "local"}}, 400),  # a user that is not a User
+        (None, 500),  # no state or creation date: the task repository fails
+    ],
+)
+def test_the_double_refuses_what_datashare_refuses(datashare, args, status):
+    body = {
+        "@type": "Task",
+        "id": "t",
+        "name": "ping",
+        "state": "CREATED",
+        "createdAt": 1,
+        "args": args or {},
+    }
+    if args is None:
+        del body["state"], body["createdAt"]
+
+    answer = httpx.put(f"{datashare.url}/api/task/t", json=body)
+
+    assert answer.status_code == status, answer.text
+    assert "t" not in datashare.tasks
 
 
 async def test_create_task_makes_an_id_when_none_is_given(datashare_client, datashare):
@@ -73,11 +167,12 @@ async def test_get_task_maps_datashare_task_json(datashare_client):
         TaskState.QUEUED,
     )
     assert task.progress == 0.0
-    assert task.retries_left == 3
+    assert task.retries_left == 0
     assert task.created_at.tzinfo is not None
+    # Read without their Java types.
     assert task.args["docs"] == ARGS["docs"]
-    assert task.args["user"]["id"] == "local"  # Datashare adds the submitting user
-    assert "@type" not in task.args
+    assert task.args["user"]["id"] == "local"
+    assert "@type" not in task.args["user"]
 
 
 def test_task_from_datashare_reads_iso_dates():
@@ -110,7 +205,14 @@ async def test_result_is_none_until_there_is_one(datashare_client, datashare):
 
 
 async def test_results_of_every_shape(datashare_client, datashare):
-    values = {"ping": "pong", "create_vectorization_tasks": ["a", "b"], "n": None}
+    values = {
+        "ping": "pong",
+        "create_vectorization_tasks": ["a", "b"],
+        "n": None,
+        # ml-worker's workflows on Temporal: JSON text, kept as a string.
+        "find_most_similar": '[[{"doc_id": "d", "score": 0.5}]]',
+        "vectorization_status": '"pong"',
+    }
     for name, value in values.items():
         await datashare_client.create_task(name, {}, group="PYTHON", task_id=name)
         if value is not None:
@@ -122,6 +224,10 @@ async def test_results_of_every_shape(datashare_client, datashare):
         "b",
     ]
     assert await datashare_client.get_task_result("n") is None
+    assert await datashare_client.get_task_result("find_most_similar") == [
+        [{"doc_id": "d", "score": 0.5}]
+    ]
+    assert await datashare_client.get_task_result("vectorization_status") == "pong"
 
 
 async def test_errors_of_a_failed_task(datashare_client, datashare):
@@ -176,14 +282,27 @@ async def test_list_accepts_a_plain_list():
             assert [t.id for t in await client.get_tasks()] == ["p1", "p2"]
 
 
-async def test_cancel_stops_the_task(datashare_client, datashare):
-    await datashare_client.create_task("ping", {}, group="PYTHON", task_id="ping-1")
+async def test_cancel_stops_the_task():
+    with DatashareDouble(granted=["demo"]) as datashare:
+        async with DatashareTaskClient(datashare.url) as client:
+            await client.create_task(
+                "vectorize_docs", ARGS, group="PYTHON", task_id="v"
+            )
 
-    await datashare_client.cancel_task("ping-1")
+            await client.cancel_task("v")
 
-    stop = datashare.requests[-1]
-    assert (stop.method, stop.path) == ("PUT", "/api/task/stop/ping-1")
-    assert (await datashare_client.get_task("ping-1")).state is TaskState.CANCELLED
+            stop = datashare.requests[-1]
+            assert (stop.method, stop.path) == ("PUT", "/api/task/stop/v")
+            assert (await client.get_task("v")).state is TaskState.CANCELLED
+
+
+async def test_a_task_is_stopped_by_a_member_of_its_project(datashare_client):
+    # Datashare authorizes stopping on the task's project: its user is not granted.
+    await datashare_client.create_task("vectorize_docs", ARGS, group="PYTHON")
+    (task,) = await datashare_client.get_tasks()
+
+    with pytest.raises(TaskServiceAuthError, match="403 Forbidden"):
+        await datashare_client.cancel_task(task.id)
 
 
 async def test_api_key_is_sent_as_bearer():
@@ -197,13 +316,17 @@ async def test_api_key_is_sent_as_bearer():
 
 
 async def test_session_cookie_is_sent_with_a_csrf_pair():
-    with DatashareDouble(session_cookie="sess", cookie_name="_my_session") as datashare:
+    with DatashareDouble(
+        session_cookie="sess", cookie_name="_my_session", granted=["demo"]
+    ) as datashare:
         async with DatashareTaskClient(
             datashare.url, session_cookie="sess", cookie_name="_my_session"
         ) as client:
             # The double, as Datashare, refuses a cookie-authenticated PUT without it.
-            await client.create_task("ping", {}, group="PYTHON", task_id="p")
-            await client.cancel_task("p")
+            await client.create_task(
+                "vectorize_docs", ARGS, group="PYTHON", task_id="v"
+            )
+            await client.cancel_task("v")
 
     for request in datashare.requests:
         assert request.cookies["_my_session"] == "sess"
@@ -254,6 +377,7 @@ async def test_401_names_the_rejection_and_the_url_not_the_key():
 
 
 async def test_403_names_the_denial_and_the_url(datashare_client, datashare):
+    await datashare_client.user()
     datashare.fail_next(403, '{"error":"CSRF token wrong or missing"}')
 
     with pytest.raises(TaskServiceAuthError) as error:
@@ -298,11 +422,12 @@ async def test_a_dropped_connection_is_retried_for_a_read(datashare_client, data
 
 
 async def test_a_dropped_create_is_not_sent_again(datashare_client, datashare):
+    await datashare_client.user()
     datashare.drop_next()
 
     with pytest.raises(TaskServiceUnavailable, match="unreachable"):
         await datashare_client.create_task("ping", {}, group="PYTHON")
-    assert [r.method for r in datashare.requests] == ["PUT"]
+    assert [r.method for r in datashare.requests] == ["GET", "PUT"]
 
 
 async def test_a_failing_create_callback_answers_500(datashare):
@@ -328,17 +453,22 @@ async def test_unreachable_server_names_the_url():
     assert f"unreachable at {url}/api/task/p" in str(error.value)
 
 
-def test_config_picks_the_datashare_client_and_hides_secrets(monkeypatch):
+async def test_config_picks_the_datashare_client_and_hides_secrets(
+    monkeypatch, datashare
+):
     monkeypatch.setenv("ML_WORKER_TASK_SERVICE", "datashare")
+    monkeypatch.setenv("ML_WORKER_TASK_SERVICE_URL", datashare.url)
     monkeypatch.setenv("ML_WORKER_TASK_SERVICE_API_KEY", "s3cret-key")
     monkeypatch.setenv("ML_WORKER_TASK_SERVICE_COOKIE", "s3cret-cookie")
     config = MLWorkerConfig()
 
-    client = task_client_from(config)
+    async with engine_for(config).task_client() as client:
+        await client.check()
 
     assert config.task_service is TaskServiceKind.DATASHARE
     assert isinstance(client, DatashareTaskClient)
-    assert client._http.headers["Authorization"] == "bearer s3cret-key"
-    assert client._http.cookies["_ds_session_id"] == "s3cret-cookie"
+    (request,) = datashare.requests
+    assert request.headers["Authorization"] == "bearer s3cret-key"
+    assert request.cookies["_ds_session_id"] == "s3cret-cookie"
     shown = f"{config} {config!r} {config.model_dump_json()}"
     assert "s3cret" not in shown

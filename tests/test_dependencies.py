@@ -1,20 +1,21 @@
 import warnings
-from types import SimpleNamespace
 
 import pytest
 
 from ml_worker import constants, dependencies, tasks
+from ml_worker.icij.dependencies import lifespan_task_client
+from ml_worker.invoke import invoke
 
 
 async def test_tasks_fail_clearly_outside_a_worker():
     with pytest.raises(
         dependencies.DependencyNotSetUp, match="vector database is not set up"
     ):
-        await tasks.find_most_similar("p", ["q"])
+        await invoke(tasks.find_most_similar, {"project": "p", "queries": ["q"]})
 
 
 async def test_lifespan_sets_up_and_tears_down(monkeypatch, es_url, tmp_path):
-    from ml_worker.app import app
+    from ml_worker.icij.app import app
 
     monkeypatch.setenv("ML_WORKER_ES_ADDRESS", es_url)
     monkeypatch.setenv("ML_WORKER_VECTOR_DB_URI", str(tmp_path / "vectors"))
@@ -22,15 +23,17 @@ async def test_lifespan_sets_up_and_tears_down(monkeypatch, es_url, tmp_path):
         assert dependencies.lifespan_config().es_address == es_url
         assert await dependencies.lifespan_es_client().ping()
         assert dependencies.lifespan_vector_db().list_tables().tables == []
-        dependencies.lifespan_task_client()
+        lifespan_task_client()
     with pytest.raises(dependencies.DependencyNotSetUp):
         dependencies.lifespan_es_client()
+    with pytest.raises(dependencies.DependencyNotSetUp):
+        lifespan_task_client()
 
 
 async def test_vector_db_caches_are_bounded_by_the_settings(
     monkeypatch, lancedb_sessions, es_url, tmp_path
 ):
-    from ml_worker.app import app
+    from ml_worker.icij.app import app
 
     monkeypatch.setenv("ML_WORKER_ES_ADDRESS", es_url)
     monkeypatch.setenv("ML_WORKER_VECTOR_DB_URI", str(tmp_path / "vectors"))
@@ -47,7 +50,7 @@ async def test_vector_db_caches_are_bounded_by_the_settings(
 
 async def test_secrets_stay_out_of_logs_and_errors(monkeypatch, caplog, tmp_path):
     from ml_worker import documents
-    from ml_worker.app import app
+    from ml_worker.icij.app import app
     from ml_worker_dev.local_stack import free_port
 
     dead_es = f"http://127.0.0.1:{free_port()}"
@@ -79,36 +82,43 @@ async def test_secrets_stay_out_of_logs_and_errors(monkeypatch, caplog, tmp_path
         ({constants.CREATE_VECTORIZATION_TASKS}, []),
     ],
 )
-def test_a_worker_preloads_only_what_its_tasks_need(monkeypatch, runs, preloaded):
+async def test_a_worker_preloads_only_what_its_tasks_need(
+    monkeypatch, runs, preloaded, es_url, tmp_path
+):
     from ml_worker import embedding
 
+    monkeypatch.setenv("ML_WORKER_ES_ADDRESS", es_url)
+    monkeypatch.setenv("ML_WORKER_VECTOR_DB_URI", str(tmp_path / "vectors"))
     loaded = []
     monkeypatch.setattr(embedding, "load_model", lambda *_: loaded.append("model"))
     monkeypatch.setattr(
         embedding, "onnx_query_encoder", lambda *_, **__: loaded.append("query encoder")
     )
-    monkeypatch.setattr(embedding, "process_e5", lambda: loaded.append("e5"))
-    dependencies.load_config()
-    # The app as icij-worker hands it over: filtered to the worker's group's tasks.
-    app = SimpleNamespace(registry=dict.fromkeys(runs))
+    monkeypatch.setattr(embedding, "loaded_e5", lambda: loaded.append("e5"))
 
     try:
-        dependencies.setup_embedding(app=app)
+        async with dependencies.worker_dependencies(None, runs):
+            pass
     finally:
-        embedding.process_query_encoder.cache_clear()
+        embedding.loaded_query_encoder.cache_clear()
 
     assert loaded == preloaded
 
 
-def test_a_worker_silences_icij_workers_serializer_warnings(monkeypatch):
-    dependencies.load_config()
+async def test_a_worker_silences_icij_workers_serializer_warnings(
+    monkeypatch, es_url, tmp_path
+):
+    from ml_worker.icij.app import app
+
+    monkeypatch.setenv("ML_WORKER_ES_ADDRESS", es_url)
+    monkeypatch.setenv("ML_WORKER_VECTOR_DB_URI", str(tmp_path / "vectors"))
     message = "Pydantic serializer warnings:\n  Expected `datetime`"
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        dependencies.setup_loggers_()
-        for module in ("icij_common.registrable", "ml_worker.tasks"):
-            warnings.warn_explicit(message, UserWarning, "x.py", 1, module=module)
+        async with app.lifetime_dependencies(worker_config=None, worker_id="w"):
+            for module in ("icij_common.registrable", "ml_worker.tasks"):
+                warnings.warn_explicit(message, UserWarning, "x.py", 1, module=module)
 
     # icij-worker's, at every task event, silenced; anyone else's still shown.
     assert [str(w.message) for w in caught] == [message]

@@ -15,15 +15,16 @@ import dockerfile
 import pytest
 import yaml
 
-from ml_worker.config import Engine, MLWorkerConfig
+from ml_worker.config import EngineName, MLWorkerConfig
 from ml_worker.constants import WorkerKind
+from ml_worker.temporal.connection import SEARCH_ATTRIBUTES, attribute_type_name
 
 ROOT = Path(__file__).parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 GPU_COMPOSE = ROOT / "docker-compose.gpu.yml"
 TEMPORAL_COMPOSE = ROOT / "docker-compose.temporal.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-WORKER_COMMAND = ["icij-worker", "workers", "start", "ml_worker.app.app"]
+WORKER_COMMAND = ["icij-worker", "workers", "start", "ml_worker.icij.app.app"]
 
 
 def _compose_command() -> list[str]:
@@ -241,6 +242,24 @@ def test_docker_context_keeps_what_the_build_copies():
         assert (ROOT / source).exists(), source
 
 
+@pytest.mark.parametrize("files", [[COMPOSE], [COMPOSE, TEMPORAL_COMPOSE]])
+def test_datashare_loads_the_plugin(files):
+    args = [a for f in files for a in ("-f", str(f))]
+    run = subprocess.run(
+        [*_compose_command(), *args, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    datashare = json.loads(run.stdout)["services"]["datashare"]
+    command = datashare["command"]
+    plugins = command[command.index("--pluginsDir") + 1]
+    (mount,) = [v for v in datashare["volumes"] if v["source"] == str(ROOT / "plugin")]
+    assert mount["target"] == f"{plugins}/ml-worker"
+    assert mount["read_only"] is True
+
+
 def test_the_temporal_stack_runs_each_kind_on_its_task_queue():
     files = ["-f", str(COMPOSE), "-f", str(TEMPORAL_COMPOSE)]
     run = subprocess.run(
@@ -252,8 +271,31 @@ def test_the_temporal_stack_runs_each_kind_on_its_task_queue():
     )
     services = json.loads(run.stdout)["services"]
     datashare = services["datashare"]["command"]
-    assert datashare[datashare.index("--batchQueueType") + 1] == "TEMPORAL"
-    assert datashare[datashare.index("--messageBusAddress") + 1] == "temporal:7233"
+
+    def flag(name: str) -> str:
+        return datashare[datashare.index(name) + 1]
+
+    assert flag("--batchQueueType") == "TEMPORAL"
+    # Datashare's default, UNIQUE, sends every task to default-java.
+    assert flag("--taskRoutingStrategy") == "GROUP"
+    assert flag("--temporalAddress") == "temporal:7233"
+    assert flag("--temporalNamespace") == "datashare-default"
+    # The attributes Datashare starts a task with, in the namespace, before
+    # Datashare or a worker starts.
+    attributes = services["temporal-search-attributes"]
+    assert attributes["environment"] == {
+        "TEMPORAL_ADDRESS": "temporal:7233",
+        "TEMPORAL_NAMESPACE": "datashare-default",
+    }
+    (script,) = attributes["command"]
+    created = re.findall(r"create --name (\w+) --type (\w+)", script)
+    assert dict(created) == {
+        name: attribute_type_name(kind) for name, kind in SEARCH_ATTRIBUTES.items()
+    }
+    assert len(created) == script.count("temporal ") == 3
+    for name in ("datashare", "ml-worker", "ml-worker-search", "ml-worker-fanout"):
+        waits = services[name]["depends_on"]["temporal-search-attributes"]
+        assert waits["condition"] == "service_completed_successfully"
     kinds = {
         "ml-worker": WorkerKind.VECTORIZE,
         "ml-worker-search": WorkerKind.SEARCH,
@@ -264,5 +306,5 @@ def test_the_temporal_stack_runs_each_kind_on_its_task_queue():
         assert service["command"] == ["python", "-m", "ml_worker.temporal", kind]
         assert "rabbitmq" not in service["depends_on"]
         env = service["environment"]
-        assert env["ML_WORKER_ENGINE"] == Engine.TEMPORAL
+        assert env["ML_WORKER_ENGINE"] == EngineName.TEMPORAL
         assert env["ML_WORKER_TEMPORAL_ADDRESS"] == "temporal:7233"

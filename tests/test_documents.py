@@ -1,7 +1,7 @@
 import pytest
 
 from ml_worker import documents
-from ml_worker.clients import es_client
+from ml_worker.es_client import es_client
 from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from tests.corpus import datashare_corpus
 
@@ -68,3 +68,23 @@ async def test_an_unreachable_server_is_retried_then_named():
             await documents.fetch_documents(es, "p", ["a"], retry_s=1.0)
     finally:
         await es.close()
+
+
+async def test_an_index_without_datashares_mapping_is_named_with_the_fix(es, project):
+    # Indexed by hand: Elasticsearch's dynamic mapping makes `type` and `language`
+    # text fields.
+    source = {"type": "Document", "content": "A text.", "language": "ENGLISH"}
+    await es.index(index=project, id="a", document=source, refresh=True)
+
+    with pytest.raises(documents.InvalidProjectIndex) as error:
+        await documents.check_mapping(es, project)
+
+    assert str(error.value) == (
+        f'project "{project}": its index lacks Datashare\'s mapping (type is text,'
+        " language is text, where Datashare maps keyword): index its documents with"
+        " Datashare, or create the index with Datashare's mapping before adding them"
+    )
+
+
+async def test_datashares_mapping_passes(es, project, seeded):
+    await documents.check_mapping(es, project)

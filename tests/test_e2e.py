@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from ml_worker import store
-from ml_worker.task_client import ICIJTaskClient
+from ml_worker.icij.task_client import ICIJTaskClient
 from tests.known_items import (
     BATCH_SIZE,
     LONG_DOC,

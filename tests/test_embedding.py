@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml_worker import embedding, exceptions, model_files, query_export
+from ml_worker import embedding, exceptions, model_files, query_export, vectorization
 from ml_worker import query_encoder as query_encoder_module
-from ml_worker import tasks as embedding_tasks
 from ml_worker.constants import ENGLISH_MODEL, MULTILINGUAL_MODEL
 
 
@@ -87,8 +86,8 @@ def test_the_multilingual_model_embeds_queries_and_passages_differently():
 def test_multilingual_passages_fit_what_the_model_reads():
     function = embedding.embedder("multilingual")
     text = " ".join(DOCUMENTS.values()) * 40
-    model = embedding.process_e5()
-    for passage in embedding_tasks.passages_of(text, function):
+    model = embedding.loaded_e5()
+    for passage in vectorization.passages_of(text, function):
         assert model.token_count(passage.text) <= embedding.E5_MAX_TOKENS
 
 
@@ -175,7 +174,7 @@ def query_encoder(monkeypatch):
 
 def test_onnx_query_vectors_agree_with_the_model(query_encoder):
     query_encoder("onnx")
-    assert embedding.process_query_encoder(ENGLISH_MODEL) is not None
+    assert embedding.loaded_query_encoder(ENGLISH_MODEL) is not None
     # From one token to more than the model reads (256 tokens): it is cut as the
     # model cuts it.
     queries = ["tax", *TEXTS, " ".join(TEXTS * 40)]
@@ -189,12 +188,12 @@ def test_onnx_query_vectors_agree_with_the_model(query_encoder):
 
 def test_torch_query_encoder_is_the_model_itself(query_encoder):
     query_encoder("torch")
-    assert embedding.process_query_encoder(ENGLISH_MODEL) is None
+    assert embedding.loaded_query_encoder(ENGLISH_MODEL) is None
 
 
 def test_model_export_is_cached_on_disk(query_encoder, monkeypatch):
     query_encoder("onnx")
-    assert embedding.process_query_encoder(ENGLISH_MODEL) is not None
+    assert embedding.loaded_query_encoder(ENGLISH_MODEL) is not None
     assert query_encoder_module.export_path(ENGLISH_MODEL).is_file()
 
     def no_export(*_):
@@ -202,7 +201,7 @@ def test_model_export_is_cached_on_disk(query_encoder, monkeypatch):
 
     monkeypatch.setattr(query_encoder_module, "_export_in_child", no_export)
     query_encoder("onnx")  # a new process's encoder, from the cached export
-    assert embedding.process_query_encoder(ENGLISH_MODEL) is not None
+    assert embedding.loaded_query_encoder(ENGLISH_MODEL) is not None
 
 
 def test_an_export_that_disagrees_is_not_cached(monkeypatch, tmp_path):
@@ -262,7 +261,7 @@ def test_prompts_come_from_the_models_configuration(query_encoder, tmp_path):
 
 def test_the_onnx_query_encoder_applies_the_query_prompt(query_encoder, tmp_path):
     query_encoder("onnx")
-    assert embedding.process_query_encoder(ENGLISH_MODEL) is not None
+    assert embedding.loaded_query_encoder(ENGLISH_MODEL) is not None
     # The copy's weights are the packaged model's: so is its export.
     files = model_files.model_files(_prompted_copy(tmp_path))
     export = query_encoder_module.export_path(ENGLISH_MODEL)
@@ -280,7 +279,7 @@ def test_unsupported_pooling_is_refused_naming_the_setting(query_encoder, tmp_pa
     query_encoder("onnx")
 
     with pytest.raises(exceptions.UnsupportedModel) as refused:
-        embedding.process_query_encoder(model)
+        embedding.loaded_query_encoder(model)
     assert model in str(refused.value)
     assert "lasttoken" in str(refused.value)
     assert "ML_WORKER_QUERY_ENCODER=torch" in str(refused.value)
@@ -292,12 +291,12 @@ def test_a_failed_export_is_a_clear_error_or_the_model_itself(
     model = str(_model_copy(tmp_path))  # no weights: torch cannot load it
     query_encoder("onnx")  # asked for explicitly: a clear error
     with pytest.raises(exceptions.QueryEncoderExportFailed, match=model):
-        embedding.process_query_encoder(model)
+        embedding.loaded_query_encoder(model)
     assert not query_encoder_module.export_path(model).exists()
 
     query_encoder("auto")
     with caplog.at_level(logging.WARNING):
-        assert embedding.process_query_encoder(model) is None
+        assert embedding.loaded_query_encoder(model) is None
     assert "embedded by the model itself" in caplog.text
 
 

@@ -1,8 +1,9 @@
-"""create_vectorization_tasks: the project's ids streamed into batch tasks.
+"""A project's vectorization fanned out in batches: the loop every engine runs, its
+first step, and its batches as child tasks of a task API (the icij engine's).
 
-Batch tasks are created through Datashare's task API (its contract double: Datashare
-cannot run here), Elasticsearch is the session's server, reached through a TCP proxy
-where a test cuts it off.
+Elasticsearch is the session's server, reached through a TCP proxy where a test
+cuts it off. Child tasks go to Datashare's task API (its contract double: Datashare
+cannot run here), which completes them as a worker would.
 """
 
 from __future__ import annotations
@@ -15,10 +16,20 @@ from urllib.parse import urlparse
 
 import pytest
 
-from ml_worker import store, tasks
-from ml_worker.clients import es_client
+from ml_worker import documents, store, tasks
 from ml_worker.config import MLWorkerConfig
-from ml_worker.constants import ENGLISH_MODEL, MULTILINGUAL_MODEL
+from ml_worker.constants import ENGLISH_MODEL, MULTILINGUAL_MODEL, VECTORIZE_DOCS
+from ml_worker.engines import engine_for
+from ml_worker.es_client import es_client
+from ml_worker.fanout import (
+    BatchCounts,
+    BatchFailed,
+    FanOutState,
+    VectorizationSummary,
+    run_fan_out,
+    whole_batches,
+)
+from ml_worker.icij.fanout import TaskBatches
 from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,
@@ -26,7 +37,6 @@ from ml_worker_dev.datashare_index import (
 )
 from ml_worker_dev.local_stack import free_port
 from tests.corpus import datashare_corpus, filler
-from tests.datashare_double import DatashareDouble
 from tests.faults import TcpProxy
 
 
@@ -38,54 +48,180 @@ async def seeded(es, project) -> set[str]:
     return doc_ids
 
 
-def _batches(datashare: DatashareDouble, project: str) -> list[list[str]]:
-    """The ``docs`` of the project's batch tasks, in the order they were created."""
-    return [
-        t["args"]["docs"]
-        for t in list(datashare.tasks.values())
-        if t["name"] == tasks.VECTORIZE_DOCS and t["args"]["project"] == project
-    ]
+class Batches:
+    """A ``fanout.BatchRunner`` that runs nothing: it reads the ids from
+    Elasticsearch as the engines do, and records the batches and the progress.
+    ``hold`` keeps each batch running until released; ``fail`` makes the batches
+    holding one of these ids fail."""
+
+    def __init__(self, es, project: str, *, hold: bool = False, fail=()):
+        self._es, self._project = es, project
+        self.batches: list[list[str]] = []
+        self.progress_seen: list[tuple[int, int]] = []
+        self.running = 0
+        self.most_running = 0
+        self.release = asyncio.Event()
+        if not hold:
+            self.release.set()
+        self._fail = set(fail)
+
+    async def id_page(self, after: str | None, size: int) -> list[str]:
+        return await documents.document_id_page(
+            self._es, self._project, page_size=size, after=after, retry_s=30
+        )
+
+    async def run_batch(self, docs: list[str]) -> BatchCounts:
+        self.batches.append(docs)
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await self.release.wait()
+        finally:
+            self.running -= 1
+        if self._fail & set(docs):
+            raise BatchFailed(f"batch of {docs[0]} failed")
+        return BatchCounts(documents=len(docs), new=len(docs))
+
+    async def progress(self, done: int, total: int) -> None:
+        self.progress_seen.append((done, total))
 
 
-async def _fan_out(project, config, es, task_client, vector_db, **kwargs) -> dict:
-    return await tasks.create_vectorization_tasks(
+def _state(project: str, total: int, *, batch_size=5, page_size=3, window=4):
+    summary = VectorizationSummary(project=project, model="m", model_choice="test")
+    return FanOutState(
+        project=project,
+        total=total,
+        batch_size=batch_size,
+        page_size=page_size,
+        window=window,
+        summary=summary,
+    )
+
+
+async def test_pages_make_whole_batches(es, project, seeded):
+    batches = Batches(es, project)
+    state = _state(project, len(seeded), batch_size=5, page_size=whole_batches(12, 5))
+
+    assert await run_fan_out(state, batches)
+
+    # Every document once, embedded ones included, named entities left out.
+    assert sorted(itertools.chain(*batches.batches)) == sorted(seeded)
+    assert any(i.endswith("-attachment") for i in seeded)
+    n = len(seeded)
+    assert [len(b) for b in batches.batches] == [5] * (n // 5) + [n % 5]
+    done = [d for d, _ in batches.progress_seen]
+    assert done == sorted(done) and batches.progress_seen[-1] == (n, n)
+    summary = state.summary
+    assert (summary.batches, summary.documents, summary.new) == (5, n, n)
+
+
+async def test_no_more_than_the_window_of_batches_run_at_once(es, project, seeded):
+    batches = Batches(es, project, hold=True)
+    state = _state(project, len(seeded), batch_size=2, page_size=10, window=3)
+    run = asyncio.create_task(run_fan_out(state, batches))
+
+    async with asyncio.timeout(60):
+        while batches.running < 3:
+            await asyncio.sleep(0.01)
+    # Held, the window is full: the fan-out waits for a batch to end.
+    assert len(batches.batches) == 3
+    batches.release.set()
+    assert await run
+
+    assert batches.most_running == 3
+    assert sorted(itertools.chain(*batches.batches)) == sorted(seeded)
+
+
+async def test_a_failed_batch_is_counted_and_the_run_goes_on(es, project, seeded):
+    first = sorted(seeded)[0]
+    batches = Batches(es, project, fail=[first])
+    state = _state(project, len(seeded), batch_size=5, page_size=10)
+
+    assert await run_fan_out(state, batches)
+
+    summary = state.summary
+    assert summary.failed == 5 and summary.new == len(seeded) - 5
+    assert summary.failures == [f"batch of {first} failed"]
+
+
+async def test_a_run_stops_after_its_pages_and_resumes_from_its_state(
+    es, project, seeded
+):
+    batches = Batches(es, project)
+    state = _state(project, len(seeded), batch_size=2, page_size=10)
+
+    assert not await run_fan_out(state, batches, max_pages=1)
+    assert len(list(itertools.chain(*batches.batches))) == 10
+    assert state.after == sorted(seeded)[9]
+    assert await run_fan_out(state, batches, max_pages=1) is False
+    assert await run_fan_out(state, batches, max_pages=1)
+
+    assert sorted(itertools.chain(*batches.batches)) == sorted(seeded)
+    assert state.summary.documents == len(seeded) == state.done
+
+
+async def test_cancelling_stops_the_batches(es, project, seeded):
+    batches = Batches(es, project, hold=True)
+    state = _state(project, len(seeded), batch_size=1, page_size=10, window=3)
+    run = asyncio.create_task(run_fan_out(state, batches))
+    async with asyncio.timeout(60):
+        while batches.running < 3:
+            await asyncio.sleep(0.01)
+
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+    # The running batches were cancelled with it, and none was started after.
+    assert batches.running == 0
+    assert len(batches.batches) == 3
+
+
+async def test_an_outage_between_pages_resumes_where_it_stopped(
+    es_url, project, seeded, caplog
+):
+    target = urlparse(es_url)
+    proxy = TcpProxy(target.hostname, target.port, free_port())
+    proxy.start()
+    es = es_client(proxy.url)
+    batches = Batches(es, project)
+    state = _state(project, len(seeded), batch_size=2, page_size=4)
+    cut = False
+
+    async def cut_after_the_first_batch(done: int, total: int) -> None:
+        # The first page is read: the next one meets the outage.
+        nonlocal cut
+        if not cut:
+            cut = True
+            proxy.stop()
+            asyncio.get_running_loop().call_later(1.5, proxy.start)
+
+    batches.progress = cut_after_the_first_batch  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.WARNING, logger="ml_worker"):
+            assert await run_fan_out(state, batches)
+    finally:
+        await es.close()
+        proxy.close()
+
+    assert cut and f"Elasticsearch at {proxy.url} failed" in caplog.text
+    # Resumed, not started over: every document in exactly one batch.
+    assert sorted(itertools.chain(*batches.batches)) == sorted(seeded)
+
+
+async def _prepare(project, config, es, vector_db, **kwargs) -> FanOutState:
+    return await tasks.prepare_vectorization(
         project,
         config=config,
         es_client=es,
-        task_client=task_client,
         vector_db=vector_db,
+        engine=engine_for(config),
         **kwargs,
     )
 
 
-async def test_pages_smaller_than_a_batch_make_whole_batches(
-    es, es_url, project, seeded, datashare_client, datashare, vector_db, tmp_path
-):
-    # 3 ids a page, 5 a batch: batches straddle pages.
-    config = MLWorkerConfig(es_address=es_url, es_page_size=3)
-    progress = []
-
-    async def record(p: float) -> None:
-        progress.append(p)
-
-    result = await _fan_out(
-        project, config, es, datashare_client, vector_db, batch_size=5, progress=record
-    )
-    task_ids = result["tasks"]
-
-    batches = _batches(datashare, project)
-    assert task_ids == [t for t in datashare.tasks if t.startswith("vectorize_docs")]
-    # Every document once, embedded ones included, named entities left out.
-    assert list(itertools.chain(*batches)) == sorted(seeded)
-    assert any(i.endswith("-attachment") for i in seeded)
-    assert [len(b) for b in batches[:-1]] == [5] * (len(batches) - 1)
-    assert 0 < len(batches[-1]) <= 5
-    assert progress == sorted(progress) and progress[-1] == 1.0
-    assert len(progress) == len(batches)
-
-
 async def test_a_project_in_other_languages_gets_the_multilingual_model(
-    es, es_url, project, datashare_client, vector_db
+    es, es_url, project, vector_db
 ):
     await create_project_index(es, project)
     french = [
@@ -98,109 +234,35 @@ async def test_a_project_in_other_languages_gets_the_multilingual_model(
     await bulk_index(es, project, french + english)
     config = MLWorkerConfig(es_address=es_url)  # model: auto
 
-    result = await _fan_out(project, config, es, datashare_client, vector_db)
+    state = await _prepare(project, config, es, vector_db)
 
-    assert result["documents"] == 10 and len(result["tasks"]) == 1
-    assert result["model"] == "multilingual"
-    assert result["model_choice"] == "auto: 80% FRENCH, 20% ENGLISH"
+    assert state.total == 10
+    assert state.summary.model == "multilingual"
+    assert state.summary.model_choice == "auto: 80% FRENCH, 20% ENGLISH"
     table = store.open_table(vector_db, project)
     assert store.table_model(table) == MULTILINGUAL_MODEL
-    assert store.table_model_choice(table) == result["model_choice"]
+    assert store.table_model_choice(table) == state.summary.model_choice
 
     # Later runs keep the table's model, whatever the languages have become.
     more = [(f"en-{i}", document_source("A text.", path="/e"), None) for i in range(90)]
     await bulk_index(es, project, more)
-    again = await _fan_out(project, config, es, datashare_client, vector_db)
-    assert again["model"] == "multilingual"
-    assert again["model_choice"] == "the project's table was created with it"
+    again = await _prepare(project, config, es, vector_db)
+    assert again.summary.model == "multilingual"
+    assert again.summary.model_choice == "the project's table was created with it"
     # A model named by the task must be the table's.
     with pytest.raises(store.ModelMismatch, match="rebuild it"):
-        await _fan_out(
-            project, config, es, datashare_client, vector_db, model="english"
-        )
-    rebuilt = await _fan_out(
-        project, config, es, datashare_client, vector_db, model="english", rebuild=True
+        await _prepare(project, config, es, vector_db, model="english")
+    rebuilt = await _prepare(
+        project, config, es, vector_db, model="english", rebuild=True
     )
-    assert (rebuilt["model"], rebuilt["model_choice"]) == (
+    assert (rebuilt.summary.model, rebuilt.summary.model_choice) == (
         "english",
         "named by the task",
     )
 
 
-async def test_an_outage_between_pages_resumes_where_it_stopped(
-    es_url, project, seeded, datashare_client, datashare, vector_db, caplog
-):
-    target = urlparse(es_url)
-    proxy = TcpProxy(target.hostname, target.port, free_port())
-    proxy.start()
-    es = es_client(proxy.url)
-    config = MLWorkerConfig(es_address=proxy.url, es_page_size=4, es_retry_s=30)
-    cut = False
-
-    async def cut_after_the_first_batch(_: float) -> None:
-        # The first page is read: the next one meets the outage.
-        nonlocal cut
-        if not cut:
-            cut = True
-            proxy.stop()
-            asyncio.get_running_loop().call_later(1.5, proxy.start)
-
-    try:
-        with caplog.at_level(logging.WARNING, logger="ml_worker"):
-            await _fan_out(
-                project,
-                config,
-                es,
-                datashare_client,
-                vector_db,
-                batch_size=2,
-                progress=cut_after_the_first_batch,
-            )
-    finally:
-        await es.close()
-        proxy.close()
-
-    assert cut and f"Elasticsearch at {proxy.url} failed" in caplog.text
-    # Resumed, not started over: every document in exactly one batch.
-    assert list(itertools.chain(*_batches(datashare, project))) == sorted(seeded)
-
-
-async def test_cancelling_stops_creating_batches(
-    es, es_url, project, seeded, datashare_client, datashare, vector_db
-):
-    config = MLWorkerConfig(es_address=es_url)
-    third = asyncio.Event()
-
-    async def hold_at_the_third_batch(_: float) -> None:
-        # Polling for the third batch raced the fan-out, which once created all
-        # 23 before the test looked: it is held there until cancelled.
-        if len(_batches(datashare, project)) == 3:
-            third.set()
-            await asyncio.Event().wait()
-
-    fan_out = asyncio.create_task(
-        _fan_out(
-            project,
-            config,
-            es,
-            datashare_client,
-            vector_db,
-            batch_size=1,
-            progress=hold_at_the_third_batch,
-        )
-    )
-    await asyncio.wait_for(third.wait(), timeout=60)
-    fan_out.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await fan_out
-    await asyncio.sleep(0.2)  # a creation cancelled in flight may still land
-    created = len(_batches(datashare, project))
-    await asyncio.sleep(0.5)
-    assert len(_batches(datashare, project)) == created < len(seeded)
-
-
 async def test_documents_gone_from_the_index_are_deleted_chunk_by_chunk(
-    es, es_url, project, datashare_client, datashare, vector_db, caplog
+    es, es_url, project, vector_db, caplog
 ):
     rng = random.Random(2)
     contents = {f"doc-{i}": filler(rng, 3) for i in range(6)}
@@ -228,14 +290,63 @@ async def test_documents_gone_from_the_index_are_deleted_chunk_by_chunk(
     table = store.open_table(vector_db, project)
     rows = table.search().select(["doc_id"]).limit(None).to_list()
     assert sum(r["doc_id"] == "gone-long" for r in rows) > 2 * 4
+    status = await tasks.vectorization_status(
+        project, config=config, es_client=es, vector_db=vector_db
+    )
+    assert (status["removed"], status["new"]) == (3, 0)
 
     with caplog.at_level(logging.INFO, logger="ml_worker"):
-        await _fan_out(project, config, es, datashare_client, vector_db)
+        state = await _prepare(project, config, es, vector_db)
 
     table.checkout_latest()
     stored = {
         r["doc_id"] for r in table.search().select(["doc_id"]).limit(None).to_list()
     }
     assert stored == {f"doc-{i}" for i in range(6)}
+    assert state.summary.removed == 3
     assert "removed 3 documents gone from the index" in caplog.text
-    assert list(itertools.chain(*_batches(datashare, project))) == sorted(stored)
+
+
+async def test_batches_are_child_tasks_followed_to_their_end(
+    es, project, seeded, datashare, datashare_client
+):
+    def complete(task: dict, group: str | None) -> None:
+        # As a worker would, once the task is stored.
+        docs = task["args"]["docs"]
+        datashare.complete(task["id"], {"documents": len(docs), "unchanged": 1})
+
+    datashare.on_create = complete
+    state = _state(project, len(seeded), batch_size=10, page_size=100)
+    progress: list[float] = []
+
+    async def record(p: float) -> None:
+        progress.append(p)
+
+    batches = TaskBatches(datashare_client, es, state, progress=record)
+    assert await run_fan_out(state, batches)
+
+    children = [t for t in datashare.tasks.values() if t["name"] == VECTORIZE_DOCS]
+    assert len(children) == 3
+    assert all(t["args"]["project"] == project for t in children)
+    assert all(t["args"]["defaultProject"] == project for t in children)
+    # Created as the fan-out's own client, which Datashare then lets follow them.
+    assert all(t["args"]["user"]["id"] == datashare.login for t in children)
+    assert state.summary.unchanged == 3 and progress[-1] == 1.0
+
+
+async def test_a_failed_child_task_fails_its_batch(
+    es, project, datashare, datashare_client
+):
+    def fail(task: dict, group: str | None) -> None:
+        datashare.fail(task["id"], "TableBusy", "other writers kept committing")
+
+    datashare.on_create = fail
+    await create_project_index(es, project)
+    await bulk_index(es, project, [("a", document_source("A text.", path="/a"), None)])
+    state = _state(project, 1)
+
+    assert await run_fan_out(state, TaskBatches(datashare_client, es, state))
+
+    assert state.summary.failed == 1
+    (failure,) = state.summary.failures
+    assert failure.endswith("failed: TableBusy: other writers kept committing")

@@ -12,7 +12,8 @@ import pytest
 
 from ml_worker.constants import task_group
 from ml_worker.exceptions import TaskServiceUnavailable, UnknownTask
-from ml_worker.task_client import ICIJTaskClient, new_task_id
+from ml_worker.icij.task_client import ICIJTaskClient
+from ml_worker.task_client import new_task_id
 from ml_worker_dev.local_stack import free_port
 from tests.faults import TcpProxy
 

@@ -23,7 +23,7 @@ _LIGHT_RUN = textwrap.dedent(
     """
     import asyncio, sys
     import numpy as np
-    import ml_worker.app
+    import ml_worker.icij.app
     from ml_worker import store, tasks
     from ml_worker.constants import ENGLISH_MODEL
 
@@ -100,7 +100,7 @@ def test_status_never_imports_the_model_libraries_nor_icij_worker(tmp_path):
         "COLUMNS": "200",
     }
     # icij-worker's import took 0.9 s of status's start-up: its settings are read
-    # without it (ml_worker.broker.RabbitMQSettings).
+    # without it (ml_worker.icij.broker.RabbitMQSettings).
     script = f"HEAVY = {(*HEAVY, 'icij_worker')!r}\n{_STATUS_RUN}"
     run = subprocess.run(
         [sys.executable, "-c", script],

@@ -25,9 +25,11 @@ import pytest
 from icij_worker import TaskState
 
 from ml_worker import store
+from ml_worker.config import EngineName, MLWorkerConfig
 from ml_worker.constants import WorkerKind
-from ml_worker.pool import Backoff, temporal_worker_command, worker_command
-from ml_worker.task_client import ICIJTaskClient
+from ml_worker.engines import engine_for
+from ml_worker.icij.task_client import ICIJTaskClient
+from ml_worker.pool import Backoff, niced
 from ml_worker_dev.local_stack import (
     free_port,
     task_stack,
@@ -59,17 +61,12 @@ def test_backoff_doubles_up_to_its_ceiling_and_resets_after_a_minute_up():
     assert backoff.next_wait(30, uptime_s=60.0) == 1
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        lambda kind: worker_command("ml_worker.app.app", kind, None),
-        lambda kind: temporal_worker_command(kind, None),
-    ],
-    ids=["icij", "temporal"],
-)
-def test_vectorizing_workers_run_at_a_lower_cpu_priority_than_searches(command):
+@pytest.mark.parametrize("engine", list(EngineName))
+def test_vectorizing_workers_run_at_a_lower_cpu_priority_than_searches(engine):
+    workers = engine_for(MLWorkerConfig(engine=engine))
+
     def niceness(kind: WorkerKind) -> int:
-        cmd = command(kind)
+        cmd = niced(kind, workers.worker_command(kind, None))
         # What the command runs the worker with, running a probe instead.
         launcher = cmd[: cmd.index(sys.executable)]
         probe = [sys.executable, "-c", "import os; print(os.nice(0))"]

@@ -21,7 +21,7 @@ from icij_worker import TaskState
 from ml_worker import store
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
-from ml_worker.task_client import ICIJTaskClient
+from ml_worker.icij.task_client import ICIJTaskClient
 from ml_worker.tasks import create_vectorization_tasks
 from ml_worker_dev.datashare_index import (
     bulk_index,

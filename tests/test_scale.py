@@ -24,7 +24,7 @@ from icij_worker import TaskState
 
 from ml_worker import store
 from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
-from ml_worker.task_client import ICIJTaskClient
+from ml_worker.icij.task_client import ICIJTaskClient
 from ml_worker_dev.local_stack import (
     free_port,
     task_service,

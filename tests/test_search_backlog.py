@@ -15,7 +15,7 @@ import pytest
 
 from ml_worker.cli.follow import search_project
 from ml_worker.constants import WorkerKind
-from ml_worker.task_client import ICIJTaskClient
+from ml_worker.icij.task_client import ICIJTaskClient
 from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,

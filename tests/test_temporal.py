@@ -32,7 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from ml_worker import store
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import task_group
-from ml_worker.temporal.client import connect
+from ml_worker.temporal.connection import connect
 from ml_worker_dev.local_stack import temporal_worker_pool, wait_for_temporal_workers
 from tests.corpus import filler
 from tests.known_items import (

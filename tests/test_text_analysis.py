@@ -62,7 +62,7 @@ def _french_table(vector_db, languages):
 
 
 def _ranked(table, query: str) -> list[str]:
-    scores = search._by_text(table, query, 10, None)
+    scores = search.text_scores(table, query, 10)
     best_first = sorted(scores, key=scores.__getitem__, reverse=True)
     rows = table.take_row_ids(best_first).with_row_id().to_list()
     by_row = {row["_rowid"]: row["doc_id"] for row in rows}

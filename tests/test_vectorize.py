@@ -62,7 +62,7 @@ def _rows(vector_db, project) -> dict[str, list[dict]]:
     return by_doc
 
 
-async def _vectorize(docs, project, config, es, vector_db) -> int:
+async def _vectorize(docs, project, config, es, vector_db) -> dict[str, int]:
     return await tasks.vectorize_docs(
         docs, project, config=config, es_client=es, vector_db=vector_db
     )
@@ -71,9 +71,15 @@ async def _vectorize(docs, project, config, es, vector_db) -> int:
 async def test_every_document_is_written_and_counted(
     indexed, project, config, es, vector_db
 ):
-    written = await _vectorize(indexed, project, config, es, vector_db)
+    counts = await _vectorize(["gone", *indexed], project, config, es, vector_db)
 
-    assert written == len(indexed)
+    assert counts == {
+        "documents": len(indexed) + 1,
+        "new": len(indexed),
+        "changed": 0,
+        "unchanged": 0,
+        "missing": 1,
+    }
     assert set(_rows(vector_db, project)) == set(indexed)
 
 
@@ -92,7 +98,8 @@ async def test_documents_without_text_are_recorded_as_such(
             0,
         )
     # Recorded: a second run finds nothing to embed again.
-    assert await _vectorize(indexed, project, config, es, vector_db) == 0
+    counts = await _vectorize(indexed, project, config, es, vector_db)
+    assert counts["unchanged"] == len(indexed)
 
 
 async def test_long_documents_are_split_into_passages_with_offsets(
@@ -142,7 +149,8 @@ async def test_a_document_gaining_or_losing_its_text_changes_its_rows(
         ],
     )
 
-    assert await _vectorize(indexed, project, config, es, vector_db) == 2
+    counts = await _vectorize(indexed, project, config, es, vector_db)
+    assert (counts["changed"], counts["unchanged"]) == (2, len(indexed) - 2)
     rows = _rows(vector_db, project)
     passages = {d: [(r["passage"], r["content"]) for r in rows[d]] for d in rows}
     assert passages["blank"] == [(0, "Now it has text.")]

@@ -1,7 +1,9 @@
 """The CLI's reference page, made from the commands' own ``--help``.
 
-``python -m ml_worker.cli docs > docs/cli.md`` rewrites it; a test fails when the page
-and the help have drifted apart.
+``render`` lays out one command line's commands; a checkout's ``./ml-worker docs``
+puts ``ml-worker``'s and its own on one page (``python -m ml_worker_dev docs >
+docs/cli.md`` rewrites it; a test fails when the page and the help have drifted
+apart).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ Errors are one line on stderr (the stack trace with `--debug`) and an exit code:
 | 2 | bad arguments or settings |
 | 3 | a service is down or refuses access |
 | 4 | unknown project, task or model |
+| 5 | the task's user is not granted the project |
 | 130 | interrupted (Ctrl-C) |
 
 Titles, paths and snippets of documents, and the names, arguments and errors of
@@ -45,7 +48,7 @@ once parsed: beside the control characters JSON escapes, it escapes DEL, C1
 controls and bidirectional controls too (`\\u009b`).
 
 This page is generated from the commands' `--help`:
-`python -m ml_worker.cli docs > docs/cli.md`.
+`python -m ml_worker_dev docs > docs/cli.md`.
 """
 
 
@@ -78,11 +81,10 @@ def normalize(help_output: str) -> str:
     return "\n".join(line.rstrip() for line in help_output.splitlines()).strip("\n")
 
 
-def render() -> str:
-    from ml_worker.cli.main import app
-
-    sections = [INTRO]
+def render(app: typer.Typer, *, prog: str = "ml-worker", intro: str = INTRO) -> str:
+    """``intro``, then the help of each of ``app``'s commands, run as ``prog``."""
+    sections = [intro]
     for path in command_paths(app):
-        title = " ".join(["ml-worker", *path])
+        title = " ".join([prog, *path])
         sections.append(f"## `{title}`\n\n```text\n{help_text(app, path)}\n```\n")
     return "\n".join(sections)

@@ -6,7 +6,14 @@ import shlex
 from enum import IntEnum
 
 from ml_worker.cli.output import printable
-from ml_worker.exceptions import InvalidInput, NotFound, Unavailable, kind_of_remote
+from ml_worker.exceptions import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+    first_line,
+    kind_of_remote,
+)
 
 
 class ExitCode(IntEnum):
@@ -15,6 +22,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad arguments or configuration
     UNREACHABLE = 3  # a service is down or refuses us
     NOT_FOUND = 4  # unknown project or task
+    FORBIDDEN = 5  # the task's user is not granted the project
     INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
@@ -28,6 +36,7 @@ _KIND_CODES = {
     NotFound: ExitCode.NOT_FOUND,
     InvalidInput: ExitCode.USAGE,
     Unavailable: ExitCode.UNREACHABLE,
+    Forbidden: ExitCode.FORBIDDEN,
 }
 
 
@@ -44,6 +53,7 @@ def next_step(error_name: str, task_args: dict) -> str | None:
     project = shlex.quote(str(task_args.get("project", "PROJECT")))
     steps = {
         "ProjectNotVectorized": f"`ml-worker vectorize {project}`",
+        "DocumentNotVectorized": f"`ml-worker vectorize {project}`",
         "ModelMismatch": f"`ml-worker vectorize {project} --rebuild --model MODEL`",
         "UnknownProject": "`ml-worker status` to check the Elasticsearch address",
         "TableBusy": "the same command again in a minute",
@@ -80,6 +90,9 @@ def one_line(error: BaseException, *, hint: bool = False) -> str:
             for e in error.errors()
         )
         return printable(f"invalid {error.title} settings: {problems}")
-    lines = str(error).strip().splitlines() or [error.__class__.__name__]
-    more = " (more with --debug)" if hint and len(lines) > 1 else ""
-    return printable(lines[0]) + more
+    more = (
+        " (more with --debug)"
+        if hint and len(str(error).strip().splitlines()) > 1
+        else ""
+    )
+    return printable(first_line(error)) + more

@@ -21,6 +21,9 @@ from ml_worker.cli.errors import CLIError, ExitCode, exit_code_for, one_line
 from ml_worker.cli.output import err, out, print_json, printable, shown
 from ml_worker.constants import SearchMode, WorkerKind
 
+# Progress in a log: a line this often by default, and when the run ends.
+PROGRESS_LINE_EVERY_S = 30.0
+
 T = TypeVar("T")
 
 app = typer.Typer(
@@ -54,16 +57,40 @@ def _config():
     return MLWorkerConfig()
 
 
+def _engine():
+    from ml_worker.engines import engine_for
+
+    return engine_for(_config())  # settings errors first, before the slow imports
+
+
 def _with_client(use: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``use(task_client)`` with the configured task API's client."""
-    config = _config()  # settings errors first, before the slow imports
-    from ml_worker.clients import task_client_from
+    """Run ``use(task_client)`` with the configured engine's task client."""
+    engine = _engine()
 
     async def run() -> T:
-        async with task_client_from(config) as client:
+        async with engine.task_client() as client:
             return await use(client)
 
     return asyncio.run(run())
+
+
+def _documents_in(project: str) -> int | None:
+    """How many documents the project's index holds, to show a run's progress in
+    documents; None when Elasticsearch does not tell."""
+    from ml_worker.documents import count_documents
+    from ml_worker.es_client import es_client_from
+    from ml_worker.exceptions import MLWorkerError
+
+    async def count() -> int | None:
+        es = es_client_from(_config())
+        try:
+            return await count_documents(es, project, retry_s=0)
+        except MLWorkerError:
+            return None
+        finally:
+            await es.close()
+
+    return asyncio.run(count())
 
 
 @app.command()
@@ -102,6 +129,16 @@ def vectorize(
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Print the task id and return at once.")
     ] = False,
+    progress_every: Annotated[
+        float,
+        typer.Option(
+            "--progress-every",
+            min=1.0,
+            metavar="SECONDS",
+            help="Seconds between progress lines when stderr is not a terminal (a"
+            " log, a pipe); on a terminal, a progress bar.",
+        ),
+    ] = PROGRESS_LINE_EVERY_S,
 ) -> None:
     """Vectorize a project's documents, following the run until every batch is done."""
     from ml_worker.cli.follow import (
@@ -109,7 +146,6 @@ def vectorize(
         print_vectorization_summary,
         submit_vectorization,
     )
-    from ml_worker.cli.status import task_queue_consumers_from_env
 
     task_id = _with_client(
         lambda client: submit_vectorization(
@@ -120,11 +156,16 @@ def vectorize(
         out.print(shown(task_id))
         return
     err.print(shown(f"Task {task_id} submitted."))
-    consumers = task_queue_consumers_from_env()
+    total = _documents_in(project)
     try:
         run = _with_client(
             lambda client: follow_vectorization(
-                client, task_id, project, consumers=consumers
+                client,
+                task_id,
+                project,
+                total=total,
+                workers=_engine().workers,
+                line_every_s=progress_every,
             )
         )
     except KeyboardInterrupt:
@@ -136,12 +177,53 @@ def vectorize(
     print_vectorization_summary(run)
 
 
+ProjectArgument = Annotated[
+    str, typer.Argument(show_default=False, help="Datashare project (its index name).")
+]
+Languages = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--lang",
+        show_default=False,
+        help="Only documents in this language (e.g. ENGLISH); repeatable.",
+    ),
+]
+ContentTypes = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--content-type",
+        show_default=False,
+        help="Only documents of this type (e.g. application/pdf); repeatable.",
+    ),
+]
+PathPrefix = Annotated[
+    str | None,
+    typer.Option(
+        "--path-prefix", show_default=False, help="Only documents under this path."
+    ),
+]
+Tags = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag", show_default=False, help="Only documents with this tag; repeatable."
+    ),
+]
+MinScore = Annotated[
+    float | None,
+    typer.Option(
+        "--min-score",
+        show_default=False,
+        help="Leave out documents scoring less (0 to 1).",
+    ),
+]
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print the task's raw result as JSON.")
+]
+
+
 @app.command()
 def search(
-    project: Annotated[
-        str,
-        typer.Argument(show_default=False, help="Datashare project (its index name)."),
-    ],
+    project: ProjectArgument,
     queries: Annotated[
         list[str],
         typer.Argument(
@@ -160,50 +242,16 @@ def search(
             " text: words only (BM25)."
         ),
     ] = SearchMode.HYBRID,
-    languages: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--lang",
-            show_default=False,
-            help="Only documents in this language (e.g. ENGLISH); repeatable.",
-        ),
-    ] = None,
-    content_types: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--content-type",
-            show_default=False,
-            help="Only documents of this type (e.g. application/pdf); repeatable.",
-        ),
-    ] = None,
-    path_prefix: Annotated[
-        str | None,
-        typer.Option(
-            "--path-prefix", show_default=False, help="Only documents under this path."
-        ),
-    ] = None,
-    tags: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tag",
-            show_default=False,
-            help="Only documents with this tag; repeatable.",
-        ),
-    ] = None,
-    min_score: Annotated[
-        float | None,
-        typer.Option(
-            "--min-score", show_default=False, help="Leave out documents scoring less."
-        ),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the task's raw result as JSON.")
-    ] = False,
+    languages: Languages = None,
+    content_types: ContentTypes = None,
+    path_prefix: PathPrefix = None,
+    tags: Tags = None,
+    min_score: MinScore = None,
+    as_json: AsJson = False,
 ) -> None:
     """Find the documents of a project most relevant to each query."""
     from ml_worker.cli.follow import search_project
     from ml_worker.cli.output import hits_table
-    from ml_worker.cli.status import task_queue_consumers_from_env
 
     filters = {
         "languages": languages,
@@ -212,13 +260,12 @@ def search(
         "tags": tags,
         "min_score": min_score,
     }
-    consumers = task_queue_consumers_from_env()
     results = _with_client(
         lambda client: search_project(
             client,
             project,
             queries,
-            consumers=consumers,
+            workers=_engine().workers,
             n_similar=n,
             mode=mode.value,
             **filters,
@@ -231,8 +278,58 @@ def search(
         out.print(hits_table(query, hits))
 
 
+@app.command()
+def similar(
+    project: ProjectArgument,
+    doc_id: Annotated[
+        str,
+        typer.Argument(
+            show_default=False, help="The document's id in the project's index."
+        ),
+    ],
+    n: Annotated[
+        int, typer.Option("-n", "--n-similar", min=1, help="Documents shown.")
+    ] = 10,
+    languages: Languages = None,
+    content_types: ContentTypes = None,
+    path_prefix: PathPrefix = None,
+    tags: Tags = None,
+    min_score: MinScore = None,
+    as_json: AsJson = False,
+) -> None:
+    """Find the documents of a project most similar to one of its documents, from
+    its vectors: near-duplicates and translations are marked as such."""
+    from ml_worker.cli.follow import similar_documents
+    from ml_worker.cli.output import similar_table
+
+    hits = _with_client(
+        lambda client: similar_documents(
+            client,
+            project,
+            doc_id,
+            workers=_engine().workers,
+            n_similar=n,
+            languages=languages,
+            content_types=content_types,
+            path_prefix=path_prefix,
+            tags=tags,
+            min_score=min_score,
+        )
+    )
+    if as_json:
+        print_json(hits)
+        return
+    out.print(similar_table(doc_id, hits))
+
+
 @tasks_app.command("list")
 def tasks_list(
+    project: Annotated[
+        str | None,
+        typer.Option(
+            "-p", "--project", show_default=False, help="Only tasks of this project."
+        ),
+    ] = None,
     name: Annotated[
         str | None,
         typer.Option("--name", show_default=False, help="Only tasks of this name."),
@@ -252,7 +349,7 @@ def tasks_list(
         bool, typer.Option("--json", help="Print them as JSON.")
     ] = False,
 ) -> None:
-    """List the most recent tasks, newest first."""
+    """List the most recent tasks, newest first, with their project."""
     from icij_worker import TaskState
 
     from ml_worker.cli.output import tasks_table
@@ -268,6 +365,7 @@ def tasks_list(
         for t in tasks
         if (name is None or t.name == name)
         and (state is None or t.state.value == state.upper())
+        and (project is None or (t.args or {}).get("project") == project)
     ]
     tasks.sort(key=lambda t: t.created_at, reverse=True)
     if as_json:
@@ -344,7 +442,7 @@ def tasks_cancel(task_id: TaskId) -> None:
 
 
 async def _get_task(client, task_id: str):
-    from ml_worker.task_client import UnknownTask
+    from ml_worker.exceptions import UnknownTask
 
     try:
         return await client.get_task(task_id)
@@ -396,10 +494,9 @@ def workers_start(
     after 1 s, then 2, 4... up to 30 s while it keeps exiting. Ctrl-C or SIGTERM
     stops them all within 10 s.
     """
-    from ml_worker.constants import APP_PATH
     from ml_worker.pool import run_pool
 
-    run_pool(n, app=APP_PATH, kind=kind, config=config)
+    run_pool(n, kind=kind, config=config)
 
 
 @app.command()
@@ -414,34 +511,18 @@ def status() -> None:
         projects_table,
         queues_table,
         services_table,
-        task_queues_from_env,
-        temporal_queues_table,
-        temporal_status,
     )
-    from ml_worker.config import Engine
 
-    config = _config()
-    checks = asyncio.run(check_services(config))
+    engine = _engine()
+    checks, queues = asyncio.run(check_services(engine))
     out.print(services_table(checks))
-    if config.engine is Engine.TEMPORAL:
-        _, polling = asyncio.run(temporal_status(config))
-        if polling is not None:
-            out.print(temporal_queues_table(polling))
-    elif (queues := task_queues_from_env()) is not None:
+    if queues is not None:
         out.print(queues_table(queues))
     if all(c.ok for c in checks if c.service == "vector store"):
-        out.print(projects_table(project_tables(config)))
+        out.print(projects_table(project_tables(engine.config)))
     down = [c.service for c in checks if not c.ok]
     if down:
         raise CLIError(f"down: {', '.join(down)}", ExitCode.UNREACHABLE)
-
-
-@app.command(hidden=True)
-def docs() -> None:
-    """Print the CLI reference page (docs/cli.md)."""
-    from ml_worker.cli.docs import render
-
-    sys.stdout.write(render())
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

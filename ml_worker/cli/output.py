@@ -81,6 +81,37 @@ def hits_table(query: str, hits: list[dict]) -> Table:
     return table
 
 
+def similar_table(doc_id: str, hits: list[dict]) -> Table:
+    """The documents most similar to one: rank, score, relation, title (or path),
+    and the pair of passages that matched best."""
+    table = Table(
+        title=shown(f"Similar to {doc_id}", style="bold"),
+        title_justify="left",
+        show_lines=True,
+    )
+    table.add_column("#", justify="right", style="bold")
+    table.add_column("score", justify="right")
+    table.add_column("relation")
+    table.add_column("document", style="cyan", max_width=32)
+    table.add_column("its passage / the matched one", ratio=1)
+    for rank, hit in enumerate(hits, start=1):
+        passages = Text.assemble(
+            shown(snippet(hit["snippet"])),
+            "\n",
+            shown(snippet(hit["source_snippet"]), style="dim"),
+        )
+        table.add_row(
+            str(rank),
+            f"{hit['score']:.4f}",
+            shown(hit["relation"].replace("_", " ")),
+            _document_label(hit),
+            passages,
+        )
+    if not hits:
+        table.add_row("", "", "", "no similar document", "")
+    return table
+
+
 def _document_label(hit: dict) -> Text:
     return shown(hit.get("title") or hit.get("path") or hit["doc_id"])
 
@@ -106,13 +137,20 @@ def tasks_table(tasks: list[Task], *, total: int) -> Table:
     count = f"{len(tasks)} of {total}" if total > len(tasks) else str(total)
     table = Table(title=f"Tasks ({count})", title_justify="left")
     table.add_column("id", overflow="fold", ratio=1)
+    table.add_column("project", overflow="fold")
     table.add_column("state", no_wrap=True)
     table.add_column("created", no_wrap=True)
     for task in tasks:
         state = _state(task.state)
         if task.state.value == "RUNNING" and task.progress is not None:
             state.append(f" {_progress(task.progress)}")
-        table.add_row(shown(task.id), state, _time(task.created_at))
+        project = (task.args or {}).get("project")
+        table.add_row(
+            shown(task.id),
+            shown(project if isinstance(project, str) else ""),
+            state,
+            _time(task.created_at),
+        )
     return table
 
 

@@ -3,90 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
-from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
-from ml_worker.broker import QueueStats, RabbitMQ, RabbitMQSettings
 from ml_worker.cli.errors import one_line
 from ml_worker.cli.output import shown
-from ml_worker.config import Engine, MLWorkerConfig
-from ml_worker.constants import WorkerKind
-from ml_worker.exceptions import BrokerUnreachable
+from ml_worker.config import MLWorkerConfig
+from ml_worker.engine import Check, QueueStatus, TaskEngine
 
 
-@dataclass(frozen=True)
-class Check:
-    service: str
-    where: str
-    ok: bool
-    detail: str
-
-
-def rabbitmq_from_env() -> RabbitMQ:
-    """RabbitMQ as icij-worker's workers see it (``ICIJ_WORKER_RABBITMQ_*``)."""
-    return RabbitMQSettings().broker()
-
-
-def task_queues_from_env() -> dict[WorkerKind, QueueStats] | None:
-    """Each kind of worker's task queue in the RabbitMQ virtual host icij-worker's
-    settings name; None when those settings or the management API do not tell."""
-    try:
-        settings = RabbitMQSettings()
-        rabbitmq = settings.broker()
-        return {
-            kind: rabbitmq.task_queue(settings.rabbitmq_vhost, kind.group, quoted=True)
-            for kind in WorkerKind
-        }
-    except (ValidationError, httpx.HTTPError, ValueError):
-        return None
-
-
-def task_queue_consumers_from_env() -> Callable[[str], int | None]:
-    """Counts the workers consuming a task group's queue in the RabbitMQ virtual host
-    icij-worker's settings name (``ICIJ_WORKER_RABBITMQ_*``, vhost included); the
-    count is None when those settings or the management API do not tell."""
-    try:
-        settings = RabbitMQSettings()
-    except ValidationError:
-        return lambda group: None
-    rabbitmq = settings.broker()
-
-    def consumers(group: str) -> int | None:
-        try:
-            return rabbitmq.task_queue_consumers(
-                settings.rabbitmq_vhost, group, quoted=True
-            )
-        except (httpx.HTTPError, ValueError):
-            return None
-
-    return consumers
-
-
-async def check_services(config: MLWorkerConfig) -> list[Check]:
-    """Every service checked at once: a service that does not answer costs its
-    timeout once, not added to the others'."""
-    if config.engine is Engine.TEMPORAL:
-        checks = [check_es(config), _check_temporal(config)]
-    else:
-        checks = [
-            check_es(config),
-            asyncio.to_thread(_check_rabbitmq),
-            _check_task_service(config),
-        ]
-    checks.append(asyncio.to_thread(_check_vector_store, config))
-    return list(await asyncio.gather(*checks))
+async def check_services(
+    engine: TaskEngine,
+) -> tuple[list[Check], list[QueueStatus] | None]:
+    """Every service checked at once (a service that does not answer costs its
+    timeout once, not added to the others'), and the engine's task queues."""
+    config = engine.config
+    es, engine_checks, vector_store, queues = await asyncio.gather(
+        check_es(config),
+        engine.check(),
+        asyncio.to_thread(_check_vector_store, config),
+        engine.queues(),
+    )
+    return [es, *engine_checks, vector_store], queues
 
 
 async def check_es(config: MLWorkerConfig) -> Check:
     from elasticsearch import AuthenticationException, AuthorizationException
     from elasticsearch import ConnectionError as ESConnectionError
 
-    from ml_worker.clients import es_client_from
+    from ml_worker.es_client import es_client_from
 
     es = es_client_from(config)
     try:
@@ -106,59 +53,6 @@ async def check_es(config: MLWorkerConfig) -> Check:
     return Check(
         "Elasticsearch", config.es_address, True, f"{server} {version.get('number')}"
     )
-
-
-def _check_rabbitmq() -> Check:
-    rabbitmq = rabbitmq_from_env()
-    where = f"{rabbitmq.host}:{rabbitmq.port}, management {rabbitmq.management_url}"
-    try:
-        rabbitmq.check()
-    except BrokerUnreachable as e:
-        return Check("RabbitMQ", where, False, str(e))
-    return Check("RabbitMQ", where, True, "broker and management API answer")
-
-
-async def _check_task_service(config: MLWorkerConfig) -> Check:
-    from ml_worker.clients import task_client_from
-
-    where = f"{config.task_service_url} ({config.task_service.value})"
-    try:
-        async with task_client_from(config) as client:
-            await client.check()
-    except Exception as e:  # noqa: BLE001  # reported, whatever it is
-        return Check("task service", where, False, one_line(e))
-    return Check("task service", where, True, "answers")
-
-
-async def temporal_status(
-    config: MLWorkerConfig,
-) -> tuple[Check, dict[WorkerKind, tuple[int, int]] | None]:
-    """Whether the Temporal server answers, and how many workers poll each kind's
-    task queue for workflows and for activities (None when it does not answer)."""
-    from ml_worker.exceptions import MissingSearchAttributes
-    from ml_worker.temporal.client import check_search_attributes, connect, pollers
-
-    where = f"{config.temporal_address}, namespace {config.temporal_namespace}"
-    try:
-        client = await connect(config)
-        await check_search_attributes(client)
-        polling = {
-            kind: (
-                len(await pollers(client, kind.group, activities=False)),
-                len(await pollers(client, kind.group, activities=True)),
-            )
-            for kind in WorkerKind
-        }
-    except MissingSearchAttributes as e:
-        return Check("Temporal", where, False, str(e)), None
-    except Exception as e:  # noqa: BLE001  # reported, whatever it is
-        return Check("Temporal", where, False, one_line(e)), None
-    return Check("Temporal", where, True, "answers"), polling
-
-
-async def _check_temporal(config: MLWorkerConfig) -> Check:
-    check, _ = await temporal_status(config)
-    return check
 
 
 def _check_vector_store(config: MLWorkerConfig) -> Check:
@@ -198,10 +92,7 @@ def _describe_table(db, name: str) -> ProjectTable:
         indexes = ", ".join(_index(i) for i in table.list_indices())
         return ProjectTable(
             project=name,
-            # A document's first passage (0, or the one row of a document
-            # without text): counted without reading every doc_id, which took
-            # 11 s and 2.5 GiB at 10 M rows.
-            documents=table.count_rows(f"{store.PASSAGE} <= 0"),
+            documents=store.document_count(table),
             passages=table.count_rows(),
             model=_model(table),
             indexes=indexes or "none",
@@ -267,25 +158,24 @@ def projects_table(tables: list[ProjectTable]) -> Table:
     return table
 
 
-def temporal_queues_table(polling: dict[WorkerKind, tuple[int, int]]) -> Table:
-    table = Table(title="Temporal task queues", title_justify="left")
-    for column in ("workers", "task queue", "polling workflows", "polling activities"):
-        left = column in ("workers", "task queue")
-        table.add_column(column, justify="left" if left else "right")
-    for kind, (workflows, activities) in polling.items():
-        shown_count = Text(str(activities), style="" if activities else "bold red")
-        table.add_row(kind.value, kind.group, str(workflows), shown_count)
-    return table
-
-
-def queues_table(queues: dict[WorkerKind, QueueStats]) -> Table:
+def queues_table(queues: list[QueueStatus]) -> Table:
     table = Table(title="Task queues", title_justify="left")
-    for column in ("workers", "queue", "consuming", "waiting", "running"):
-        left = column in ("workers", "queue")
+    for column in ("workers", "queues", "taking tasks", "waiting", "running"):
+        left = column in ("workers", "queues")
         table.add_column(column, justify="left" if left else "right")
-    for kind, q in queues.items():
-        consuming = (
-            Text(str(q.consumers)) if q.consumers else Text("0", style="bold red")
+    for q in queues:
+        taking = Text("?") if q.workers is None else Text(str(q.workers))
+        if q.workers == 0:
+            taking.stylize("bold red")
+        table.add_row(
+            q.kind.value,
+            ", ".join(q.queues),
+            taking,
+            _count(q.waiting),
+            _count(q.running),
         )
-        table.add_row(kind.value, q.queue, consuming, str(q.waiting), str(q.running))
     return table
+
+
+def _count(value: int | None) -> str:
+    return "" if value is None else str(value)

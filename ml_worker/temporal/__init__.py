@@ -1,2 +1,3 @@
-"""The Temporal engine: the tasks as workflows and activities (Datashare 20 and
-later), beside icij-worker's (``ml_worker.app``). The task logic is the same."""
+"""The Temporal engine (Datashare 20 and later): the tasks as workflows and
+activities, beside icij-worker's (``ml_worker.icij``). The task logic is the same
+(``ml_worker.tasks``)."""

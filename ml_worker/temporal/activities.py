@@ -1,52 +1,51 @@
-"""The tasks as Temporal activities: each takes Datashare's ``args`` object and calls
-the task with the worker process's dependencies.
+"""The tasks as Temporal activities: each takes the task's ``args`` object and runs
+the task through ``ml_worker.invoke``, as every engine does.
 
 Activities are delivered at least once, like icij-worker's tasks: a batch written
 twice replaces its own rows (``store.replace_documents``). They heartbeat while they
 run, so that a worker killed mid-batch has its activity retried within
 ``workflows.HEARTBEAT_TIMEOUT`` rather than at its start-to-close timeout; Temporal
 cancels an activity through its heartbeats too.
+
+Errors: an outage (``exceptions.OUTAGES``) is retried by the workflow's retry
+policy, as icij-worker retries it; any other error fails the activity at once,
+its class name as the failure's type (the command line tells its kind by it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from ml_worker import dependencies as deps
 from ml_worker import documents, tasks
-from ml_worker.arguments import validated
 from ml_worker.constants import (
-    DOCUMENT_ID_PAGE,
-    FIND_MOST_SIMILAR,
-    PING,
-    PREPARE_VECTORIZATION,
-    VECTORIZE_DOCS,
+    CREATE_VECTORIZATION_TASKS,
+    TASK_KINDS,
     WorkerKind,
 )
-from ml_worker.exceptions import InvalidInput, NotFound
+from ml_worker.dependencies import lifespan_config, lifespan_es_client
+from ml_worker.exceptions import OUTAGES
+from ml_worker.fanout import FanOutState
+from ml_worker.invoke import invoke
 
-# Errors retrying cannot mend: bad arguments (InvalidArguments, and a ValueError or
-# TypeError raised on a value no check foresaw), a project or table that is not
-# there. The workflow fails at once, naming the problem.
-_NOT_RETRYABLE = (InvalidInput, NotFound, ValueError, TypeError)
 HEARTBEAT_EVERY_S = 2.0
+# The fan-out's own activities, beside the tasks'.
+PREPARE_VECTORIZATION = "prepare_vectorization"
+DOCUMENT_ID_PAGE = "document_id_page"
 
 
-async def _call(fn: Callable[..., Awaitable[Any]], args: dict) -> Any:
-    # Jackson's type entries ("@type") may come with Datashare's arguments.
-    kwargs = {k: v for k, v in args.items() if not k.startswith("@")}
+async def _call(run: Callable[[], Awaitable[Any]]) -> Any:
     beats = asyncio.create_task(_heartbeat())
     try:
-        return await fn(**kwargs)
-    except _NOT_RETRYABLE as e:
-        # The class name as the failure's type: the CLI tells its kind by it.
-        raise ApplicationError(str(e), type=type(e).__name__, non_retryable=True) from e
+        return await run()
+    except Exception as e:  # every failure is told, by its class
+        raise ApplicationError(
+            str(e), type=type(e).__name__, non_retryable=not isinstance(e, OUTAGES)
+        ) from e
     finally:
         beats.cancel()
 
@@ -58,54 +57,40 @@ async def _heartbeat() -> None:
         await asyncio.sleep(HEARTBEAT_EVERY_S)
 
 
-@activity.defn(name=PING)
-async def ping(args: dict) -> str:
-    return await _call(tasks.ping, args)
+def _task_activity(name: str, fn: Callable[..., Awaitable[Any]]) -> Callable:
+    async def run(args: dict[str, Any]) -> Any:
+        return await _call(lambda: invoke(fn, args))
 
-
-@activity.defn(name=FIND_MOST_SIMILAR)
-async def find_most_similar(args: dict) -> list[list[dict]]:
-    return await _call(tasks.find_most_similar, args)
-
-
-@activity.defn(name=VECTORIZE_DOCS)
-async def vectorize_docs(args: dict) -> int:
-    return await _call(tasks.vectorize_docs, args)
+    run.__name__ = run.__qualname__ = fn.__name__
+    return activity.defn(name=name)(run)
 
 
 @activity.defn(name=PREPARE_VECTORIZATION)
-async def prepare_vectorization(args: dict) -> dict:
-    """``args``: those of create_vectorization_tasks; returns its plan as a dict."""
-
-    async def prepare(**kwargs) -> dict:
-        # Checked as create_vectorization_tasks' arguments, the task Datashare names.
-        kwargs = validated(tasks.create_vectorization_tasks, kwargs)
-        kwargs.pop("user", None)
-        plan = await tasks.prepare_vectorization(
-            **kwargs,
-            config=deps.lifespan_config(),
-            es_client=deps.lifespan_es_client(),
-            vector_db=deps.lifespan_vector_db(),
-        )
-        return dataclasses.asdict(plan)
-
-    return await _call(prepare, args)
+async def prepare_vectorization(args: dict[str, Any]) -> FanOutState:
+    """``args``: create_vectorization_tasks'; the fan-out's starting point."""
+    return await _call(lambda: invoke(tasks.prepare_vectorization, args))
 
 
 @activity.defn(name=DOCUMENT_ID_PAGE)
 async def document_id_page(project: str, after: str | None, page_size: int) -> list:
-    return await documents.document_id_page(
-        deps.lifespan_es_client(),
-        project,
-        page_size=page_size,
-        after=after,
-        retry_s=deps.lifespan_config().es_retry_s,
+    return await _call(
+        lambda: documents.document_id_page(
+            lifespan_es_client(),
+            project,
+            page_size=page_size,
+            after=after,
+            retry_s=lifespan_config().es_retry_s,
+        )
     )
 
 
-# What a worker of each kind runs, on its group's task queue.
+_TASK_ACTIVITIES = {name: _task_activity(name, fn) for name, fn in tasks.TASKS.items()}
+# What a worker of each kind runs, on its kind's activity queue.
 ACTIVITIES: dict[WorkerKind, list[Callable]] = {
-    WorkerKind.VECTORIZE: [vectorize_docs],
-    WorkerKind.SEARCH: [ping, find_most_similar],
-    WorkerKind.FANOUT: [prepare_vectorization, document_id_page],
+    kind: [a for name, a in _TASK_ACTIVITIES.items() if TASK_KINDS[name] is kind]
+    for kind in WorkerKind
 }
+ACTIVITIES[TASK_KINDS[CREATE_VECTORIZATION_TASKS]] += [
+    prepare_vectorization,
+    document_id_page,
+]

@@ -1,11 +1,14 @@
-"""The task API's interface over Temporal: a task is a workflow, its id the
-workflow's, its group the task queue it starts on (as Datashare 20 maps them).
-
-With it, the command line creates, follows and cancels tasks on either engine.
+"""The task API's interface over Temporal: a task is a workflow, started as
+Datashare 21 starts it (``TaskManagerTemporal.startTask``): the workflow's id is the
+task's, its type the task's name, its one argument the task's ``args``, its queue
+the one GROUP routing resolves (``queues.group_queue``), with the search attributes
+Datashare sets. With it, the command line creates, follows and cancels tasks as
+Datashare does.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,21 +24,33 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
 )
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from ml_worker.config import MLWorkerConfig
-from ml_worker.constants import MAX_PROGRESS_ATTRIBUTE, PROGRESS_ATTRIBUTE
+from ml_worker.constants import (
+    MAX_PROGRESS_ATTRIBUTE,
+    PROGRESS_ATTRIBUTE,
+    USER_ID_ATTRIBUTE,
+)
 from ml_worker.exceptions import TaskServiceUnavailable, UnknownTask
 from ml_worker.task_client import TaskClient, new_task_id
-from ml_worker.temporal.client import connect
+from ml_worker.temporal.connection import connect
+from ml_worker.temporal.queues import group_queue
+from ml_worker.temporal.workflows import RESUME_FROM
 
 _STATES = {
     WorkflowExecutionStatus.RUNNING: TaskState.RUNNING,
     WorkflowExecutionStatus.CONTINUED_AS_NEW: TaskState.RUNNING,
     WorkflowExecutionStatus.COMPLETED: TaskState.DONE,
     WorkflowExecutionStatus.FAILED: TaskState.ERROR,
-    WorkflowExecutionStatus.TERMINATED: TaskState.ERROR,
+    # As Datashare tells them: it stops a task by terminating its workflow.
+    WorkflowExecutionStatus.TERMINATED: TaskState.CANCELLED,
     WorkflowExecutionStatus.TIMED_OUT: TaskState.ERROR,
     WorkflowExecutionStatus.CANCELED: TaskState.CANCELLED,
 }
@@ -84,8 +99,9 @@ class TemporalTaskClient(TaskClient):
                 name,
                 args,
                 id=task_id,
-                task_queue=group,
+                task_queue=group_queue(group),
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                search_attributes=start_attributes(args),
             )
         return task_id
 
@@ -100,7 +116,8 @@ class TemporalTaskClient(TaskClient):
         if not done and (await self.get_task(task_id)).state is not TaskState.DONE:
             return None
         with _rpc_errors(task_id):
-            return await self._client.get_workflow_handle(task_id).result()
+            # JSON text, as the workflows return it for Datashare (workflows.py).
+            return json.loads(await self._client.get_workflow_handle(task_id).result())
 
     async def get_task_errors(self, task_id: str) -> list[ErrorEvent]:
         task = await self.get_task(task_id)
@@ -137,9 +154,32 @@ class TemporalTaskClient(TaskClient):
             payloads = event.workflow_execution_started_event_attributes.input.payloads
             if payloads:
                 (args,) = await self._client.data_converter.decode(payloads[:1])
-                return args if isinstance(args, dict) else {}
+                if not isinstance(args, dict):
+                    return {}
+                # A continued vectorization's state is the workflow's, not an
+                # argument of the task.
+                return {k: v for k, v in args.items() if k != RESUME_FROM}
             break
         return {}
+
+
+_PROGRESS = SearchAttributeKey.for_float(PROGRESS_ATTRIBUTE)
+_MAX_PROGRESS = SearchAttributeKey.for_float(MAX_PROGRESS_ATTRIBUTE)
+_USER_ID = SearchAttributeKey.for_keyword(USER_ID_ATTRIBUTE)
+
+
+def start_attributes(args: dict[str, Any]) -> TypedSearchAttributes:
+    """The search attributes Datashare starts a task's workflow with: no progress
+    out of 1, and the task's user's id when it has one."""
+    pairs: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(_PROGRESS, 0.0),
+        SearchAttributePair(_MAX_PROGRESS, 1.0),
+    ]
+    user = args.get("user")
+    user_id = user.get("id") if isinstance(user, dict) else user
+    if isinstance(user_id, str):
+        pairs.append(SearchAttributePair(_USER_ID, user_id))
+    return TypedSearchAttributes(pairs)
 
 
 def _task(description: WorkflowExecution, args: dict) -> Task:

@@ -1,209 +1,183 @@
 """The tasks as Temporal workflows, under the names Datashare starts them by.
 
-Each workflow takes Datashare's ``args`` object and runs its work as activities on
-the task queue of the worker kind that does it (``constants.TASK_KINDS``): the
-workflows themselves only decide, so they never wait behind a model.
+A workflow only decides; its work runs as activities on the queue of the worker
+kind that does it (``queues.activity_queue``), so it never waits behind a model.
+Every worker polls every workflow on the queues it polls, so a task runs
+whichever group or routing strategy it was submitted with:
 
-Vectorization fans out one ``vectorize_docs`` activity per batch and follows them.
-Each run of the workflow reads one page of ids, at most ``MAX_BATCHES_PER_RUN``
-batches, waits for them, then continues as new from the page's last id: a run's
-history stays about 4 events a batch (a few thousand), whatever the project's size,
-far under Temporal's limits (50,000 events, 2,000 pending activities).
+- ``TaskWorkflow``, a dynamic workflow, runs any task of ``tasks.TASKS`` as the
+  activity of the same name: adding a task takes no line here;
+- ``Vectorization`` (``create_vectorization_tasks``) runs the fan-out every engine
+  runs (``fanout.run_fan_out``), each batch a ``vectorize_docs`` activity. Each
+  run of the workflow reads one page of ids, at most ``MAX_BATCHES_PER_RUN``
+  batches, then continues as new from the page's last id: a run's history stays
+  about 4 events a batch (a few hundred), whatever the project's size, far under
+  Temporal's limits (50,000 events, 2,000 pending activities).
+
+As Datashare 21 reads them (``TaskManagerTemporal``): a workflow takes one
+argument, the task's ``args`` (a continued run too: Datashare reads a run's one
+input back, and fails on two), and returns its result as JSON text: Datashare's
+task repository keeps a string, where it drops a task whose result is an object or
+a list.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
+import json
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey
+from temporalio.converter import value_to_type
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from ml_worker.constants import (
         CREATE_VECTORIZATION_TASKS,
-        DOCUMENT_ID_PAGE,
-        FIND_MOST_SIMILAR,
         MAX_PROGRESS_ATTRIBUTE,
-        PING,
-        PREPARE_VECTORIZATION,
+        MAX_RETRIES,
         PROGRESS_ATTRIBUTE,
-        TEMPORAL_WORKFLOWS,
+        TASK_KINDS,
         VECTORIZE_DOCS,
-        WorkerKind,
-        task_group,
     )
+    from ml_worker.fanout import BatchCounts, BatchFailed, FanOutState, run_fan_out
+    from ml_worker.temporal.activities import DOCUMENT_ID_PAGE, PREPARE_VECTORIZATION
+    from ml_worker.temporal.queues import activity_queue
 
 MAX_BATCHES_PER_RUN = 200
+# Where a continued vectorization finds its state, in its one argument.
+RESUME_FROM = "resume_from"
 # A killed worker's activity is retried once its heartbeats stop this long.
 HEARTBEAT_TIMEOUT = timedelta(seconds=20)
-# Outages (Elasticsearch, the table's commits) are retried with backoff; bad
-# arguments are not retried at all (activities.py).
+# What an activity may take at most, however it heartbeats: a batch of 64 long
+# documents on a CPU takes minutes.
+START_TO_CLOSE = timedelta(hours=1)
+# Outages are retried with backoff as often as icij-worker retries them; the
+# activities fail any other error at once (activities.py).
 RETRIES = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=1),
-    maximum_attempts=10,
+    maximum_attempts=MAX_RETRIES + 1,
 )
-# The task queue each activity runs on: that of the worker kind that does it.
-_QUEUES = {
-    PING: task_group(PING),
-    FIND_MOST_SIMILAR: task_group(FIND_MOST_SIMILAR),
-    VECTORIZE_DOCS: task_group(VECTORIZE_DOCS),
-    PREPARE_VECTORIZATION: WorkerKind.FANOUT.group,
-    DOCUMENT_ID_PAGE: WorkerKind.FANOUT.group,
+# The fan-out's own activities run where its workflow's task runs.
+_KINDS = {
+    **TASK_KINDS,
+    PREPARE_VECTORIZATION: TASK_KINDS[CREATE_VECTORIZATION_TASKS],
+    DOCUMENT_ID_PAGE: TASK_KINDS[CREATE_VECTORIZATION_TASKS],
 }
 _PROGRESS = SearchAttributeKey.for_float(PROGRESS_ATTRIBUTE)
 _MAX_PROGRESS = SearchAttributeKey.for_float(MAX_PROGRESS_ATTRIBUTE)
 
 
-async def _activity(
-    name: str, *args: Any, start_to_close: timedelta, heartbeat: bool = True
-) -> Any:
-    """Runs the activity ``name`` on its kind's task queue; an error it cannot
-    recover from fails the workflow with the activity's own message."""
+async def _activity(name: str, *args: Any, result_type: type | None = None) -> Any:
+    """Runs the activity ``name`` on its kind's queue; its failure fails the
+    caller with the activity's own error type and message."""
     try:
         return await workflow.execute_activity(
             name,
             args=args,
-            task_queue=_QUEUES[name],
-            start_to_close_timeout=start_to_close,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT if heartbeat else None,
+            task_queue=activity_queue(_KINDS[name]),
+            start_to_close_timeout=START_TO_CLOSE,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=RETRIES,
+            result_type=result_type,
         )
     except ActivityError as e:
         cause = e.cause
-        if isinstance(cause, ApplicationError) and cause.non_retryable:
+        if isinstance(cause, ApplicationError):
             raise ApplicationError(
                 cause.message, type=cause.type, non_retryable=True
             ) from None
         raise
 
 
-@workflow.defn(name=PING)
-class Ping:
+@workflow.defn(dynamic=True)
+class TaskWorkflow:
+    """Any task but the vectorization: the activity named as the workflow's type,
+    given the workflow's one argument, Datashare's ``args`` object."""
+
     @workflow.run
-    async def run(self, args: dict) -> str:
-        return await _activity(PING, args, start_to_close=timedelta(minutes=1))
-
-
-@workflow.defn(name=FIND_MOST_SIMILAR)
-class FindMostSimilar:
-    @workflow.run
-    async def run(self, args: dict) -> list[list[dict]]:
-        return await _activity(
-            FIND_MOST_SIMILAR, args, start_to_close=timedelta(minutes=10)
-        )
-
-
-@workflow.defn(name=VECTORIZE_DOCS)
-class VectorizeDocs:
-    @workflow.run
-    async def run(self, args: dict) -> int:
-        return await _activity(VECTORIZE_DOCS, args, start_to_close=timedelta(hours=1))
-
-
-@dataclass
-class FanOut:
-    """Where a vectorization stands, handed from one run to the next."""
-
-    project: str
-    total: int
-    batch_size: int
-    page_size: int
-    after: str | None = None  # the last id read
-    batches: int = 0
-    documents: int = 0
-    vectorized: int = 0
-    model: str = ""  # the project's model, and why (VectorizationPlan)
-    model_choice: str = ""
+    async def run(self, args: Sequence[RawValue]) -> Any:
+        name = workflow.info().workflow_type
+        if name not in TASK_KINDS or name == CREATE_VECTORIZATION_TASKS:
+            raise ApplicationError(
+                f"unknown task {name}: one of {', '.join(sorted(TASK_KINDS))}",
+                type="UnknownTask",
+                non_retryable=True,
+            )
+        converter = workflow.payload_converter()
+        task_args = converter.from_payload(args[0].payload, dict) if args else {}
+        result = await _activity(name, task_args)
+        # Done: Datashare reads a finished task's progress here when it comes
+        # back up (TaskManagerTemporal.reconcileTasks), not only from its result.
+        _show_progress(1, 1)
+        return json.dumps(result)
 
 
 @workflow.defn(name=CREATE_VECTORIZATION_TASKS)
-class CreateVectorizationTasks:
-    """Vectorizes a project: one ``vectorize_docs`` activity per batch of ids.
+class Vectorization:
+    """Vectorizes a project: ``fanout.run_fan_out`` with batches as activities.
 
-    Returns ``{"batches", "documents", "vectorized", "model", "model_choice"}``:
-    batches run, documents read, documents (re)embedded, the project's model and
-    why that one. Cancelled, it schedules no more batches and cancels those still
-    running.
+    Returns the run's ``fanout.VectorizationSummary``. Cancelled, it schedules no
+    more batches and cancels those still running.
     """
 
     @workflow.run
-    async def run(self, args: dict, fan_out: FanOut | None = None) -> dict:
-        if fan_out is None:
-            plan = await _activity(
-                PREPARE_VECTORIZATION, args, start_to_close=timedelta(hours=1)
+    async def run(self, args: dict) -> str:
+        state = self._resumed(args)
+        if state is None:
+            state = await _activity(
+                PREPARE_VECTORIZATION, args, result_type=FanOutState
             )
-            fan_out = FanOut(
-                project=args["project"],
-                total=plan["total"],
-                batch_size=plan["batch_size"],
-                page_size=min(
-                    plan["page_size"], plan["batch_size"] * MAX_BATCHES_PER_RUN
-                ),
-                model=plan["model"],
-                model_choice=plan["model_choice"],
+            state.page_size = min(
+                state.page_size, state.batch_size * MAX_BATCHES_PER_RUN
             )
-            self._show_progress(fan_out)
-        page: list[str] = await _activity(
-            DOCUMENT_ID_PAGE,
-            fan_out.project,
-            fan_out.after,
-            fan_out.page_size,
-            start_to_close=timedelta(minutes=10),
-            heartbeat=False,
-        )
-        size = fan_out.batch_size
-        batches = [page[i : i + size] for i in range(0, len(page), size)]
-        written = await asyncio.gather(
-            *(self._vectorize(fan_out, batch) for batch in batches)
-        )
-        fan_out.batches += len(batches)
-        fan_out.vectorized += sum(written)
-        if len(page) == fan_out.page_size:
-            fan_out.after = page[-1]
-            workflow.continue_as_new(args=[args, fan_out])
-        return {
-            "batches": fan_out.batches,
-            "documents": fan_out.documents,
-            "vectorized": fan_out.vectorized,
-            "model": fan_out.model,
-            "model_choice": fan_out.model_choice,
-        }
-
-    async def _vectorize(self, fan_out: FanOut, batch: list[str]) -> int:
-        args = {"docs": batch, "project": fan_out.project}
-        written = await _activity(
-            VECTORIZE_DOCS, args, start_to_close=timedelta(hours=1)
-        )
-        fan_out.documents += len(batch)
-        self._show_progress(fan_out)
-        return written
+            _show_progress(state.done, state.total)
+        if not await run_fan_out(state, _ActivityBatches(state), max_pages=1):
+            workflow.continue_as_new(args=[{**args, RESUME_FROM: state}])
+        return json.dumps(state.summary.as_result())
 
     @staticmethod
-    def _show_progress(fan_out: FanOut) -> None:
-        # Counted at the start: documents indexed since may outnumber it.
-        total = max(fan_out.total, fan_out.documents)
-        workflow.upsert_search_attributes(
-            [
-                _PROGRESS.value_set(float(fan_out.documents)),
-                _MAX_PROGRESS.value_set(float(total)),
-            ]
-        )
+    def _resumed(args: dict) -> FanOutState | None:
+        """The state a previous run of this workflow continued from; a client's
+        own ``resume_from`` is not taken (it would skip the checks of the first
+        run's ``prepare_vectorization``)."""
+        given = args.pop(RESUME_FROM, None)
+        if given is None or workflow.info().continued_run_id is None:
+            return None
+        return value_to_type(FanOutState, given)
 
 
-_WORKFLOW_CLASSES = {
-    PING: Ping,
-    CREATE_VECTORIZATION_TASKS: CreateVectorizationTasks,
-    VECTORIZE_DOCS: VectorizeDocs,
-    FIND_MOST_SIMILAR: FindMostSimilar,
-}
-# What a worker of each kind runs, on its group's task queue.
-WORKFLOWS: dict[WorkerKind, list[type]] = {
-    kind: [_WORKFLOW_CLASSES[name] for name in names]
-    for kind, names in TEMPORAL_WORKFLOWS.items()
-}
+class _ActivityBatches:
+    """Batches as ``vectorize_docs`` activities (a ``fanout.BatchRunner``)."""
+
+    def __init__(self, state: FanOutState):
+        self._state = state
+
+    async def id_page(self, after: str | None, size: int) -> list[str]:
+        return await _activity(DOCUMENT_ID_PAGE, self._state.project, after, size)
+
+    async def run_batch(self, docs: list[str]) -> BatchCounts:
+        # The run's user was checked granted the project before its first batch.
+        args: dict[str, Any] = {"docs": docs, "project": self._state.project}
+        try:
+            return BatchCounts.of(await _activity(VECTORIZE_DOCS, args))
+        except ApplicationError as e:
+            raise BatchFailed(f"{e.type}: {e.message}") from e
+
+    async def progress(self, done: int, total: int) -> None:
+        _show_progress(done, total)
+
+
+def _show_progress(done: int, total: int) -> None:
+    """Where Datashare reads a task's progress: its workflow's search attributes."""
+    workflow.upsert_search_attributes(
+        [_PROGRESS.value_set(float(done)), _MAX_PROGRESS.value_set(float(total))]
+    )
+
+
+# Every worker runs both, on every queue it polls.
+WORKFLOWS: list[type] = [TaskWorkflow, Vectorization]

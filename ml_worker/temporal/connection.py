@@ -9,11 +9,21 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from ml_worker.config import MLWorkerConfig
-from ml_worker.constants import MAX_PROGRESS_ATTRIBUTE, PROGRESS_ATTRIBUTE
+from ml_worker.constants import (
+    MAX_PROGRESS_ATTRIBUTE,
+    PROGRESS_ATTRIBUTE,
+    USER_ID_ATTRIBUTE,
+)
 from ml_worker.exceptions import MissingSearchAttributes
 
-# Where the vectorization workflow keeps its progress, as Datashare reads it.
-_PROGRESS_ATTRIBUTES = (PROGRESS_ATTRIBUTE, MAX_PROGRESS_ATTRIBUTE)
+# The custom search attributes Datashare sets when it starts a task (its
+# TaskManagerTemporal): the progress the vectorization workflow updates, and the
+# task's user. A namespace without them refuses such a start.
+SEARCH_ATTRIBUTES = {
+    PROGRESS_ATTRIBUTE: IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE,
+    MAX_PROGRESS_ATTRIBUTE: IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE,
+    USER_ID_ATTRIBUTE: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+}
 
 
 async def connect(config: MLWorkerConfig) -> Client:
@@ -39,27 +49,31 @@ async def pollers(client: Client, task_queue: str, *, activities: bool) -> list[
 
 
 async def check_search_attributes(client: Client) -> None:
-    """Raise MissingSearchAttributes unless the client's namespace has the Double
-    search attributes the vectorization workflow keeps its progress in. Without
-    them every task of that workflow fails, and Temporal retries it for ever."""
+    """Raise MissingSearchAttributes unless the client's namespace has the search
+    attributes of ``SEARCH_ATTRIBUTES``: without them Datashare cannot start a task
+    for a user, and a vectorization workflow fails at every step."""
     answer = await client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=client.namespace)
     )
-    double = IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE
-    missing = [
-        name
-        for name in _PROGRESS_ATTRIBUTES
-        if answer.custom_attributes.get(name) != double
-    ]
+    missing = {
+        name: kind
+        for name, kind in SEARCH_ATTRIBUTES.items()
+        if answer.custom_attributes.get(name) != kind
+    }
     if missing:
         create = "; ".join(
             f"temporal operator search-attribute create -n {client.namespace}"
-            f" --name {name} --type Double"
-            for name in missing
+            f" --name {name} --type {attribute_type_name(kind)}"
+            for name, kind in missing.items()
         )
         msg = (
-            f"Temporal namespace {client.namespace} lacks the Double search"
-            f" attribute(s) {', '.join(missing)} where vectorizations keep their"
-            f" progress: create them with `{create}`"
+            f"Temporal namespace {client.namespace} lacks the search attribute(s)"
+            f" {', '.join(missing)} that Datashare's tasks keep their user and"
+            f" progress in: create them with `{create}`"
         )
         raise MissingSearchAttributes(msg)
+
+
+def attribute_type_name(kind: IndexedValueType.ValueType) -> str:
+    """``Double`` for INDEXED_VALUE_TYPE_DOUBLE, as the Temporal CLI names it."""
+    return IndexedValueType.Name(kind).removeprefix("INDEXED_VALUE_TYPE_").title()
