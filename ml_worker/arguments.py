@@ -62,14 +62,17 @@ Queries = Annotated[
 Strings = Annotated[list[str] | str | None, WrapValidator(_one_or_many)]
 
 
-def validated(fn: Callable[..., Any], args: dict[str, Any]) -> dict[str, Any]:
+def validated(
+    fn: Callable[..., Any], args: dict[str, Any], *, task: str | None = None
+) -> dict[str, Any]:
     """``args`` validated as ``fn``'s task arguments, or InvalidArguments naming
-    each problem; the dependencies ``fn`` takes are unknown arguments here."""
+    each problem; the dependencies ``fn`` takes are unknown arguments here.
+    ``task``: the task the errors name, where it is not ``fn``'s name."""
     fn = inspect.unwrap(fn)
     try:
         values = _arguments_model(fn).model_validate(args)
     except ValidationError as e:
-        raise InvalidArguments(_described(fn, e)) from None
+        raise InvalidArguments(_described(fn, e, task or fn.__name__)) from None
     return {name: getattr(values, name) for name in values.model_fields_set}
 
 
@@ -90,8 +93,7 @@ def _arguments_model(fn: Callable[..., Any]) -> type[BaseModel]:
     )
 
 
-def _described(fn: Callable[..., Any], error: ValidationError) -> str:
-    task = fn.__name__
+def _described(fn: Callable[..., Any], error: ValidationError, task: str) -> str:
     problems = [e for e in error.errors() if e["type"] != "extra_forbidden"]
     unknown = [str(e["loc"][0]) for e in error.errors() if e not in problems]
     parts = [

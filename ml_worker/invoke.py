@@ -28,15 +28,16 @@ _DEFAULT_PROJECT_NAMES = (DEFAULT_PROJECT, "default_project")
 
 
 def task_arguments(
-    fn: Callable[..., Awaitable[Any]], args: dict[str, Any]
+    fn: Callable[..., Awaitable[Any]], args: dict[str, Any], *, task: str | None = None
 ) -> dict[str, Any]:
     """``args`` checked as ``fn``'s task arguments (InvalidArguments naming every
-    problem), the user's grant on the project checked (ProjectNotGranted)."""
+    problem, and ``task`` where it is not ``fn``'s name), the user's grant on the
+    project checked (ProjectNotGranted)."""
     # Datashare's task messages on RabbitMQ carry Jackson's types at every depth:
     # its user's grants are then a typed list.
     args = untyped(args)
     default_projects = [args.pop(n) for n in _DEFAULT_PROJECT_NAMES if n in args]
-    checked = validated(fn, args)
+    checked = validated(fn, args, task=task)
     project = checked.get("project")
     for default_project in default_projects:
         if project is not None and default_project != project:
@@ -54,10 +55,12 @@ async def invoke(
     fn: Callable[..., Awaitable[R]],
     args: dict[str, Any],
     *,
+    task: str | None = None,
     progress: Progress | None = None,
 ) -> R:
-    """``fn`` run on a client's ``args``, with the dependencies it takes."""
-    checked = task_arguments(fn, args)
+    """``fn`` run on a client's ``args``, with the dependencies it takes; errors
+    name ``task`` where it is not ``fn``'s name."""
+    checked = task_arguments(fn, args, task=task)
     takes = inspect.signature(fn).parameters
     injected = {
         name: provide()

@@ -18,7 +18,7 @@ from elasticsearch import AsyncElasticsearch
 from icij_worker import TaskState
 
 from ml_worker import documents, tasks
-from ml_worker.constants import VECTORIZE_DOCS, task_group
+from ml_worker.constants import CREATE_VECTORIZATION_TASKS, VECTORIZE_DOCS, task_group
 from ml_worker.dependencies import lifespan_config, lifespan_es_client
 from ml_worker.exceptions import TaskServiceError
 from ml_worker.fanout import BatchCounts, BatchFailed, FanOutState, run_fan_out
@@ -37,7 +37,9 @@ async def vectorize_project(
 ) -> dict[str, Any]:
     """``create_vectorization_tasks`` on a worker: ``tasks.prepare_vectorization``,
     then the batches as child tasks; returns the run's ``VectorizationSummary``."""
-    state = await invoke(tasks.prepare_vectorization, args)
+    state = await invoke(
+        tasks.prepare_vectorization, args, task=CREATE_VECTORIZATION_TASKS
+    )
     batches = TaskBatches(
         lifespan_task_client(),
         lifespan_es_client(),

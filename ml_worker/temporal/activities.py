@@ -68,7 +68,11 @@ def _task_activity(name: str, fn: Callable[..., Awaitable[Any]]) -> Callable:
 @activity.defn(name=PREPARE_VECTORIZATION)
 async def prepare_vectorization(args: dict[str, Any]) -> FanOutState:
     """``args``: create_vectorization_tasks'; the fan-out's starting point."""
-    return await _call(lambda: invoke(tasks.prepare_vectorization, args))
+    return await _call(
+        lambda: invoke(
+            tasks.prepare_vectorization, args, task=CREATE_VECTORIZATION_TASKS
+        )
+    )
 
 
 @activity.defn(name=DOCUMENT_ID_PAGE)
