@@ -8,6 +8,7 @@ from pathlib import Path
 
 from icij_worker import TaskState
 
+from ml_worker import documents, store
 from ml_worker.constants import CREATE_VECTORIZATION_TASKS, VECTORIZE_DOCS, task_group
 from ml_worker.task_client import TaskClient, wait_for_task
 from ml_worker_dev.local_stack import task_stack, worker_pool
@@ -57,6 +58,30 @@ async def fan_out(client: TaskClient, project: str, **args) -> dict:
     return await run_task(
         client, CREATE_VECTORIZATION_TASKS, {"project": project, **args}
     )
+
+
+async def submit_batches(
+    client: TaskClient, es, project: str, *, batch_size: int
+) -> list[str]:
+    """The project's documents as ``vectorize_docs`` tasks of ``batch_size`` ids,
+    submitted at once, as a fan-out would over a run: the tests that hurt batches
+    hold them all, where a fan-out keeps only a window of them in flight."""
+    tasks = []
+    async for page in documents.document_id_pages(es, project, page_size=batch_size):
+        tasks.append(
+            await client.create_task(
+                VECTORIZE_DOCS,
+                {"project": project, "docs": page},
+                group=task_group(VECTORIZE_DOCS),
+            )
+        )
+    return tasks
+
+
+def create_table(db, project: str) -> None:
+    """The project's table, empty, as a fan-out's first step creates it: what the
+    batches of ``submit_batches`` write to (a batch refuses a project without one)."""
+    store.open_or_create_table(db, project, model="english", embed_batch_size=64)
 
 
 async def batch_tasks(client: TaskClient, project: str) -> list[str]:

@@ -1,17 +1,17 @@
 """Datashare's way in: tasks submitted to its task API, run by the real workers.
 
 Datashare cannot run here, so its task API is the contract double of
-``tests/datashare_double.py``; it forwards every task it stores to icij-worker's
-real task service, which queues it on the machine's RabbitMQ for real worker
-processes, as Datashare queues its tasks there. The workers create their batch
-tasks through the double, as they would through Datashare.
+``tests/datashare_double.py``; Datashare's own part, queueing each task for the
+workers and learning its state from them, is ``TaskBridge``: every task goes to
+icij-worker's real task service, which queues it on the machine's RabbitMQ for real
+worker processes. The fan-out creates its batch tasks through the double and follows
+them there, as it would through Datashare.
 """
 
 from __future__ import annotations
 
 import itertools
 
-import httpx
 import pytest
 
 from ml_worker import store
@@ -19,6 +19,7 @@ from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker.datashare_api import DatashareTaskClient
 from ml_worker.icij.task_client import ICIJTaskClient
 from ml_worker_dev.datashare_index import bulk_index, create_project_index
+from tests.browser.task_bridge import TaskBridge
 from tests.corpus import datashare_corpus
 from tests.datashare_double import DatashareDouble
 from tests.stack import running_stack, wait_done
@@ -34,13 +35,7 @@ async def test_a_project_vectorized_from_datashare(
     items, doc_ids = datashare_corpus(40)
     await create_project_index(es, project)
     await bulk_index(es, project, items)
-    task_service = {}
-
-    def forward(task: dict, group: str | None) -> None:
-        body = {"name": task["name"], "args": task["args"]}
-        httpx.put(f"{task_service['url']}/api/tasks/{task['id']}", json=body)
-
-    with DatashareDouble(api_key=API_KEY, on_create=forward) as datashare:
+    with DatashareDouble(api_key=API_KEY, granted=[project]) as datashare:
         settings = {
             "task_service": "datashare",
             "task_service_url": datashare.url,
@@ -53,7 +48,8 @@ async def test_a_project_vectorized_from_datashare(
             postgres=postgres,
             worker_settings=settings,
         ) as (url, config, _):
-            task_service["url"] = url
+            # Datashare's part: the tasks to the workers' broker, their states back.
+            TaskBridge(datashare, url)
             async with DatashareTaskClient(datashare.url, api_key=API_KEY) as client:
                 parent = await client.create_task(
                     CREATE_VECTORIZATION_TASKS,
@@ -62,8 +58,7 @@ async def test_a_project_vectorized_from_datashare(
                 )
             async with ICIJTaskClient(url) as service:
                 await wait_done(service, [parent])
-                children = (await service.get_task_result(parent))["tasks"]
-                await wait_done(service, children)
+                summary = await service.get_task_result(parent)
 
     assert datashare.tasks[parent]["args"]["user"]  # Datashare's argument, accepted
     created = [
@@ -71,7 +66,8 @@ async def test_a_project_vectorized_from_datashare(
         for r in datashare.requests
         if r.method == "PUT" and r.path.startswith("/api/task/vectorize_docs")
     ]
-    assert len(created) == len(children) == 5
+    assert len(created) == summary["batches"] == 5
+    assert (summary["new"], summary["failed"]) == (len(doc_ids), 0)
     assert all(r.query.get("group") == "PYTHON" for r in created)  # Datashare's
     auth = [
         {k.lower(): v for k, v in r.headers.items()}["authorization"] for r in created

@@ -29,7 +29,7 @@ from ml_worker.config import EngineName, MLWorkerConfig
 from ml_worker.constants import WorkerKind
 from ml_worker.engines import engine_for
 from ml_worker.icij.task_client import ICIJTaskClient
-from ml_worker.pool import Backoff, niced
+from ml_worker.pool import Backoff, niced, pool_kinds
 from ml_worker_dev.local_stack import (
     free_port,
     task_stack,
@@ -37,8 +37,14 @@ from ml_worker_dev.local_stack import (
     worker_pool,
 )
 from tests.corpus import filler
-from tests.stack import fan_out, wait_ended, wait_state
-from tests.tables import assert_table_exact, seed
+from tests.stack import (
+    batch_tasks,
+    create_table,
+    submit_batches,
+    wait_ended,
+    wait_state,
+)
+from tests.tables import assert_table_exact, indexed_contents, seed
 
 TEST_TIMEOUT_S = 420
 STOP_WITHIN_S = 10.0
@@ -186,8 +192,11 @@ class Service:
     def log(self, name: str) -> str:
         return (self.workdir / name / "workers.log").read_text(errors="replace")
 
+    def db(self):
+        return store.connect(self.config["vector_db_uri"])
+
     def table(self, project: str):
-        return store.open_table(store.connect(self.config["vector_db_uri"]), project)
+        return store.open_table(self.db(), project)
 
 
 @pytest.fixture(scope="module")
@@ -241,14 +250,24 @@ async def _seed_slow_batches(es, project: str) -> None:
     await seed(es, project, 48, special=long_docs)
 
 
-async def _start_run(es, client, project: str) -> list[str]:
+async def _start_run(service, es, client, project: str) -> list[str]:
+    """A run's batches, all submitted at once: the workers are hurt while every
+    one of them is busy, where a fan-out keeps only a few batches in flight."""
     await _seed_slow_batches(es, project)
-    return await fan_out(client, project, batch_size=2)
+    create_table(service.db(), project)
+    return await submit_batches(client, es, project, batch_size=2)
 
 
 async def _assert_run_exact(service, es, client, project, children) -> None:
     states = await wait_ended(client, children)
     assert set(states.values()) == {TaskState.DONE}
+    # Each batch accounts for each of its documents once, redelivered or not.
+    counts = [await client.get_task_result(c) for c in children]
+    assert sum(c["documents"] for c in counts) == len(
+        await indexed_contents(es, project)
+    )
+    for c in counts:
+        assert c["new"] + c["changed"] + c["unchanged"] == c["documents"], c
     await assert_table_exact(service.table(project), es, project)
 
 
@@ -269,7 +288,7 @@ class TestHealing:
     ):
         async with asyncio.timeout(TEST_TIMEOUT_S):
             before = worker_pids(pool)
-            children = await _start_run(es, client, project)
+            children = await _start_run(service, es, client, project)
             await wait_state(client, children, TaskState.RUNNING, at_least=2)
             victim = min(vectorizing_pids(before))
             os.kill(victim, signal.SIGKILL)
@@ -277,7 +296,8 @@ class TestHealing:
             await _assert_run_exact(service, es, client, project, children)
             await service.ready(pool, "healing")
             after = worker_pids(pool)
-            assert len(after) == len(before) == 4  # 2 vectorizing, search, fan-out
+            # 2 vectorizing, a search and the fan-out workers.
+            assert len(after) == len(before) == len(pool_kinds(2, None))
             assert victim not in after and after & before
             assert f"(pid {victim}) killed by SIGKILL" in service.log("healing")
 
@@ -289,7 +309,7 @@ class TestHealing:
             # cut off the same way did not consume again (icij-worker 0.19.5):
             # not covered here yet.
             before = vectorizing_pids(worker_pids(pool))
-            children = await _start_run(es, client, project)
+            children = await _start_run(service, es, client, project)
             await wait_state(client, children, TaskState.DONE, at_least=1)
             await asyncio.to_thread(_rabbitmq_away, service, before, seconds=15)
 
@@ -401,8 +421,8 @@ def _interrupt(process) -> None:
 @pytest.mark.scale
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 async def test_a_signal_stops_the_pool_mid_batch(service, es, client, project, sig):
-    """The pool is gone within 10 s, and the run following its batches says that
-    nothing consumes them any more."""
+    """The pool is gone within 10 s, and ``vectorize``, following the run, says
+    that no worker takes it any more."""
     name = f"stopped-{sig.name}"
     log = service.workdir / f"vectorize-{sig.name}.log"
     async with asyncio.timeout(TEST_TIMEOUT_S):
@@ -412,9 +432,7 @@ async def test_a_signal_stops_the_pool_mid_batch(service, es, client, project, s
             cli = start_cli(service, log, "vectorize", project, "--batch-size", "2")
             try:
                 parent = await _submitted_task(log, cli)
-                await wait_ended(client, [parent])
-                batches = (await client.get_task_result(parent))["tasks"]
-                await wait_state(client, batches, TaskState.RUNNING, at_least=1)
+                await _wait_for_a_running_batch(client, project)
 
                 started = time.monotonic()
                 os.kill(pool.pid, sig)
@@ -424,15 +442,32 @@ async def test_a_signal_stops_the_pool_mid_batch(service, es, client, project, s
                     await asyncio.sleep(0.05)
                 stopped_in = time.monotonic() - started
 
-                await _wait_for_text(
-                    log, "warning: no worker has consumed the PYTHON task queue", cli
-                )
+                await _wait_for_text(log, _NO_FANOUT_WORKER, cli)
             finally:
                 await asyncio.to_thread(_interrupt, cli)
                 await asyncio.to_thread(_purge_task_queue, service)
+    warning = (
+        rf"{_NO_FANOUT_WORKER} \d+ s while task {re.escape(parent)} waits: start"
+        r" workers with `ml-worker workers start --kind fanout`"
+    )
+    assert re.search(warning, log.read_text()), log.read_text()
     assert pool.returncode == 0
     assert f"{sig.name}: stopping the workers" in service.log(name)
     print(f"pool stopped by {sig.name} in {stopped_in:.2f} s")
+
+
+# What `vectorize` says once the run's fan-out worker is gone: its task, running
+# when the pool stopped, is no longer moved on by any worker.
+_NO_FANOUT_WORKER = "warning: no fanout worker has taken a task for"
+
+
+async def _wait_for_a_running_batch(client, project: str) -> None:
+    """Until one of the batches the run's fan-out created runs."""
+    while True:
+        for batch in await batch_tasks(client, project):
+            if (await client.get_task(batch)).state is TaskState.RUNNING:
+                return
+        await asyncio.sleep(0.1)
 
 
 async def _submitted_task(log: Path, cli) -> str:
@@ -464,7 +499,7 @@ def _purge_task_queue(service) -> None:
         # `vectorize` waits for its fan-out first.
         (
             None,
-            "no worker consumes the PYTHON_FANOUT task queue: start workers with"
+            "no worker takes the PYTHON_FANOUT group's tasks: start workers with"
             " `ml-worker workers start --kind fanout`",
         ),
         (free_port(), "is a fanout worker running? (start workers with"),

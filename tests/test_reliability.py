@@ -12,17 +12,14 @@ import dataclasses
 import os
 import random
 import signal
-import threading
 from urllib.parse import urlparse
 
 import pytest
 from icij_worker import TaskState
 
 from ml_worker import store
-from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker.icij.task_client import ICIJTaskClient
-from ml_worker.tasks import create_vectorization_tasks
 from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,
@@ -37,9 +34,12 @@ from ml_worker_dev.local_stack import (
 from tests.corpus import filler
 from tests.faults import TcpProxy
 from tests.stack import (
+    batch_tasks,
+    create_table,
     fan_out,
     run_failing_task,
     run_task,
+    submit_batches,
     wait_done,
     wait_ended,
     wait_state,
@@ -66,8 +66,11 @@ class Stack:
         """The logs of every pool, or of the one named."""
         return "".join(p.read_text() for p in self.workdir.glob(f"{pool}/workers.log"))
 
+    def db(self):
+        return store.connect(self.config["vector_db_uri"])
+
     def table(self, project):
-        return store.open_table(store.connect(self.config["vector_db_uri"]), project)
+        return store.open_table(self.db(), project)
 
 
 @pytest.fixture(scope="module")
@@ -113,17 +116,17 @@ async def _assert_table_exact(stack, es, project):
     await assert_table_exact(stack.table(project), es, project)
 
 
-async def _vectorize(client, project, **args) -> tuple[list[str], int]:
-    children = await fan_out(client, project, **args)
-    await wait_done(client, children)
-    written = sum([await client.get_task_result(c) for c in children])
-    return children, written
+async def _vectorize(client, project, **args) -> tuple[dict, int]:
+    """A whole run's summary, and how many documents it embedded."""
+    summary = await fan_out(client, project, **args)
+    assert summary["failed"] == 0, summary["failures"]
+    return summary, summary["new"] + summary["changed"]
 
 
 async def test_many_workers_write_one_table(stack, es, client, project):
     doc_ids = await seed(es, project, 200)
-    children, written = await _vectorize(client, project, batch_size=4)
-    assert len(children) == 50
+    summary, written = await _vectorize(client, project, batch_size=4)
+    assert summary["batches"] == 50
     assert written == len(doc_ids)
     await _assert_table_exact(stack, es, project)
 
@@ -178,16 +181,10 @@ async def test_elasticsearch_outage_mid_run(stack, es, client, project):
     frozen = stack.pools[1]
     os.killpg(frozen.pid, signal.SIGSTOP)
     try:
-        # Run here rather than as a task, which the broker might hand to pool "b".
-        summary = await create_vectorization_tasks(
-            project,
-            batch_size=2,
-            config=MLWorkerConfig(**stack.config),
-            es_client=es,
-            task_client=client,
-            vector_db=store.connect(stack.config["vector_db_uri"]),
-        )
-        children = summary["tasks"]
+        # Submitted here rather than by a fan-out task, which the broker might
+        # hand to pool "b".
+        create_table(stack.db(), project)
+        children = await submit_batches(client, es, project, batch_size=2)
         await wait_state(client, children, TaskState.DONE, at_least=1)
         stack.proxy.stop()
     finally:
@@ -207,10 +204,11 @@ async def _seed_long_docs(es, project) -> None:
     await seed(es, project, 60, special=long_docs)
 
 
-async def _start_a_run_of_slow_batches(es, client, project) -> list[str]:
+async def _start_a_run_of_slow_batches(stack, es, client, project) -> list[str]:
     """A run's batch tasks, once the first is done and the others pending."""
     await _seed_long_docs(es, project)
-    children = await fan_out(client, project, batch_size=2)
+    create_table(stack.db(), project)
+    children = await submit_batches(client, es, project, batch_size=2)
     await wait_done(client, children[:1])
     return children
 
@@ -277,7 +275,9 @@ async def test_unknown_model_leaves_no_table(stack, es, client, project):
 
 async def test_empty_index_creates_no_task(stack, es, client, project):
     await create_project_index(es, project)
-    assert await fan_out(client, project) == []
+    summary = await fan_out(client, project)
+    assert (summary["batches"], summary["documents"]) == (0, 0)
+    assert await batch_tasks(client, project) == []
 
 
 async def test_odd_contents_are_vectorized_exactly(stack, es, client, project):
@@ -301,7 +301,7 @@ async def test_odd_contents_are_vectorized_exactly(stack, es, client, project):
             for doc_id, content in odd.items()
         ],
     )
-    _children, written = await _vectorize(client, project, batch_size=2)
+    _summary, written = await _vectorize(client, project, batch_size=2)
     assert written == len(odd)
     await _assert_table_exact(stack, es, project)
     assert "only the first 2000000 of its" in stack.worker_logs()
@@ -334,7 +334,7 @@ async def test_broker_connection_lost_mid_run(stack, es, client, project):
                 pool,
                 log=stack.workdir / "c" / "workers.log",
             )
-            children = await _start_a_run_of_slow_batches(es, client, project)
+            children = await _start_a_run_of_slow_batches(stack, es, client, project)
             amqp_proxy.stop()
             try:
                 await _wait_for_log(
@@ -349,44 +349,35 @@ async def test_broker_connection_lost_mid_run(stack, es, client, project):
 
 
 async def test_cancelling_the_fan_out_stops_it(stack, es, client, project):
+    """A cancelled run creates no batch after it and leaves none queued: those
+    in flight end (done, or cancelled by the run as it stops)."""
     n_docs = 3 * ES_PAGE_SIZE
     await seed(es, project, n_docs)
-    held, release = threading.Event(), threading.Event()
-    # The fan-out is held on its request for the second page of ids: the first
-    # page's batches are created, and no other.
-    stack.proxy.trap(
-        rb'"search_after":\s*\[', lambda _: held.set() or release.wait(TIMEOUT_S)
+    parent = await client.create_task(
+        CREATE_VECTORIZATION_TASKS,
+        {"project": project, "batch_size": 1},
+        group=task_group(CREATE_VECTORIZATION_TASKS),
     )
-
-    async def batches() -> int:
-        tasks = await client.get_tasks(name="vectorize_docs")
-        return sum((t.args or {}).get("project") == project for t in tasks)
-
-    try:
-        parent = await client.create_task(
-            CREATE_VECTORIZATION_TASKS,
-            {"project": project, "batch_size": 1},
-            group=task_group(CREATE_VECTORIZATION_TASKS),
-        )
-        assert await asyncio.to_thread(held.wait, TIMEOUT_S), "the fan-out never paged"
-        created = await batches()
-        await client.cancel_task(parent)
-        states = await wait_ended(client, [parent])
-    finally:
-        release.set()  # the held request is cut off
+    while not (batches := await batch_tasks(client, project)):
+        await asyncio.sleep(0.1)
+    await wait_ended(client, batches[:1])
+    await client.cancel_task(parent)
+    states = await wait_ended(client, [parent])
     assert states[parent] is TaskState.CANCELLED
-    assert created == ES_PAGE_SIZE
-    # A fan-out still running would ask for the page again after its first retry's
-    # wait (0.5 s), then create a batch every 20 ms or so.
-    await asyncio.sleep(3)
-    assert await batches() == created
+    created = await batch_tasks(client, project)
+    ended = await wait_ended(client, created)
+    assert set(ended.values()) <= {TaskState.DONE, TaskState.CANCELLED}
+    assert len(created) < n_docs
+    # Every batch the run created had ended, and none came after them.
+    assert await batch_tasks(client, project) == created
 
 
 async def test_a_worker_killed_mid_batch(stack, es, client, project):
     rng = random.Random(3)
     long_docs = {f"doc-{i:04d}": filler(rng, 400) for i in range(0, 40, 2)}
     await seed(es, project, 48, special=long_docs)
-    children = await fan_out(client, project, batch_size=2)
+    create_table(stack.db(), project)
+    children = await submit_batches(client, es, project, batch_size=2)
     # Pool "a" has two workers: with three batches running, one runs in pool "b".
     await wait_state(client, children, TaskState.RUNNING, at_least=3)
     victim = stack.pools[1]

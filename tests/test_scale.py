@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -33,7 +34,13 @@ from ml_worker_dev.local_stack import (
 )
 from tests.corpus import filler
 from tests.hosts import Host, can_make_hosts, hosts
-from tests.stack import wait_done, wait_state
+from tests.stack import (
+    batch_tasks,
+    create_table,
+    submit_batches,
+    wait_done,
+    wait_state,
+)
 from tests.tables import assert_table_exact, seed
 
 pytestmark = [
@@ -57,9 +64,12 @@ class Cluster:
     pools: list = field(default_factory=list)
     _stacks: list[ExitStack] = field(default_factory=list)
 
-    def table(self, project):
+    def db(self):
         uri, options = self.vectors
-        return store.open_table(store.connect(uri, storage_options=options), project)
+        return store.connect(uri, storage_options=options)
+
+    def table(self, project):
+        return store.open_table(self.db(), project)
 
     def start_pool(self, i: int) -> None:
         host = self.hosts[i]
@@ -165,10 +175,9 @@ async def client(cluster):
         yield client
 
 
-async def _fan_out(
-    client, project: str, *, runs: int = 1, batch_size: int
-) -> list[str]:
-    """The batch tasks of ``runs`` fan-outs of the project submitted at once."""
+async def _fan_out(client, project: str, *, runs: int, batch_size: int) -> list[dict]:
+    """The summaries of ``runs`` fan-outs of the project submitted at once, once
+    they are done."""
     parents = [
         await client.create_task(
             CREATE_VECTORIZATION_TASKS,
@@ -178,43 +187,68 @@ async def _fan_out(
         for _ in range(runs)
     ]
     await wait_done(client, parents)
-    return [c for p in parents for c in (await client.get_task_result(p))["tasks"]]
+    return [await client.get_task_result(p) for p in parents]
+
+
+async def _batches(cluster, es, client, project: str, *, batch_size: int) -> list[str]:
+    """The project's batch tasks, all submitted at once, as the tests that hurt
+    them need (a fan-out keeps only a few in flight); the table they write to is
+    created first, as a fan-out creates it."""
+    await asyncio.to_thread(create_table, cluster.db(), project)
+    return await submit_batches(client, es, project, batch_size=batch_size)
+
+
+async def _assert_batches_done(client, children, doc_ids: set[str]) -> None:
+    """Every batch done, each document accounted for once by its batch."""
+    await wait_done(client, children)
+    counts = [await client.get_task_result(c) for c in children]
+    assert sum(c["documents"] for c in counts) == len(doc_ids)
+    for c in counts:
+        assert c["new"] + c["changed"] + c["unchanged"] == c["documents"], c
 
 
 async def test_hosts_write_one_table_every_batch_twice(cluster, es, client, project):
     """Two fan-outs of one project at once: every batch is written twice, often at
     the same moment on two hosts, and the table creation races too."""
     doc_ids = await seed(es, project, 200)
-    children = await _fan_out(client, project, runs=2, batch_size=4)
-    assert len(children) == 2 * 50
-    await wait_done(client, children)
-    written = [await client.get_task_result(c) for c in children]
+    summaries = await _fan_out(client, project, runs=2, batch_size=4)
+    for summary in summaries:
+        assert (summary["batches"], summary["documents"]) == (50, len(doc_ids))
+        assert (summary["failed"], summary["missing"]) == (0, 0), summary
+        assert summary["new"] + summary["changed"] + summary["unchanged"] == len(
+            doc_ids
+        )
+    assert len(await batch_tasks(client, project)) == 2 * 50
+    written = sum(s["new"] + s["changed"] for s in summaries)
     # A batch's second writer finds its documents already written.
-    assert len(doc_ids) <= sum(written) <= 2 * len(doc_ids)
+    assert len(doc_ids) <= written <= 2 * len(doc_ids)
     await assert_table_exact(cluster.table(project), es, project)
     for i in range(N_HOSTS):
-        assert "documents vectorized" in cluster.worker_log(i), (
-            f"host {i} wrote nothing"
-        )
+        wrote = rf"project {re.escape(project)}: [1-9]\d* documents new"
+        assert re.search(wrote, cluster.worker_log(i)), f"host {i} wrote nothing"
 
 
-async def _slow_run(es, client, project: str, *, n_docs: int, done: int) -> list[str]:
-    """The batch tasks of a run of long documents, once ``done`` of them are done:
-    batches of two that keep the workers busy a while."""
+async def _slow_run(
+    cluster, es, client, project: str, *, n_docs: int, done: int
+) -> tuple[set[str], list[str]]:
+    """The documents and batch tasks of a run of long documents, once ``done`` of
+    them are done: batches of two that keep the workers busy a while."""
     rng = random.Random(n_docs)
     n_roots = n_docs - n_docs // 5  # datashare_corpus's root documents
     long_docs = {f"doc-{i:04d}": filler(rng, 80) for i in range(0, n_roots, 2)}
-    await seed(es, project, n_docs, special=long_docs)
-    children = await _fan_out(client, project, batch_size=2)
+    doc_ids = await seed(es, project, n_docs, special=long_docs)
+    children = await _batches(cluster, es, client, project, batch_size=2)
     await wait_state(client, children, TaskState.DONE, at_least=done)
-    return children
+    return doc_ids, children
 
 
 async def test_a_host_dies_mid_run(cluster, es, client, project):
-    children = await _slow_run(es, client, project, n_docs=120, done=5)
+    doc_ids, children = await _slow_run(
+        cluster, es, client, project, n_docs=120, done=5
+    )
     await asyncio.to_thread(cluster.kill_host, 0)
     try:
-        await wait_done(client, children)
+        await _assert_batches_done(client, children, doc_ids)
         await assert_table_exact(cluster.table(project), es, project)
     finally:
         await asyncio.to_thread(_restart_host, cluster, 0)
@@ -240,9 +274,9 @@ async def test_a_worker_killed_in_the_middle_of_a_write(
 ):
     """The worker sending the request dies before the store receives it whole; the
     supervisor starts another and the broker redelivers the batch."""
-    await seed(es, project, 80)
+    doc_ids = await seed(es, project, 80)
     host = cluster.hosts[1]
-    children = await _fan_out(client, project, batch_size=4)
+    children = await _batches(cluster, es, client, project, batch_size=4)
     proxy = host.proxies["s3"]
     killed = []
 
@@ -252,7 +286,7 @@ async def test_a_worker_killed_in_the_middle_of_a_write(
         killed.append(pid)
 
     proxy.trap(request_line, kill_sender)
-    await wait_done(client, children)
+    await _assert_batches_done(client, children, doc_ids)
     assert proxy.sprung.is_set() and killed, "no write went through host 1's proxy"
     await assert_table_exact(cluster.table(project), es, project)
     await asyncio.to_thread(cluster.wait_for_workers)

@@ -13,6 +13,7 @@ from contextlib import ExitStack
 
 import pytest
 
+from ml_worker import store
 from ml_worker.cli.follow import search_project
 from ml_worker.constants import WorkerKind
 from ml_worker.icij.task_client import ICIJTaskClient
@@ -27,7 +28,7 @@ from ml_worker_dev.local_stack import (
     worker_pool,
 )
 from tests.corpus import datashare_corpus
-from tests.stack import fan_out, wait_done
+from tests.stack import create_table, submit_batches, wait_done
 
 pytestmark = pytest.mark.e2e
 
@@ -96,8 +97,11 @@ async def test_a_search_is_answered_before_the_backlog_drains(
         async with ICIJTaskClient(url) as client:
             # The searched project's batch first, then the backlog's, all queued
             # before any vectorizing worker runs: its one worker takes them in order.
-            (batch,) = await fan_out(client, searched, batch_size=20)
-            backlog_ids = await fan_out(client, backlog, batch_size=1)
+            db = store.connect(config["vector_db_uri"])
+            for name in (searched, backlog):
+                create_table(db, name)
+            (batch,) = await submit_batches(client, es, searched, batch_size=20)
+            backlog_ids = await submit_batches(client, es, backlog, batch_size=1)
             assert len(backlog_ids) == BACKLOG
             pool, log = start(WorkerKind.VECTORIZE)
             # First thing on the way out: what is left is dropped, not drained.

@@ -2,9 +2,10 @@
 
 The Temporal server is the ``temporal_address`` fixture's; the workers are real
 processes started by ``ml-worker workers start`` with ``ML_WORKER_ENGINE=temporal``
-(two vectorizing workers, one search worker, one fan-out worker); Elasticsearch is
-the ``es_url`` fixture's. Workflows are started as Datashare starts them: by name,
-with one ``args`` object, on the task queue named by the task's group.
+(two vectorizing workers, one search worker, two fan-out workers); Elasticsearch
+is the ``es_url`` fixture's. Workflows are started as Datashare starts them: by
+name, with one ``args`` object, on the task queue named by the task's group,
+lower-cased.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ from ml_worker import store
 from ml_worker.config import MLWorkerConfig
 from ml_worker.constants import task_group
 from ml_worker.temporal.connection import connect
+from ml_worker.temporal.queues import group_queue
+from ml_worker_dev.datashare_index import (
+    bulk_index,
+    create_project_index,
+    document_source,
+)
 from ml_worker_dev.local_stack import temporal_worker_pool, wait_for_temporal_workers
 from tests.corpus import filler
 from tests.known_items import (
@@ -96,14 +103,25 @@ async def client(stack) -> Client:
 
 
 async def start(client: Client, name: str, args: dict) -> WorkflowHandle:
-    """The workflow of task ``name``, started as Datashare starts it."""
+    """The workflow of task ``name``, started as Datashare starts it: on its
+    group's queue, lower-cased."""
     return await client.start_workflow(
-        name, args, id=f"{name}-{uuid.uuid4()}", task_queue=task_group(name)
+        name,
+        args,
+        id=f"{name}-{uuid.uuid4()}",
+        task_queue=group_queue(task_group(name)),
     )
 
 
+async def result_of(handle: WorkflowHandle):
+    """A task's result: JSON text, as the workflows return it for Datashare."""
+    result = await handle.result()
+    assert isinstance(result, str), result
+    return json.loads(result)
+
+
 async def run(client: Client, name: str, args: dict):
-    return await (await start(client, name, args)).result()
+    return await result_of(await start(client, name, args))
 
 
 async def failure(client: Client, name: str, args: dict) -> ApplicationError:
@@ -120,28 +138,86 @@ async def events(client: Client, handle: WorkflowHandle, run_id: str | None = No
     return [e async for e in run.fetch_history_events()]
 
 
+async def run_histories(client: Client, handle: WorkflowHandle) -> list[list]:
+    """The history of each run of an ended workflow, first to last: a
+    vectorization continues as new after each page of ids."""
+    histories, run_id = [], handle.first_execution_run_id
+    while run_id is not None:
+        history = await events(client, handle, run_id)
+        histories.append(history)
+        last = history[-1]
+        run_id = None
+        if last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            attributes = last.workflow_execution_continued_as_new_event_attributes
+            run_id = attributes.new_execution_run_id
+    return histories
+
+
+def batches_scheduled(history) -> list:
+    """The ``vectorize_docs`` activities the run scheduled: its batches."""
+    return [
+        e
+        for e in history
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name
+        == "vectorize_docs"
+    ]
+
+
+def batches_started(history) -> list:
+    """The started events of the run's batches (not of its other activities)."""
+    batches = {e.event_id for e in batches_scheduled(history)}
+    return [
+        e
+        for e in history
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and e.activity_task_started_event_attributes.scheduled_event_id in batches
+    ]
+
+
+async def batch_documents(client: Client, scheduled) -> list[str]:
+    """The documents of a scheduled batch, from its ``args``."""
+    payloads = scheduled.activity_task_scheduled_event_attributes.input.payloads
+    (args,) = await client.data_converter.decode(payloads)
+    return args["docs"]
+
+
 async def test_vectorize_and_search_a_project(stack, client, es, project):
     doc_ids = await seed_known_items(es, project)
 
-    args = {"project": project, "batch_size": BATCH_SIZE, "user": {"id": "jdoe"}}
+    # The user as Datashare sends it, granted the project.
+    user = {
+        "id": "jdoe",
+        "details": {"groups_by_applications": {"datashare": [project]}},
+    }
+    args = {"project": project, "batch_size": BATCH_SIZE, "user": user}
     handle = await start(client, "create_vectorization_tasks", args)
-    summary = await handle.result()
+    summary = await result_of(handle)
     assert summary == {
-        "batches": -(-N_DOCS // BATCH_SIZE),
-        "documents": N_DOCS,
-        "vectorized": N_DOCS,
+        "project": project,
         "model": "english",
         "model_choice": "auto: 100% ENGLISH",
+        "batches": -(-N_DOCS // BATCH_SIZE),
+        "documents": N_DOCS,
+        "new": N_DOCS,
+        "changed": 0,
+        "unchanged": 0,
+        "missing": 0,
+        "removed": 0,
+        "failed": 0,
+        "failures": [],
     }
     # Continued as new at each page: each run's history stays that of a page.
     description = await handle.describe()
     assert description.run_id != handle.first_execution_run_id
     progress = {a.key.name: a.value for a in description.typed_search_attributes}
     assert (progress["Progress"], progress["MaxProgress"]) == (N_DOCS, N_DOCS)
+    histories = await run_histories(client, handle)
+    assert len(histories) == -(-N_DOCS // PAGE_SIZE)
+    assert sum(len(batches_scheduled(h)) for h in histories) == summary["batches"]
     started = [
         e.activity_task_started_event_attributes.identity
-        for e in await events(client, handle, handle.first_execution_run_id)
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        for e in batches_started(histories[0])
     ]
     assert len(set(started)) >= 2, "the batches ran on one worker only"
 
@@ -165,12 +241,12 @@ async def test_a_worker_killed_mid_batch(stack, client, es, project):
     victim = stack.vectorizing_workers()[0]
     os.kill(victim, signal.SIGKILL)
 
-    summary = await handle.result()
-    assert summary["documents"] == len(doc_ids)
+    summary = await result_of(handle)
+    assert (summary["documents"], summary["failed"]) == (len(doc_ids), 0), summary
     attempts = [
         e.activity_task_started_event_attributes.attempt
-        for e in await events(client, handle)
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        for h in await run_histories(client, handle)
+        for e in batches_started(h)
     ]
     assert max(attempts) >= 2, "no batch was retried"
     table = store.open_table(store.connect(stack.vectors), project)
@@ -209,7 +285,8 @@ async def test_a_cancelled_vectorization_stops_creating_batches(
         await handle.result()
     assert isinstance(raised.value.cause, CancelledError)
 
-    history = await events(client, handle)
+    histories = await run_histories(client, handle)
+    history = histories[-1]
     cancelled_at = next(
         i
         for i, e in enumerate(history)
@@ -221,11 +298,17 @@ async def test_a_cancelled_vectorization_stops_creating_batches(
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
     assert scheduled_after == []
-    # A batch whose write was under way when it was cancelled may still land.
-    await asyncio.sleep(3)
-    written = store.open_table(db, project).count_rows()
-    await asyncio.sleep(3)
-    assert written == store.open_table(db, project).count_rows() < n_docs
+    # Only the batches scheduled before the cancel ever write (one whose write
+    # was under way may still land): a few, not the project's.
+    scheduled = {
+        doc
+        for h in histories
+        for batch in batches_scheduled(h)
+        for doc in await batch_documents(client, batch)
+    }
+    assert len(scheduled) < n_docs
+    rows = store.open_table(db, project).to_arrow().select(["doc_id"]).to_pylist()
+    assert {r["doc_id"] for r in rows} <= scheduled
 
 
 async def test_bad_input_fails_the_workflow_naming_the_problem(client, project, es):
@@ -265,13 +348,14 @@ async def test_the_command_line_on_temporal(stack, es, project):
     }
     status = cli("status", env=env)
     assert status.returncode == 0, status.stderr
-    assert "Temporal task queues" in status.stdout
-    # Pollers seen in the last minutes: a killed worker's too, beside its successor.
-    polling = re.search(
-        r"vectorize\s+│\s+PYTHON\s+│\s+(\d+)\s+│\s+(\d+)", status.stdout
+    assert "Task queues" in status.stdout, status.stdout
+    # The workers taking the batches: the pool's two at least (pollers seen in
+    # the last minutes, a killed worker's too, beside its successor).
+    taking = re.search(
+        r"vectorize\s+│\s+python, vectorize_docs\s+│\s+(\d+)\s+│", status.stdout
     )
-    assert polling, status.stdout
-    assert int(polling[2]) >= 2, status.stdout
+    assert taking, status.stdout
+    assert int(taking[1]) >= 2, status.stdout
 
     vectorized = cli("vectorize", project, "--batch-size", "4", env=env)
     assert vectorized.returncode == 0, vectorized.stderr
@@ -324,9 +408,72 @@ async def test_a_namespace_without_the_progress_attributes_is_named(stack, clien
     )
 
     assert status.returncode == 3, status.stdout + status.stderr
-    assert "lacks the Double search attribute(s) Progress, MaxProgress" in (
+    assert "lacks the search attribute(s) Progress, MaxProgress, UserId" in (
         status.stdout
-    )
+    ), status.stdout
     assert worker.returncode == 2, worker.stderr
-    assert f"{create} Progress --type Double; {create} MaxProgress" in worker.stderr
+    assert (
+        f"{create} Progress --type Double; {create} MaxProgress --type Double;"
+        f" {create} UserId --type Keyword"
+    ) in worker.stderr, worker.stderr
     assert "Traceback" not in worker.stderr
+
+
+# test_fair_share.py's projects, a document a batch; the large one twice as
+# large: Temporal hands a queue's tasks out in no strict order (a queue has
+# partitions), so a batch of the small project may wait behind several of the
+# large one's newer batches (9 seen here), not behind all of them.
+LARGE_BATCHES = 48
+SMALL_BATCHES = 2
+
+
+async def _index_long_documents(es, project: str, n_docs: int) -> None:
+    """Long documents (several passages each): a batch of one takes a while."""
+    rng = random.Random(n_docs)
+    await create_project_index(es, project)
+    docs = [
+        (f"{project}-{i}", document_source(filler(rng, 60), path=f"/{i}"), None)
+        for i in range(n_docs)
+    ]
+    await bulk_index(es, project, docs)
+
+
+async def test_a_small_project_is_not_held_behind_a_large_one(stack, client, es):
+    """Two projects vectorized at once share the workers (test_fair_share.py's
+    twin): a small project started while a large one runs has its batches
+    scheduled beside the large one's few in flight, so it ends before the large
+    one has even scheduled its last batch, where queued behind all of the large
+    one's batches it ended after them."""
+    suffix = uuid.uuid4().hex[:10]
+    large, small = f"fair-large-{suffix}", f"fair-small-{suffix}"
+    await _index_long_documents(es, large, LARGE_BATCHES)
+    await _index_long_documents(es, small, SMALL_BATCHES)
+
+    args = {"batch_size": 1}
+    large_run = await start(
+        client, "create_vectorization_tasks", {"project": large, **args}
+    )
+    await _wait_for_running_batch(large_run)
+    small_run = await start(
+        client, "create_vectorization_tasks", {"project": small, **args}
+    )
+    small_summary = await result_of(small_run)
+    large_summary = await result_of(large_run)
+
+    assert (small_summary["batches"], small_summary["new"]) == (SMALL_BATCHES,) * 2
+    assert (large_summary["batches"], large_summary["new"]) == (LARGE_BATCHES,) * 2
+    # By the server's clock: the small run's end among the large one's batches.
+    small_history = (await run_histories(client, small_run))[-1]
+    assert small_history[-1].event_type == (
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+    )
+    small_ended = small_history[-1].event_time.ToDatetime()
+    large_scheduled = [
+        e.event_time.ToDatetime()
+        for h in await run_histories(client, large_run)
+        for e in batches_scheduled(h)
+    ]
+    assert len(large_scheduled) == LARGE_BATCHES
+    before = sum(t < small_ended for t in large_scheduled)
+    print(f"{before} of the large project's {LARGE_BATCHES} batches scheduled first")
+    assert before < LARGE_BATCHES
