@@ -60,6 +60,7 @@ async def test_a_project_vectorized_from_datashare(
                 await wait_done(service, [parent])
                 summary = await service.get_task_result(parent)
 
+    assert summary is not None
     assert datashare.tasks[parent]["args"]["user"]  # Datashare's argument, accepted
     created = [
         r

@@ -219,7 +219,7 @@ async def client(service):
 
 def worker_pids(pool: subprocess.Popen) -> set[int]:
     """The pool's worker processes: the supervisor's children."""
-    pids = set()
+    pids: set[int] = set()
     for task in Path(f"/proc/{pool.pid}/task").iterdir():
         pids.update(int(pid) for pid in (task / "children").read_text().split())
     return pids
@@ -472,7 +472,9 @@ async def _wait_for_a_running_batch(client, project: str) -> None:
 
 async def _submitted_task(log: Path, cli) -> str:
     await _wait_for_text(log, " submitted.", cli)
-    return re.search(r"Task (\S+) submitted\.", log.read_text()).group(1)
+    submitted = re.search(r"Task (\S+) submitted\.", log.read_text())
+    assert submitted is not None
+    return submitted.group(1)
 
 
 async def _wait_for_no_fanout_consumer(service) -> None:

@@ -250,11 +250,12 @@ async def test_bad_task_input_is_a_clear_task_error(client, name, args, message)
 async def test_bad_search_input(stack, es, client, project):
     await seed(es, project, 4)
     await _vectorize(client, project)
-    for args, message in [
+    cases: list[tuple[dict[str, object], str]] = [
         ({"queries": []}, "invalid argument queries"),
         ({"queries": ["q"], "n_similar": 0}, "invalid argument n_similar"),
         ({"queries": ["q"], "n_similar": -3}, "invalid argument n_similar"),
-    ]:
+    ]
+    for args, message in cases:
         error = await run_failing_task(
             client, "find_most_similar", {"project": project, **args}
         )

@@ -27,6 +27,7 @@ from ml_worker import store
 from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker.icij.task_client import ICIJTaskClient
 from ml_worker_dev.local_stack import (
+    RabbitMQ,
     free_port,
     task_service,
     wait_for_workers,
@@ -57,7 +58,7 @@ class Cluster:
     url: str
     hosts: list[Host]
     workdir: Path
-    rabbitmq: object
+    rabbitmq: RabbitMQ
     vhost: str
     configs: list[dict]  # each host's worker settings
     vectors: tuple[str, dict]  # the database's URI and storage options, from here
