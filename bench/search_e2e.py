@@ -1,4 +1,5 @@
-"""Searches end to end: ``find_most_similar`` through the task service, idle and busy.
+"""Searches end to end through the task service: ``find_most_similar`` idle and busy,
+``find_similar_documents`` idle.
 
 Each query goes the way ``ml-worker search`` sends it (``search_project``: a PUT to
 icij-worker's HTTP task service, which stores the task in PostgreSQL and publishes it
@@ -11,9 +12,11 @@ worker pools started with ``ml-worker workers start --kind ...`` (one search wor
 one fan-out worker, ``--vectorizers`` vectorizing workers), and the in-memory
 Elasticsearch-API server. A project of ``--docs`` documents is vectorized, then:
 
-- idle: ``--queries`` searches, one after the other, nothing else running;
-- busy: another project of ``--busy-batches`` one-document batches is fanned out
-  while no vectorizing worker runs, so that its batches all wait on the broker; the
+- idle: ``--queries`` searches, one after the other, nothing else running; then
+  as many similar-documents tasks, for as many of the project's documents;
+- busy: another project's ``--busy-batches`` documents are submitted as
+  one-document batches while no vectorizing worker runs, so that they all wait on
+  the broker; the
   vectorizing workers are started again, and the same searches run while they drain
   that backlog. Its depth is read from RabbitMQ's management API before and after.
 
@@ -31,7 +34,8 @@ included.
 ``--storage-connections``: the task service's PostgreSQL connections (the harness's
 default otherwise), to compare. About 15 minutes on 2 busy cores, most of it starting
 workers and vectorizing. The last line printed is
-``search_e2e idle_p50_ms=X idle_p99_ms=Y busy_p50_ms=Z busy_p99_ms=W``.
+``search_e2e idle_p50_ms=X idle_p99_ms=Y similar_p50_ms=S similar_p99_ms=T
+busy_p50_ms=Z busy_p99_ms=W``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +61,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 from icij_worker import Task, TaskState
 
-from ml_worker.cli.follow import search_project, wait_for_task
+from ml_worker import documents
+from ml_worker.cli.follow import WorkerCount, search_project, similar_documents
 from ml_worker.constants import (
     CREATE_VECTORIZATION_TASKS,
+    VECTORIZE_DOCS,
     WorkerKind,
     task_group,
 )
 from ml_worker.es_client import es_client
 from ml_worker.icij.task_client import ICIJTaskClient
+from ml_worker.task_client import wait_for_task
 from ml_worker_dev.datashare_index import (
     bulk_index,
     create_project_index,
@@ -84,6 +92,7 @@ BACKLOG = "bench-backlog"
 WARM_UP = 5
 CLI_RUNS = 5
 TIMEOUT_S = 900.0
+N_RESULTS = 10  # documents each search or similar-documents task asks for
 POLL_S = 0.5  # the harness's own waits for set-up, not measured
 
 _TOPICS = [
@@ -167,23 +176,23 @@ class Search:
     gets: int
 
 
-async def timed_searches(
-    client: TimedClient, texts: list[str], consumers
+async def timed_tasks(
+    client: TimedClient, ask: Callable[[str], Awaitable[list]], items: list[str]
 ) -> list[Search]:
+    """Each of ``items`` asked with ``ask``, one after the other, timed."""
     searches = []
-    for text in texts:
+    for item in items:
         gets = client.gets
         started_wall, started = time.time(), time.perf_counter()
-        hits = await search_project(
-            client, SEARCHED, [text], consumers=consumers, n_similar=10
-        )
+        hits = await ask(item)
         total_s = time.perf_counter() - started
         ended_wall = started_wall + total_s
         gets = client.gets - gets
-        if len(hits[0]) != 10:
-            raise RuntimeError(f"{len(hits[0])} documents found for {text!r}, not 10")
+        if len(hits) != N_RESULTS:
+            raise RuntimeError(f"{len(hits)} documents for {item!r}, not {N_RESULTS}")
         task_id, put_s = client.created[-1]
         task = await client.get_task(task_id)
+        assert task.completed_at is not None
         created, completed = task.created_at.timestamp(), task.completed_at.timestamp()
         searches.append(
             Search(
@@ -195,6 +204,33 @@ async def timed_searches(
             )
         )
     return searches
+
+
+async def timed_searches(
+    client: TimedClient, texts: list[str], workers: WorkerCount
+) -> list[Search]:
+    """``find_most_similar``, as ``ml-worker search`` asks it."""
+
+    async def ask(text: str) -> list:
+        hits = await search_project(
+            client, SEARCHED, [text], workers=workers, n_similar=N_RESULTS
+        )
+        return hits[0]
+
+    return await timed_tasks(client, ask, texts)
+
+
+async def timed_similar(
+    client: TimedClient, doc_ids: list[str], workers: WorkerCount
+) -> list[Search]:
+    """``find_similar_documents``, as ``ml-worker similar`` asks it."""
+
+    async def ask(doc_id: str) -> list:
+        return await similar_documents(
+            client, SEARCHED, doc_id, workers=workers, n_similar=N_RESULTS
+        )
+
+    return await timed_tasks(client, ask, doc_ids)
 
 
 def summary(searches: list[Search]) -> dict[str, float]:
@@ -236,12 +272,31 @@ async def wait_done(client: ICIJTaskClient, task_id: str) -> Any:
     return await client.get_task_result(task_id, done=True)
 
 
-async def vectorize(client: ICIJTaskClient, project: str, batch_size: int) -> list[str]:
-    """Fan the project out; its batch task ids."""
+async def vectorize(client: ICIJTaskClient, project: str, batch_size: int) -> dict:
+    """The project vectorized; the run's summary."""
     args = {"project": project, "batch_size": batch_size}
     group = task_group(CREATE_VECTORIZATION_TASKS)
     task_id = await client.create_task(CREATE_VECTORIZATION_TASKS, args, group=group)
-    return (await wait_done(client, task_id))["tasks"]
+    return await wait_done(client, task_id)
+
+
+async def queue_backlog(client: ICIJTaskClient, es_url: str, project: str) -> int:
+    """Every document of ``project`` as a one-document ``vectorize_docs`` batch,
+    submitted at once: a backlog as deep as many projects' runs, or a client
+    submitting batches itself, make it (a fan-out keeps only a few in flight)."""
+    es = es_client(es_url, timeout_s=300)
+    batches = 0
+    try:
+        async for page in documents.document_id_pages(es, project, page_size=1000):
+            for doc_id in page:
+                args = {"project": project, "docs": [doc_id]}
+                await client.create_task(
+                    VECTORIZE_DOCS, args, group=task_group(VECTORIZE_DOCS)
+                )
+                batches += 1
+    finally:
+        await es.close()
+    return batches
 
 
 def cli_search_ms(url: str, vhost: str, texts: list[str]) -> list[float]:
@@ -326,8 +381,11 @@ class Stack:
             time.sleep(POLL_S)
         return depth
 
-    def consumers(self, group: str) -> int | None:
-        return self.rabbitmq.task_queue_consumers(self.vhost, group)
+    async def workers(self, kind: WorkerKind) -> int | None:
+        """How many workers take ``kind``'s tasks (the CLI's ``WorkerCount``)."""
+        return await asyncio.to_thread(
+            self.rabbitmq.task_queue_consumers, self.vhost, kind.group
+        )
 
 
 async def run(args: argparse.Namespace, workdir: Path, es_url: str) -> dict:
@@ -345,14 +403,16 @@ async def run(args: argparse.Namespace, workdir: Path, es_url: str) -> dict:
         client = TimedClient(s.url)
         async with client:
             with s.vectorizers():
-                batches = await vectorize(client, SEARCHED, 32)
-                for batch in batches:
-                    await wait_done(client, batch)
+                await vectorize(client, SEARCHED, 32)
             # The vectorizers are stopped: the backlog's batches wait on the broker.
             # Idle means nothing else running, hence measured here.
-            await timed_searches(client, texts[:WARM_UP], s.consumers)
-            idle = summary(await timed_searches(client, texts[WARM_UP:], s.consumers))
+            await timed_searches(client, texts[:WARM_UP], s.workers)
+            idle = summary(await timed_searches(client, texts[WARM_UP:], s.workers))
             print(describe("idle", idle), flush=True)
+            doc_ids = [f"{SEARCHED}-{i:06d}" for i in range(WARM_UP + args.queries)]
+            await timed_similar(client, doc_ids[:WARM_UP], s.workers)
+            similar = summary(await timed_similar(client, doc_ids[WARM_UP:], s.workers))
+            print(describe("idle, similar documents", similar), flush=True)
             cli = cli_search_ms(s.url, s.vhost, texts[WARM_UP : WARM_UP + CLI_RUNS])
             # Without bytecode files every start compiles each module it imports.
             bytecode = "not written" if sys.flags.dont_write_bytecode else "written"
@@ -364,18 +424,18 @@ async def run(args: argparse.Namespace, workdir: Path, es_url: str) -> dict:
             )
 
             started = time.monotonic()
-            backlog = await vectorize(client, BACKLOG, 1)
-            fanout_s = time.monotonic() - started
-            queued = s.wait_queued(len(backlog))
+            backlog = await queue_backlog(client, es_url, BACKLOG)
+            submit_s = time.monotonic() - started
+            queued = s.wait_queued(backlog)
             print(
-                f"backlog: {len(backlog)} batches created in {fanout_s:.0f} s,"
+                f"backlog: {backlog} batches submitted in {submit_s:.0f} s,"
                 f" {queued} queued",
                 flush=True,
             )
             with s.vectorizers():
                 before = s.queued()
                 started = time.monotonic()
-                searches = await timed_searches(client, texts[WARM_UP:], s.consumers)
+                searches = await timed_searches(client, texts[WARM_UP:], s.workers)
                 busy_s = time.monotonic() - started
                 after = s.queued()
             busy = summary(searches)
@@ -386,7 +446,7 @@ async def run(args: argparse.Namespace, workdir: Path, es_url: str) -> dict:
             )
             slowest = sorted(searches, key=lambda s: s.total_ms)[-3:]
             print(f"busy, the slowest: {', '.join(map(split, slowest))}", flush=True)
-    return {"idle": idle, "busy": busy, "queued_after": after}
+    return {"idle": idle, "similar": similar, "busy": busy, "queued_after": after}
 
 
 def main() -> None:
@@ -415,9 +475,11 @@ def main() -> None:
     ):
         result = asyncio.run(run(args, Path(tmp), es_url))
     print(f"load average after: {os.getloadavg()}", flush=True)
-    idle, busy = result["idle"], result["busy"]
+    idle, similar, busy = result["idle"], result["similar"], result["busy"]
     print(
         f"search_e2e idle_p50_ms={idle['p50_ms']:.0f} idle_p99_ms={idle['p99_ms']:.0f}"
+        f" similar_p50_ms={similar['p50_ms']:.0f}"
+        f" similar_p99_ms={similar['p99_ms']:.0f}"
         f" busy_p50_ms={busy['p50_ms']:.0f} busy_p99_ms={busy['p99_ms']:.0f}"
     )
 
