@@ -48,6 +48,7 @@ from pathlib import Path
 import pyarrow as pa
 from lancedb.embeddings import EmbeddingFunctionConfig
 from lancedb.index import FTS
+from lancedb.query import LanceVectorQueryBuilder
 from lancedb.rerankers import RRFReranker
 from lancedb.table import Table
 
@@ -164,9 +165,9 @@ async def product_ranks(
     return ranks
 
 
-def naive_table(vector_db, items: list[dict], model: str, batch_size: int) -> Table:
+def naive_table(vector_db, items: list[dict], model: str, texts_per_call: int) -> Table:
     """Each whole document as one row: one vector, BM25 over all of its text."""
-    function = embedder(model, batch_size)
+    function = embedder(model, texts_per_call)
     schema = pa.schema(
         [
             pa.field("id", pa.string()),
@@ -193,13 +194,13 @@ def naive_table(vector_db, items: list[dict], model: str, batch_size: int) -> Ta
 def naive_ranks(table: Table, items: list[dict], mode: SearchMode) -> list[float]:
     """Each known item's reciprocal rank in the naive table's results."""
     queries = [item["query"] for item in items]
-    vectors = table.embedding_functions["vector"].function.compute_query_embeddings(
-        queries
-    )
+    vectors = store.table_embedder(table).compute_query_embeddings(queries)
     ranks = []
     for item, query, vector in zip(items, queries, vectors, strict=True):
         if mode is SearchMode.VECTOR:
-            builder = table.search(vector).distance_type("cosine")
+            builder = table.search(vector, query_type="vector")
+            assert isinstance(builder, LanceVectorQueryBuilder)
+            builder = builder.distance_type("cosine")
         elif mode is SearchMode.TEXT:
             builder = table.search(query, query_type="fts")
         else:
@@ -282,8 +283,8 @@ async def measure_set(
                 started = time.perf_counter()
                 ranks = await asyncio.to_thread(naive_ranks, naive, items, mode)
                 seconds = time.perf_counter() - started
-                scoring = "rrf" if mode is SearchMode.HYBRID else "whole_document"
-                runs.append(Run(NAIVE, mode, scoring, ranks, seconds))
+                naive_scoring = "rrf" if mode is SearchMode.HYBRID else "whole_document"
+                runs.append(Run(NAIVE, mode, naive_scoring, ranks, seconds))
     finally:
         await es.indices.delete(index=project, ignore_unavailable=True)
     for run in runs:

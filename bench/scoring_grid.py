@@ -59,7 +59,7 @@ async def built_tables(es_url: str, datasets: list[Path], limit: int | None, tmp
             table = store.open_table(vector_db, project)
             table.optimize()
             naive = quality.naive_table(
-                vector_db, items, plan.model, config.embed_batch_size
+                vector_db, items, plan.summary.model, config.embed_batch_size
             )
             ranks = quality.naive_ranks(naive, items, search.SearchMode.HYBRID)
             sets[dataset.stem] = (items, table, statistics.mean(ranks))

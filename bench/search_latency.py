@@ -258,7 +258,7 @@ async def measure(setup: Setup, n_queries: int) -> dict:
         started = time.perf_counter()
         nearest = nearest_passages(table, vector, passages_limit(10))
         ann_latencies.append((time.perf_counter() - started) * 1000)
-        ann = set(sorted(nearest, key=nearest.get, reverse=True)[:10])
+        ann = set(sorted(nearest, key=nearest.__getitem__, reverse=True)[:10])
         exact = _exact_row_ids(table, vector)
         recalls.append(len(ann & exact) / len(exact))
         # The vector search of a second round, as a search asks it when a few

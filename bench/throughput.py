@@ -3,9 +3,9 @@
 One run measures, on the same documents:
 
 - the ceiling: the configured model encoding the documents' passages directly, in
-  this process (torch's default threads), at the best batch size of
-  ``BATCH_SIZES``, which the workers then use too; measured right before and right
-  after each end-to-end run, whose ratio is to the mean of the two;
+  this process (torch's default threads), at the best number of texts per model
+  call of ``TEXTS_PER_CALL``, which the workers then use too; measured right before
+  and right after each end-to-end run, whose ratio is to the mean of the two;
 - end to end: the project vectorized through the real services: documents in an
   Elasticsearch-API server (the in-memory emulator), ``create_vectorization_tasks``
   submitted to icij-worker's HTTP task service, tasks through RabbitMQ to worker
@@ -41,6 +41,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -70,7 +71,7 @@ PROJECT = "bench-throughput"
 DEMO_CORPUS = (
     Path(__file__).parent.parent / "ml_worker_dev" / "data" / "demo_corpus.jsonl"
 )
-BATCH_SIZES = (16, 32, 64, 128)
+TEXTS_PER_CALL = (16, 32, 64, 128)
 SWEEP_PASSAGES = 256
 QUICK_SWEEP_PASSAGES = 64
 WORDS_PER_DOC = (60, 500)
@@ -88,14 +89,15 @@ def corpus(n_docs: int) -> list[str]:
     rng = random.Random(SEED)
     docs = []
     for _ in range(n_docs):
-        target, words = rng.randint(*WORDS_PER_DOC), []
+        target = rng.randint(*WORDS_PER_DOC)
+        words: list[str] = []
         while len(words) < target:
             words += rng.choice(sentences).split()
         docs.append(" ".join(words))
     return docs
 
 
-def passages(docs: list[str], function: embedding.Embedder) -> list[str]:
+def passages(docs: list[str], function: embedding.ModelEmbedder) -> list[str]:
     """The passages vectorize_docs writes for these documents."""
     return [p.text for doc in docs for p in passages_of(doc, function)]
 
@@ -105,30 +107,34 @@ class Ceiling:
 
     def __init__(self, docs: list[str], config: MLWorkerConfig, sweep_passages: int):
         function = embedding.embedder(config.model)
+        if not isinstance(function, embedding.Embedder):
+            raise SystemExit(f"{config.model}: not a sentence-transformers model")
         self._model = function.embedding_model
         self._n_docs = len(docs)
         self.texts = passages(docs, function)
         self._model.encode(self.texts[:64], batch_size=64)  # warm-up
-        self.batch_size = self._best_batch_size(self.texts[:sweep_passages])
+        self.texts_per_call = self._best_texts_per_call(self.texts[:sweep_passages])
 
-    def _best_batch_size(self, sample: list[str]) -> int:
+    def _best_texts_per_call(self, sample: list[str]) -> int:
         best = (0.0, 0)
-        for batch_size in BATCH_SIZES:
+        for texts_per_call in TEXTS_PER_CALL:
             started = time.perf_counter()
-            self._model.encode(sample, batch_size=batch_size, normalize_embeddings=True)
+            self._model.encode(
+                sample, batch_size=texts_per_call, normalize_embeddings=True
+            )
             passages_s = len(sample) / (time.perf_counter() - started)
             print(
-                f"  model batch_size={batch_size}: {passages_s:.1f} passages/s",
+                f"  model batch_size={texts_per_call}: {passages_s:.1f} passages/s",
                 flush=True,
             )
-            best = max(best, (passages_s, batch_size))
+            best = max(best, (passages_s, texts_per_call))
         return best[1]
 
     def docs_s(self) -> float:
-        """Documents a second, every passage encoded at the best batch size."""
+        """Documents a second, every passage encoded at the best texts per call."""
         started = time.perf_counter()
         self._model.encode(
-            self.texts, batch_size=self.batch_size, normalize_embeddings=True
+            self.texts, batch_size=self.texts_per_call, normalize_embeddings=True
         )
         return self._n_docs / (time.perf_counter() - started)
 
@@ -264,14 +270,22 @@ async def _vectorize(
         group=task_group(CREATE_VECTORIZATION_TASKS),
     )
     (parent,) = await wait_done(client, [parent_id])
-    summary = await client.get_task_result(parent_id)
+    summary = await done_result(client, parent_id)
     children = await wait_done(client, summary["tasks"], memory=memory)
-    written = sum([await client.get_task_result(c.id) for c in children])
+    written = sum([await done_result(client, c.id) for c in children])
     if written != n_docs:
         raise RuntimeError(f"{written} documents vectorized, not {n_docs}")
     # The task service's own times: the polling's interval is not counted.
     ended = max(c.completed_at for c in children)
     return (ended - parent.created_at).total_seconds(), len(children)
+
+
+async def done_result(client: ICIJTaskClient, task_id: str) -> Any:
+    """The result of a task that is done."""
+    result = await client.get_task_result(task_id, done=True)
+    if result is None:
+        raise RuntimeError(f"task {task_id} is done without a result")
+    return result
 
 
 async def wait_done(
@@ -322,7 +336,7 @@ def main() -> None:
     sweep = QUICK_SWEEP_PASSAGES if args.quick else SWEEP_PASSAGES
     ceiling = Ceiling(docs, config, sweep)
     print(
-        f"{len(ceiling.texts)} passages; best batch size {ceiling.batch_size}",
+        f"{len(ceiling.texts)} passages; best texts per call {ceiling.texts_per_call}",
         flush=True,
     )
 
@@ -337,7 +351,7 @@ def main() -> None:
             workdir.mkdir()
             # Threads split between workers: more threads than cores only contend.
             app_config = {
-                "embed_batch_size": ceiling.batch_size,
+                "embed_batch_size": ceiling.texts_per_call,
                 # --quick's 150 documents in the default 64 a task would make 3
                 # tasks: too few to spread over the workers.
                 "vectorize_batch_size": 16

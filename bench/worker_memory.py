@@ -39,6 +39,7 @@ from bench.throughput import (
     PROJECT,
     corpus,
     descendants,
+    done_result,
     index_corpus,
     status_kib,
     wait_done,
@@ -87,9 +88,9 @@ async def _load(url: str, n_docs: int, queries: list[str]) -> None:
             group=task_group(CREATE_VECTORIZATION_TASKS),
         )
         await wait_done(client, [parent])
-        batches = (await client.get_task_result(parent))["tasks"]
+        batches = (await done_result(client, parent))["tasks"]
         await wait_done(client, batches)
-        written = sum([await client.get_task_result(b) for b in batches])
+        written = sum([await done_result(client, b) for b in batches])
         if written != n_docs:
             raise RuntimeError(f"{written} documents vectorized, not {n_docs}")
         for query in queries:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 from lancedb.embeddings import TextEmbeddingFunction, register
 from lancedb.embeddings.sentence_transformers import SentenceTransformerEmbeddings
+from pydantic import Field
 
 from ml_worker.constants import (
     AUTO_MODEL,
@@ -123,7 +124,9 @@ class Embedder(SentenceTransformerEmbeddings):
     """sentence-transformers embeddings with run-time model and device resolution."""
 
     name: str
-    batch_size: int = 64
+    # Texts per model call. Stored in a table's metadata under its earlier name,
+    # `batch_size`: a table keeps its value whichever version opens it.
+    texts_per_call: int = Field(default=64, alias="batch_size")
     trust_remote_code: bool = False
     # Whether a query's vector matches passages in other languages: not known of
     # a sentence-transformers model, so its hybrid search trusts BM25
@@ -158,7 +161,7 @@ class Embedder(SentenceTransformerEmbeddings):
         # has one (e5's "passage: "); encode_query likewise for queries.
         vectors = self.embedding_model.encode_document(
             list(texts),
-            batch_size=self.batch_size,
+            batch_size=self.texts_per_call,
             convert_to_numpy=True,
             processing_kwargs={"text": {"pad_to_multiple_of": self._padding()}},
         )
@@ -268,14 +271,16 @@ def _minilm_tokenizer():
 ModelEmbedder = Embedder | E5Embedder
 
 
-def embedder(model: str, batch_size: int = 64) -> ModelEmbedder:
+def embedder(model: str, texts_per_call: int = 64) -> ModelEmbedder:
     """The embedding function of ``model``: an alias (``english``,
-    ``multilingual``), a sentence-transformers hub id or a model folder."""
+    ``multilingual``), a sentence-transformers hub id or a model folder. A
+    sentence-transformers model is given ``texts_per_call`` texts a call; the
+    multilingual model's engine takes all the texts it is given at once."""
     name = model_id(model)
     if name == MULTILINGUAL_MODEL:
         return E5Embedder.create(name=name)
     model_files(name)  # fail now, clearly, on an unknown model
-    return Embedder.create(name=name, batch_size=batch_size)
+    return Embedder.create(name=name, batch_size=texts_per_call)  # its stored name
 
 
 def preload(model: str, *, documents: bool, queries: bool) -> None:

@@ -201,6 +201,10 @@ def es_emulator(*, memory_limit_bytes: int | None = None):
         yield server.url
     finally:
         server.close()
+        # osmem-server's close leaves open the pipe it read the server's URL from:
+        # a ResourceWarning whenever the object is collected, unless closed here.
+        if server.process.stdout is not None:
+            server.process.stdout.close()
 
 
 def _go_memory_limit(memory_limit_bytes: int | None) -> str | None:

@@ -160,7 +160,7 @@ def load_folder(folder: Path, project: str, config: MLWorkerConfig) -> tuple[int
 
 
 async def _load(folder: Path, project: str, config: MLWorkerConfig) -> tuple[int, int]:
-    counts = Counter()
+    counts: Counter[str] = Counter()
 
     def documents() -> Iterator[tuple[str, dict, None]]:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,7 @@ class S3Endpoint:
 
 
 @pytest.fixture(scope="session")
-def s3(tmp_path_factory) -> S3Endpoint:
+def s3(tmp_path_factory) -> Iterator[S3Endpoint]:
     url = os.environ.get(f"{S3_ENV}URL")
     if url:
         yield S3Endpoint(
@@ -123,13 +124,13 @@ def s3(tmp_path_factory) -> S3Endpoint:
 
 
 @pytest.fixture
-def s3_bucket(s3) -> str:
+def s3_bucket(s3) -> Iterator[str]:
     with s3.bucket() as name:
         yield name
 
 
 @pytest.fixture
-async def es(es_url) -> AsyncElasticsearch:
+async def es(es_url) -> AsyncIterator[AsyncElasticsearch]:
     client = es_client(es_url)
     yield client
     await client.close()
@@ -167,7 +168,7 @@ def config(es_url, tmp_path) -> MLWorkerConfig:
 
 
 @pytest.fixture(scope="session")
-def temporal_address(tmp_path_factory) -> str:
+def temporal_address(tmp_path_factory) -> Iterator[str]:
     address = os.environ.get(TEMPORAL_ENV)
     if address:
         yield address
@@ -216,7 +217,9 @@ class SessionStack:
 
 
 @pytest.fixture(scope="session")
-def session_stack(tmp_path_factory, es_url, rabbitmq, postgres) -> SessionStack:
+def session_stack(
+    tmp_path_factory, es_url, rabbitmq, postgres
+) -> Iterator[SessionStack]:
     """icij-worker's HTTP task service (tasks stored in the machine's PostgreSQL)
     in a fresh RabbitMQ virtual host, started once for the session's end-to-end
     modules; no worker (``session_workers`` adds them).
@@ -239,7 +242,7 @@ SESSION_WORKERS = 2
 
 
 @pytest.fixture(scope="session")
-def session_workers(session_stack, rabbitmq) -> SessionStack:
+def session_workers(session_stack, rabbitmq) -> Iterator[SessionStack]:
     """``session_stack`` with a worker pool consuming its tasks, ready: the
     processes of ``ml-worker workers start -n SESSION_WORKERS`` with the stack's
     settings.

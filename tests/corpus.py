@@ -81,12 +81,13 @@ def datashare_corpus(
     document ids to contents written for known-item queries.
     """
     rng = random.Random(seed)
-    items, doc_ids = [], set()
+    items: list[tuple[str, dict, str | None]] = []
+    doc_ids: set[str] = set()
     special = dict(special or {})
     n_roots = n_docs - n_docs // 5
     for i in range(n_roots):
         doc_id = f"doc-{i:04d}"
-        content = special.pop(doc_id, None) or filler(rng, rng.randint(3, 12))
+        content = special.pop(doc_id, "") or filler(rng, rng.randint(3, 12))
         path = f"/leak/folder-{i % 7}/doc-{i:04d}.txt"
         items.append((doc_id, document_source(content, path=path), None))
         doc_ids.add(doc_id)
@@ -95,7 +96,7 @@ def datashare_corpus(
             items.append((f"{doc_id}-ne-{k}", ne, doc_id))
         if i % 4 == 0 and len(doc_ids) < n_docs:
             child_id = f"{doc_id}-attachment"
-            content = special.pop(child_id, None) or filler(rng, rng.randint(2, 6))
+            content = special.pop(child_id, "") or filler(rng, rng.randint(2, 6))
             source = document_source(
                 content,
                 path=f"{path}/attachment.pdf",

@@ -48,6 +48,7 @@ class TcpProxy:
         self.stop()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
+        self._loop.close()
 
     def trap(self, pattern: bytes, action: TrapAction) -> None:
         """Once: when a client sends bytes matching ``pattern``, hold them, call

@@ -4,6 +4,7 @@ known items a search must rank first, each found a different way."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from ml_worker_dev.datashare_index import bulk_index, create_project_index
 from tests.corpus import datashare_corpus, filler
@@ -27,7 +28,7 @@ IN_ATTACHMENT = (
 
 # find_most_similar's arguments, and the document each query must find first: by
 # meaning alone, by a rare keyword, deep in a long document, in an attachment.
-SEARCH = {
+SEARCH: dict[str, Any] = {
     "queries": [
         "cat sleeping on a rug",
         "QZ7781XK",

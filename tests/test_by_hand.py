@@ -22,9 +22,12 @@ STACK_READY_S = 300
 def _settings(env_file: Path) -> dict[str, str]:
     """The ``export NAME=value`` lines the stack wrote."""
     pattern = re.compile(r"^export (\w+)=(.*)$")
-    return dict(
-        pattern.match(line).groups() for line in env_file.read_text().splitlines()
-    )
+    settings = {}
+    for line in env_file.read_text().splitlines():
+        found = pattern.match(line)
+        assert found, f"not an export line: {line!r}"
+        settings[found[1]] = found[2]
+    return settings
 
 
 def _run(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -26,7 +27,7 @@ from tests.datashare_double import DatashareDouble
 
 ARGS = {"docs": ["doc-1", "doc-2"], "project": "demo"}
 # The signed-in user of the `datashare` fixture, as a task's args carry it.
-LOCAL_USER = {
+LOCAL_USER: dict[str, Any] = {
     "@type": "org.icij.datashare.user.User",
     "id": "local",
     "name": "local",
@@ -344,7 +345,9 @@ async def test_basic_auth_is_sent():
 
 def test_api_key_and_basic_auth_exclude_each_other():
     with pytest.raises(ValueError, match="either an API key or basic-auth"):
-        DatashareTaskClient("http://127.0.0.1:1", auth=("a", "b"), api_key="k")
+        DatashareTaskClient(
+            "http://127.0.0.1:1", auth=httpx.BasicAuth("a", "b"), api_key="k"
+        )
 
 
 async def test_check_reads_one_task_at_most(datashare_client, datashare):

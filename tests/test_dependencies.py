@@ -66,6 +66,7 @@ async def test_secrets_stay_out_of_logs_and_errors(monkeypatch, caplog, tmp_path
         es = dependencies.lifespan_es_client()
         with pytest.raises(documents.ElasticsearchUnavailable) as error:
             await documents.fetch_documents(es, "p", ["a"], retry_s=1.0)
+        assert config.es_password is not None
         assert config.es_password.get_secret_value() == "es-secret-1"
     assert "worker config" in caplog.text and "Elasticsearch at" in caplog.text
     for secret in ("es-secret-1", "ds-secret-2"):

@@ -50,6 +50,17 @@ def test_aliases_resolve_to_the_stable_ids_a_table_stores():
     )
 
 
+def test_texts_per_call_is_stored_under_its_earlier_name():
+    # Tables store `batch_size`: those created before the rename keep their value.
+    function = embedding.embedder(ENGLISH_MODEL, texts_per_call=8)
+    assert isinstance(function, embedding.Embedder)
+    assert function.texts_per_call == 8
+    stored = function.safe_model_dump()
+    assert stored == {"name": ENGLISH_MODEL, "batch_size": 8}
+    reopened = embedding.Embedder.create(**stored)
+    assert reopened.texts_per_call == 8
+
+
 DOCUMENTS = {
     "fr": "Le conseil municipal a voté le budget des écoles pour l'année prochaine.",
     "de": "Die Polizei ermittelt wegen Steuerhinterziehung gegen drei Banken.",
@@ -146,7 +157,8 @@ def test_vectors_are_unit_length_in_bfloat16_too(precision, monkeypatch):
 def test_passages_reach_the_model_padded_to_a_few_widths():
     # A bounded set of input shapes keeps torch's per-shape kernel caches, and so
     # a worker's memory, from growing with every batch.
-    function = embedding.embedder(ENGLISH_MODEL, batch_size=2)
+    function = embedding.embedder(ENGLISH_MODEL, texts_per_call=2)
+    assert isinstance(function, embedding.Embedder)
     model = function.embedding_model
     widths = []
     hook = model.register_forward_pre_hook(

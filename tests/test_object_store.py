@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
-import os
 import random
-import signal
 import time
 from contextlib import contextmanager
 from urllib.parse import urlparse
@@ -74,7 +72,7 @@ def test_four_writers_each_batch_twice(s3_db, s3_table, project):
     uri, options = s3_db
     # Every document written, then every document changed.
     versions = [document_versions(1, N_DOCS), document_versions(2, N_DOCS)]
-    plans = [[], [], [], []]
+    plans: list[list[list]] = [[], [], [], []]  # each writer's batches a phase
     for docs in versions:
         batches = stand_in_batches(s3_table, docs, BATCH_DOCS)
         half = len(batches) // 2
@@ -146,7 +144,8 @@ def _killed_writer(uri, options, project, batches, between_commits, started) -> 
             started.set()
             time.sleep(3600)
 
-        table.delete = stall
+        # Never undone: the process is killed.
+        pytest.MonkeyPatch().setattr(table, "delete", stall)
     else:
         started.set()
     while True:
@@ -176,7 +175,7 @@ def test_a_writer_killed_mid_write_then_the_batch_again(
         delay = 0.5 if between_commits else random.uniform(0.5, 4.0)
         time.sleep(delay)
     finally:
-        os.kill(writer.pid, signal.SIGKILL)
+        writer.kill()  # SIGKILL
         writer.join()
     table = store.writable_table(store.connect(uri, storage_options=options), project)
     if between_commits:

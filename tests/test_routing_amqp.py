@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,7 +65,9 @@ class AmqpStack:
 
 
 @pytest.fixture(scope="module")
-async def stack(tmp_path_factory, es_url, rabbitmq, postgres) -> AmqpStack:
+async def stack(
+    tmp_path_factory, es_url, rabbitmq, postgres
+) -> AsyncIterator[AmqpStack]:
     workdir = tmp_path_factory.mktemp("routing-amqp")
     with task_stack(workdir, rabbitmq=rabbitmq, postgres=postgres, es_url=es_url) as (
         vhost,

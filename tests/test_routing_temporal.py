@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ class Vectorized:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, es_url, temporal_address) -> Stack:
+def stack(tmp_path_factory, es_url, temporal_address) -> Iterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp("routing-temporal")
     config = {
         "es_address": es_url,

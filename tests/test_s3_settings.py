@@ -199,7 +199,7 @@ def test_lancedb_and_the_check_reach_the_store_alike(
         client = "boto3" if "Boto3" in headers.get("user-agent", "") else "lancedb"
         found = _SCOPE.search(headers.get("authorization", ""))
         assert found, f"an unsigned request of {client}: {method} {path}"
-        scopes[client].add(found.groups())
+        scopes[client].add((found[1], found[2]))
         checks += client == "boto3" and method == "PUT" and "if-none-match" in headers
     assert checks == 1, "the check's conditional PUT did not reach the store"
     assert scopes["boto3"] == scopes["lancedb"] == {(s3.access_key_id, s3.region)}

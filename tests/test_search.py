@@ -53,7 +53,7 @@ def _filler(n: int) -> str:
 
 def _corpus() -> dict[str, tuple[dict, str | None]]:
     """Datashare-shaped documents by id, with their routing."""
-    docs = {
+    docs: dict[str, tuple[dict, str | None]] = {
         f"cat-{i:03d}": (
             document_source(f"The cat sat on the mat, day {i}.", path=f"/cats/{i}.txt"),
             None,
@@ -232,7 +232,7 @@ async def test_filters_apply_inside_lancedb(corpus, mode, filters, expected):
 
 def _candidate_doc_ids(table, query: str, mode: SearchMode, limit: int) -> set[str]:
     """The documents of the passages an unfiltered search ranks."""
-    row_ids = set()
+    row_ids: set[int] = set()
     if mode is not SearchMode.TEXT:
         vector = store.table_embedder(table).compute_query_embeddings([query])[0]
         row_ids |= nearest_passages(table, vector, limit).keys()

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -44,7 +45,7 @@ def test_one_table_per_project(vector_db):
         table = store.open_or_create_table(
             vector_db, project, model=ENGLISH_MODEL, embed_batch_size=8
         )
-        row = {
+        row: dict[str, Any] = {
             "doc_id": f"{project}-doc",
             "root_id": None,
             "passage": 0,
@@ -133,15 +134,17 @@ def test_passages_written_twice_at_once_keep_their_first_row(vector_db):
     assert _row_ids(table) == {key: [min(ids)] for key, ids in twins.items()}
 
 
-def test_a_passage_whose_every_copy_was_deleted_is_written_again(vector_db):
+def test_a_passage_whose_every_copy_was_deleted_is_written_again(
+    vector_db, monkeypatch
+):
     table = store.open_or_create_table(
         vector_db, "p", model=ENGLISH_MODEL, embed_batch_size=8
     )
     _with_twins(table, "d1", 3)
     delete = table.delete
-    deletes = []
+    deletes: list[str] = []
 
-    def with_another_writers_delete(where):
+    def with_another_writers_delete(where: str) -> None:
         # Another writer, that saw the rows after a compaction had moved them,
         # deleted the copies this one keeps.
         delete(where)
@@ -149,7 +152,7 @@ def test_a_passage_whose_every_copy_was_deleted_is_written_again(vector_db):
             delete("doc_id = 'd1'")
         deletes.append(where)
 
-    table.delete = with_another_writers_delete
+    monkeypatch.setattr(table, "delete", with_another_writers_delete)
     store.replace_documents(table, ["d1"], _rows("d1", 3))
     assert deletes, "the twins were not repaired"
     assert sorted(_row_ids(table)) == [
@@ -170,7 +173,7 @@ def test_concurrent_writes_of_the_same_documents_leave_each_passage_once(tmp_pat
     store.open_or_create_table(
         store.connect(uri), "p", model=ENGLISH_MODEL, embed_batch_size=8
     )
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "doc_id": f"d{d}",
             "root_id": None,
@@ -209,11 +212,14 @@ def test_concurrent_writes_of_the_same_documents_leave_each_passage_once(tmp_pat
 def test_a_connection_bounds_its_caches(tmp_path, lancedb_sessions, bounded):
     # Each write commits versions whose metadata LanceDB caches: without a bound,
     # a worker's memory would grow with every batch it writes.
-    limits = {"index_cache_mb": 1, "metadata_cache_mb": 1} if bounded else {}
-    db = store.connect(str(tmp_path / "vectors"), **limits)
+    uri = str(tmp_path / "vectors")
+    if bounded:
+        db = store.connect(uri, index_cache_mb=1, metadata_cache_mb=1)
+    else:
+        db = store.connect(uri)
     table = store.open_or_create_table(db, "p", model=ENGLISH_MODEL, embed_batch_size=8)
     for batch in range(60):
-        row = {
+        row: dict[str, Any] = {
             "doc_id": f"d{batch}",
             "root_id": None,
             "passage": 0,
@@ -249,7 +255,7 @@ def _earlier_table(db, name: str, n_docs: int):
             )
         ],
     )
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "doc_id": f"d{d}",
             "passage": i,
@@ -291,7 +297,7 @@ def test_a_table_of_an_earlier_version_gets_its_passage_key(vector_db):
         store.passage_id(r["doc_id"], r["content_hash"], r["passage"]) for r in rows
     )
     # Written again with a new version, a document keeps that version alone.
-    new = [
+    new: list[dict[str, Any]] = [
         {
             "doc_id": "d1",
             "root_id": None,

@@ -137,7 +137,7 @@ def test_indexed_search_recall_against_exact_search(table, small_thresholds, cen
     for query in _clustered(rng, 20, centers):
         # As a search for 10 documents runs it: it fetches more passages than that.
         nearest = nearest_passages(table, query, passages_limit(10))
-        found = set(sorted(nearest, key=nearest.get, reverse=True)[:10])
+        found = set(sorted(nearest, key=nearest.__getitem__, reverse=True)[:10])
         exact = table.search(query, query_type="vector").distance_type("cosine")
         exact = exact.bypass_vector_index().with_row_id(True).limit(10).to_arrow()
         expected = set(exact["_rowid"].to_pylist())

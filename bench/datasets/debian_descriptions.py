@@ -112,7 +112,7 @@ def _entry(stanza: str) -> tuple[str, tuple[str, str, str] | None]:
 def build(files: dict[str, Path]) -> list[dict]:
     english = read_descriptions(files["en"])
     translated = {code: read_descriptions(files[code]) for code in LANGUAGES}
-    picked: dict[str, list[dict]] = {code: [] for code in LANGUAGES}
+    picked: dict[str, list[list[dict]]] = {code: [] for code in LANGUAGES}
     seen: set[str] = set()  # English short and long descriptions already used
     by_hash = sorted(english, key=lambda p: hashlib.sha256(p.encode()).hexdigest())
     for package in by_hash:
@@ -136,7 +136,7 @@ def build(files: dict[str, Path]) -> list[dict]:
     return [line for code in LANGUAGES for doc in picked[code] for line in doc]
 
 
-def _lines(package: str, code: str, short: str, long: str, en_short: str) -> list:
+def _lines(package: str, code: str, short: str, long: str, en_short: str) -> list[dict]:
     common = {"id": f"{code}/{package}", "content": long, "language": LANGUAGES[code]}
     return [
         {**common, "query": short, "kind": "monolingual"},
