@@ -16,7 +16,11 @@ mappers (Jackson 2.22):
   ``state`` or ``createdAt`` (the task repository dereferences both, datashare-db
   ``JooqTaskRepository.insertValues``); else 201 ``{"taskId": id}`` (state QUEUED),
   or 200 with no body when the task already existed. The task's user is its
-  ``args.user``, as the body gives it (``Task.getUser``): the route adds none;
+  ``args.user``, as the body gives it (``Task.getUser``): the route adds none
+  (Datashare's main branch, after 21.18, builds the task with the session's user
+  instead, ``new Task<>(id, name, currentUser, args)``; a client that sends the
+  signed-in user, as ml-worker's plugin does, reaches the workers with the same
+  user and grants either way);
 - ``GET /api/task/{id}``: the task as Datashare serializes it (camelCase fields,
   dates in epoch milliseconds, the args' values typed, their contents plain), 404
   when unknown, 403 when its user is not the signed-in one (``tasks/TaskFinder.
@@ -115,24 +119,32 @@ class DatashareDouble:
     _server: ThreadingHTTPServer | None = field(init=False, default=None)
 
     @property
+    def _started_server(self) -> ThreadingHTTPServer:
+        assert self._server is not None, "the double is not started"
+        return self._server
+
+    @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = self._started_server.server_address[:2]
+        assert isinstance(host, str)
         return f"http://{host}:{port}"
 
     def __enter__(self) -> DatashareDouble:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
+        server = self._server = ThreadingHTTPServer(
+            ("127.0.0.1", 0), _handler_for(self)
+        )
+        server.daemon_threads = True
 
         # A short poll keeps shutdown quick.
         def serve():
-            return self._server.serve_forever(poll_interval=0.05)
+            return server.serve_forever(poll_interval=0.05)
 
         threading.Thread(target=serve, daemon=True).start()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._started_server.shutdown()
+        self._started_server.server_close()
 
     def fail_next(self, status: int, body: str = "") -> None:
         with self._lock:
@@ -269,11 +281,12 @@ def _handler_for(double: DatashareDouble) -> type[BaseHTTPRequestHandler]:
             with double._lock:
                 double.requests.append(request)
                 failure = double._failures.pop(0) if double._failures else None
-            if failure is not None and failure[0] is None:
-                self.close_connection = True  # dropped: no answer at all
-                return
             if failure is not None:
-                self._send(failure[0], failure[1], "text/plain")
+                status, text = failure
+                if status is None:
+                    self.close_connection = True  # dropped: no answer at all
+                    return
+                self._send(status, text, "text/plain")
                 return
             if method == "GET" and self._serve_static(split.path):
                 return

@@ -31,7 +31,7 @@ export function hitItem(core, project, hit, { terms = [], extra = [] } = {}) {
   const head = el('div', { className: 'ml-worker-hit-head' }, [
     routeLink(core, location, 'ml-worker-hit-title', title),
     ...extra,
-    el('span', { className: 'ml-worker-score', attrs: { title: 'score' }, text: decimals(hit.score, 3) })
+    el('span', { className: 'ml-worker-score', attrs: { title: 'score, from 0 to 1' }, text: decimals(hit.score, 3) })
   ])
   return el('li', { className: 'ml-worker-hit', attrs: { 'data-doc-id': hit.doc_id } }, [
     head,

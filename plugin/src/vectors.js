@@ -1,8 +1,16 @@
 /*
  * A project's vectors: whether it is vectorized and how far its vectors are behind
  * its index (task `vectorization_status`), the live progress of a vectorization
- * (task `create_vectorization_tasks`, found again by the task list after a reload),
- * and the button that starts one.
+ * (task `create_vectorization_tasks`, its progress read from the task as Datashare
+ * has it from the workers; found again by the task list after a reload), what the
+ * run did (its result: ml-worker's `VectorizationSummary`), and the button that
+ * starts one.
+ *
+ * `vectorization_status` answers `{project, vectorized, model, model_choice,
+ * documents, vectorized_documents, passages, new, removed, exact}`: `documents`
+ * indexed, `vectorized_documents` in the vectors (those `removed` from the index
+ * since included), `new` indexed without vectors; `exact` false when `new` and
+ * `removed` are only the difference of the counts (a very large project).
  */
 import { decimals, el } from './dom.js'
 import { FANOUT_GROUP, SEARCH_GROUP, describe } from './tasks.js'
@@ -10,25 +18,22 @@ import { FANOUT_GROUP, SEARCH_GROUP, describe } from './tasks.js'
 const STATUS = 'vectorization_status'
 const VECTORIZE = 'create_vectorization_tasks'
 
-// A run's counts worth telling, in the order told, with their words (one, more);
-// `tasks` is the list of batch tasks of an icij-worker run.
+// What a run did with the documents it read, told when not none, with their words.
 const RUN_COUNTS = [
-  ['documents', ['document', 'documents']],
-  ['batches', ['batch', 'batches']],
-  ['tasks', ['batch', 'batches']],
-  ['new', ['new', 'new']],
-  ['changed', ['changed', 'changed']],
-  ['unchanged', ['unchanged', 'unchanged']],
-  ['removed', ['removed', 'removed']],
-  ['failed', ['failed', 'failed']]
+  ['new', 'new'],
+  ['changed', 'changed'],
+  ['unchanged', 'unchanged'],
+  ['missing', 'gone from the index during the run'],
+  ['failed', 'failed']
 ]
-
-function count(value) {
-  return Array.isArray(value) ? value.length : value
-}
 
 function plural(n, word, words = [word, `${word}s`]) {
   return `${n} ${n === 1 ? words[0] : words[1]}`
+}
+
+function notVectorized(project, status) {
+  const documents = status?.documents ? ` (${plural(status.documents, 'document')} indexed)` : ''
+  return `${project} is not vectorized${documents}: semantic search and similar documents need its vectors.`
 }
 
 export class VectorsPanel {
@@ -60,7 +65,7 @@ export class VectorsPanel {
     this.controller = new AbortController()
     const { signal } = this.controller
     this.project = project
-    this.message.textContent = ''
+    this._clearMessage()
     this._setProgress(null)
     if (!project) {
       this._summary('none', 'No project selected.')
@@ -94,7 +99,7 @@ export class VectorsPanel {
     this.controller = new AbortController()
     const { signal } = this.controller
     this.button.disabled = true
-    this.message.textContent = ''
+    this._clearMessage()
     this._summary('running', 'Vectorization queued…')
     this._setProgress(0)
     try {
@@ -137,46 +142,54 @@ export class VectorsPanel {
     }
     this.button.disabled = false
     this.button.hidden = false
+    this.summary.title = status?.model_choice ?? ''
     if (!status?.vectorized) {
-      this._summary('not-vectorized', `${this.project} is not vectorized: semantic search and similar documents need its vectors.`)
+      this._summary('not-vectorized', notVectorized(this.project, status))
       this.button.textContent = 'Vectorize this project'
       return
     }
-    const parts = [`${status.vectorized_documents} of ${plural(status.documents, 'document')} vectorized`]
-    if (status.passages !== undefined) {
-      parts.push(plural(status.passages, 'passage'))
-    }
+    // Counts past a size are the difference of the table's and the index's.
+    const about = status.exact === false ? 'about ' : ''
+    const indexedWithVectors = Math.max(status.vectorized_documents - status.removed, 0)
+    const parts = [`${about}${indexedWithVectors} of ${plural(status.documents, 'document')} vectorized`]
+    parts.push(plural(status.passages, 'passage'))
     if (status.new) {
-      parts.push(`${status.new} new since the last run`)
+      parts.push(`${about}${status.new} new since the last run`)
     }
     if (status.removed) {
-      parts.push(`${status.removed} removed since the last run`)
+      parts.push(`${about}${status.removed} removed since the last run`)
     }
     if (status.model) {
       parts.push(`model ${status.model}`)
     }
     const behind = status.new || status.removed
     this._summary(behind ? 'behind' : 'vectorized', parts.join(' · '))
-    this.summary.title = status.model_choice ?? ''
     this.button.textContent = behind ? 'Update the vectors' : 'Vectorize again'
   }
 
+  /** What the run did, in words; `data-failed` set when documents failed. */
   _runSummary(result) {
-    const told = new Set()
-    const parts = []
-    for (const [key, words] of RUN_COUNTS) {
-      if (result?.[key] !== undefined && !told.has(words[1])) {
-        told.add(words[1])
-        parts.push(plural(count(result[key]), null, words))
-      }
+    if (!result || typeof result !== 'object') {
+      return 'Vectorization done.'
     }
-    return parts.length ? `Vectorization done: ${parts.join(', ')}.` : 'Vectorization done.'
+    const read = `${plural(result.documents ?? 0, 'document')} in ${plural(result.batches ?? 0, 'batch', ['batch', 'batches'])}`
+    const counts = RUN_COUNTS.filter(([key]) => result[key]).map(([key, words]) => `${result[key]} ${words}`)
+    let text = `Vectorization done: ${read}${counts.length ? `: ${counts.join(', ')}` : ''}.`
+    if (result.removed) {
+      text += ` ${result.removed} removed from the vectors, gone from the index.`
+    }
+    if (result.failed) {
+      this.message.dataset.failed = String(result.failed)
+      const first = result.failures?.[0]
+      text += ` Some batches failed${first ? ` (${first})` : ''}: vectorize again to retry them.`
+    }
+    return text
   }
 
   _failed(error) {
     const { kind, message } = describe(error, { refusedWhat: 'the vectorization' })
     if (kind === 'ProjectNotVectorized') {
-      this._summary('not-vectorized', `${this.project} is not vectorized: semantic search and similar documents need its vectors.`)
+      this._summary('not-vectorized', notVectorized(this.project))
     }
     else {
       this._summary('error', '')
@@ -184,8 +197,15 @@ export class VectorsPanel {
       this.message.dataset.error = kind
     }
     this._setProgress(null)
-    this.button.hidden = false
+    // A user not granted the project could not vectorize it either.
+    this.button.hidden = kind === 'ProjectNotGranted'
     this.button.disabled = false
+  }
+
+  _clearMessage() {
+    this.message.textContent = ''
+    delete this.message.dataset.error
+    delete this.message.dataset.failed
   }
 
   _summary(state, text) {

@@ -2,22 +2,20 @@
 
 Datashare queues a task it is given on the workers' broker and learns its state,
 progress, result and error from the workers' events. Here the task-API double
-hands each created task to icij-worker's real task service (which queues it on
-RabbitMQ for the real workers) and, before it answers a task, reads that task back
-from the service into Datashare's shape.
+hands each created task, its arguments as the double stored them (the signed-in
+user and its grants included), to icij-worker's real task service, which queues
+it on RabbitMQ for the session's real workers; before the double answers a task
+(alone, its result, or in the task list), the bridge reads that task back from the
+service into Datashare's shape. Every task the plugin creates is the workers'.
 
-Tasks the workers do not run yet are answered by a stand-in (``stand_ins``: task
-name to a function of the task's arguments returning its result, or raising
-``StandInError`` for its error), through ``DatashareDouble.complete`` / ``fail``,
-as the workers' result would come.
+``reported``: the states and progresses read back for each task, in order, as
+Datashare's answers then gave them to the page.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 from icij_worker import TaskState
@@ -27,38 +25,18 @@ from tests.datashare_double import DatashareDouble
 
 _FINAL = {"DONE", "ERROR", "CANCELLED"}
 
-StandIn = Callable[[dict], Any]
-
-
-class StandInError(Exception):
-    """A stand-in's task error: ``name`` is the error's class, as a worker's."""
-
-    def __init__(self, name: str, message: str):
-        super().__init__(message)
-        self.name = name
-        self.message = message
-
 
 @dataclass
 class TaskBridge:
     datashare: DatashareDouble
     service_url: str
-    stand_ins: dict[str, StandIn] = field(default_factory=dict)
+    reported: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.datashare.on_create = self.on_create
         self.datashare.on_read = self.on_read
 
     def on_create(self, task: dict, group: str | None) -> None:
-        stand_in = self.stand_ins.get(task["name"])
-        if stand_in is not None:
-            try:
-                value = stand_in(task["args"])
-            except StandInError as e:
-                self.datashare.fail(task["id"], e.name, e.message)
-            else:
-                self.datashare.complete(task["id"], value)
-            return
         body = {"name": task["name"], "args": task["args"]}
         url = f"{self.service_url}/api/tasks/{task['id']}"
         httpx.put(url, json=body, timeout=10.0).raise_for_status()
@@ -79,3 +57,7 @@ class TaskBridge:
                 self.datashare.fail(task_id, error.name, error.message)
             else:
                 self.datashare.report(task_id, task.state.value, task.progress or 0.0)
+        answered = self.datashare.tasks[task_id]
+        self.reported.setdefault(task_id, []).append(
+            (answered["state"], answered["progress"])
+        )
