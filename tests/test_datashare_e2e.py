@@ -19,10 +19,10 @@ from ml_worker.constants import CREATE_VECTORIZATION_TASKS, task_group
 from ml_worker.datashare_api import DatashareTaskClient
 from ml_worker.icij.task_client import ICIJTaskClient
 from ml_worker_dev.datashare_index import bulk_index, create_project_index
-from tests.browser.task_bridge import TaskBridge
 from tests.corpus import datashare_corpus
 from tests.datashare_double import DatashareDouble
 from tests.stack import running_stack, wait_done
+from tests.task_bridge import TaskBridge
 
 pytestmark = pytest.mark.e2e
 

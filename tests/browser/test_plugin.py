@@ -28,11 +28,11 @@ from ml_worker_dev.datashare_index import (
     document_source,
 )
 from tests.browser.datashare_page import PLUGIN, serve_app
-from tests.browser.task_bridge import TaskBridge
 from tests.corpus import datashare_corpus
 from tests.datashare_double import DatashareDouble
 from tests.known_items import FIRST, N_DOCS, SEARCH, seed_known_items
 from tests.stack import fan_out
+from tests.task_bridge import TaskBridge
 
 pytestmark = pytest.mark.browser
 

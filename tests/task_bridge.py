@@ -1,4 +1,5 @@
-"""Datashare's part between its task API and the workers, for the browser tests.
+"""Datashare's part between its task API and the workers, for the tests that go
+through its API double (the plugin's, the Datashare end-to-end test).
 
 Datashare queues a task it is given on the workers' broker and learns its state,
 progress, result and error from the workers' events. Here the task-API double
