@@ -91,15 +91,7 @@ def wait_for_workers(
             for group, n in expected.items()
         )
 
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if pool.poll() is not None:
-            raise ServiceUnreachable(f"the workers exited at start-up: see {log}")
-        if time.monotonic() > deadline:
-            raise ServiceUnreachable(
-                f"workers not ready after {timeout_s:.0f}s: see {log}"
-            )
-        time.sleep(0.5)
+    _wait_for_pool(ready, pool, log=log, timeout_s=timeout_s)
 
 
 @contextmanager
@@ -149,8 +141,15 @@ def wait_for_temporal_workers(
                 return False
         return True
 
+    _wait_for_pool(lambda: asyncio.run(ready()), pool, log=log, timeout_s=timeout_s)
+
+
+def _wait_for_pool(
+    ready: Callable[[], bool], pool: subprocess.Popen, *, log: Path, timeout_s: float
+) -> None:
+    """Until ``ready()``; ServiceUnreachable if the pool exits or takes longer."""
     deadline = time.monotonic() + timeout_s
-    while not asyncio.run(ready()):
+    while not ready():
         if pool.poll() is not None:
             raise ServiceUnreachable(f"the workers exited at start-up: see {log}")
         if time.monotonic() > deadline:
