@@ -389,7 +389,10 @@ def test_status_shows_the_queues_the_workers_poll(stack):
     # routing); workers polling, counted on the first.
     assert {kind: row[0] for kind, row in rows.items()} == {
         "vectorize": "python, vectorize_docs",
-        "search": "python_search, ping, find_most_similar, find_similar_documents",
-        "fanout": "python_fanout, create_vectorization_tasks, vectorization_status",
+        "search": (
+            "python_search, ping, vectorization_status, find_most_similar,"
+            " find_similar_documents"
+        ),
+        "fanout": "python_fanout, create_vectorization_tasks",
     }
     assert all(int(row[1]) >= 1 for row in rows.values()), status.stdout
